@@ -1,0 +1,98 @@
+/*
+ * backend.h -- presence-bench: the small vtable every compared presence store implements
+ * (shm: our library; rwlock: the obvious baseline; redis, redis-pipe: a real redis-server).
+ *
+ * Life cycle of one measured run (one backend, one workload), driven by runner.c:
+ *   parent:  setup() a fresh, empty store sized by the spec -> open() its own handle ->
+ *            populate() -> fork the workers -> maintain() every few ms while they run ->
+ *            close() -> teardown() (the store is destroyed: segment unlinked, db flushed).
+ *   worker:  open() its own handle (as an unrelated process would) -> operations ->
+ *            close() -> _exit().
+ * finish() is called once at program exit (redis: stops the server).
+ *
+ * Return values of the operations: >= 0 the documented result, < 0 an error that
+ * errstr() describes; BENCH_FATAL means the handle is unusable (connection lost) and
+ * the worker stops. A backend with batch > 1 (pipelined) only queues in the operation
+ * calls (returning 0, results unchecked) and completes everything queued in flush().
+ */
+#ifndef BENCH_BACKEND_H
+#define BENCH_BACKEND_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BENCH_FATAL INT_MIN
+
+/** One presence as the harness names it. user may be NULL (anonymous). */
+typedef struct bench_key {
+    const char *room;
+    const char *conn;
+    const char *user;
+} bench_key_t;
+
+/** What a fresh store must hold at once (the backend adds its own headroom). */
+typedef struct bench_store_spec {
+    uint64_t rooms;
+    uint64_t connections;
+    uint64_t presences;
+    uint32_t procs;     /* worker processes that will attach, plus the parent */
+    uint32_t state_len; /* longest state document the workload stores */
+} bench_store_spec_t;
+
+typedef struct bench_backend {
+    const char *name;
+    const char *description;
+    unsigned batch; /* operations per round trip: 1, or the pipeline depth */
+
+    /** 1 if usable on this host, else 0 with the reason in @p why. NULL: always. */
+    int (*available)(char *why, size_t whylen);
+    /** Parent: creates a fresh empty store. @return 0 or -1 with @p err set. */
+    int (*setup)(const bench_store_spec_t *spec, void **store, char *err, size_t errlen);
+    void (*teardown)(void *store);
+    /** Any process: attaches to the store. @return 0 or -1 with @p err set. */
+    int (*open)(void *store, void **h, char *err, size_t errlen);
+    void (*close)(void *h);
+    /** Optional: called once when the program ends. */
+    void (*finish)(void);
+
+    /** @return 0 joined, 1 already present. timeout_ms 0 = the default (60 s). */
+    int (*join)(void *h, const bench_key_t *k, uint64_t timeout_ms);
+    /** @return 1 removed, 0 absent. */
+    int (*leave)(void *h, const bench_key_t *k);
+    /** Refreshes last_seen of k->conn. @return 0, or 1 when not present. */
+    int (*touch)(void *h, const bench_key_t *k);
+    /** Optional: obtains a token for touch_token() (shm: a connection handle). */
+    int (*touch_prepare)(void *h, const bench_key_t *k, uint64_t *token);
+    int (*touch_token)(void *h, uint64_t token);
+    /** Occupants of @p room with their uuids. @return the occupancy. */
+    int (*here_now)(void *h, const char *room);
+    /** Rooms where @p uuid (a user id) is present. @return their number. */
+    int (*where_now)(void *h, const char *uuid);
+    /** State of k's user in k->room. @return the number of (room, uuid) items found. */
+    int (*get_state)(void *h, const bench_key_t *k);
+    /** Removes every connection older than its timeout. @return presences removed. */
+    int (*prune)(void *h);
+    /** Bulk load: joins every key with @p timeout_ms and, if @p state, sets that state. */
+    int (*populate)(void *h, const bench_key_t *keys, size_t n, uint64_t timeout_ms,
+                    const char *state);
+    /** Pipelined backends: completes what was queued. @return failed ops or BENCH_FATAL. */
+    int (*flush)(void *h);
+    /** Optional: the maintenance the reaper daemon would do; the parent calls it. */
+    void (*maintain)(void *h);
+    /** Describes an error this backend returned. Never NULL. */
+    const char *(*errstr)(void *h, int rc);
+} bench_backend_t;
+
+#ifdef PRESENCE_BENCH_HAVE_SHM
+extern const bench_backend_t bench_backend_shm;
+/** presence_version_string() of the linked library. */
+const char *bench_shm_version(void);
+#endif
+extern const bench_backend_t bench_backend_rwlock;
+#ifdef PRESENCE_BENCH_HAVE_REDIS
+extern const bench_backend_t bench_backend_redis;
+extern const bench_backend_t bench_backend_redis_pipe;
+#endif
+
+#endif /* BENCH_BACKEND_H */

@@ -1,0 +1,25 @@
+/*
+ * clock.h -- presence-bench: the one clock every latency figure is taken with
+ * (CLOCK_MONOTONIC, shared by all processes on the host), and the measurement of
+ * what one reading costs, which is included in every per-operation latency.
+ */
+#ifndef BENCH_CLOCK_H
+#define BENCH_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+/** Median cost of one clock_gettime(CLOCK_MONOTONIC) reading, in ns. */
+uint64_t clock_overhead_ns(void);
+
+/** Sleeps @p ns nanoseconds (restarted on EINTR). */
+void sleep_ns(uint64_t ns);
+
+#endif /* BENCH_CLOCK_H */

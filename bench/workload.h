@@ -1,0 +1,101 @@
+/*
+ * workload.h -- presence-bench: what each workload loads into a store and what its
+ * worker processes do, and the shared-memory block through which the workers report.
+ *
+ * Every workload starts from a fresh store holding a standard population: `rooms`
+ * rooms of `room_size` members; connection i is "conn-i" of user "user-i", in one
+ * room, with a one-hour timeout (nothing expires during a run unless meant to).
+ * The rows a workload reports:
+ *   touch        touch(conn) of a random member                      all workers
+ *   touch_handle the same through a connection handle (shm only)     all workers
+ *   join_leave   join then leave of a worker-owned connection, one op all workers
+ *   here_now_N   here_now(room) of rooms of N members, uuids listed  all workers
+ *   where_now    where_now(user) of a random member                  all workers
+ *   get_state    get_state(room, user) of a random member (state set) all workers
+ *   prune        one prune() call removing prune_size expired
+ *                presences (one sample: the call's duration)         worker 0
+ *   prune_read   here_now latency of the others while it runs        workers 1..
+ *   mixed_read   here_now under write load: the headline figure      workers 1..
+ *   mixed_write  join / touch / leave, rotating, on the same rooms   worker 0
+ */
+#ifndef BENCH_WORKLOAD_H
+#define BENCH_WORKLOAD_H
+
+#include "backend.h"
+#include "bench.h"
+#include "hist.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#define WL_MAX_ROWS   2
+#define WL_EXTRA_KEYS 1024 /* worker-owned connections per worker */
+
+typedef struct bench_keys {
+    size_t n;
+    bench_key_t *keys;
+} bench_keys_t;
+
+typedef struct workload {
+    bench_op_t op;
+    char name[32];
+    unsigned nrows;
+    char row[WL_MAX_ROWS][32];
+    unsigned procs;
+    uint32_t rooms, room_size; /* the standard population */
+    bool with_state;
+    uint32_t prune_size;
+    bench_keys_t live;  /* rooms * room_size presences; room r is live.keys[r * room_size].room */
+    bench_keys_t old;   /* prune: expired presences */
+    bench_keys_t extra; /* procs * WL_EXTRA_KEYS worker-owned connections, random live rooms */
+    char *names;        /* storage of every name above */
+} workload_t;
+
+/* One worker's figures for one row. */
+typedef struct run_row {
+    uint64_t ops;     /* measured operations */
+    uint64_t errors;  /* failed operations, warm-up included */
+    uint64_t items;   /* prune: presences removed */
+    uint64_t t_first; /* start of the first measured operation */
+    uint64_t t_last;  /* end of the last one */
+    hist_t hist;
+} run_row_t;
+
+typedef struct run_worker {
+    int32_t failed;
+    char err[256]; /* the first error */
+    run_row_t row[WL_MAX_ROWS];
+} run_worker_t;
+
+/* The control block of one run, in a MAP_SHARED anonymous mapping. */
+typedef struct run_ctl {
+    _Atomic uint32_t ready;        /* workers attached and prepared */
+    _Atomic uint32_t go;           /* set by the parent once all are ready */
+    _Atomic uint32_t abort;        /* set by the parent when a worker failed */
+    _Atomic uint32_t started;      /* readers past their first operation */
+    _Atomic uint32_t readers_done; /* count mode: readers that finished their quota */
+    _Atomic uint64_t prune_start, prune_end;
+    uint64_t t_go, t_measure, t_end; /* written before go; t_end 0 = count mode */
+    uint64_t count;                  /* count mode: measured ops per row, all workers */
+    unsigned nworkers;
+    run_worker_t w[];
+} run_ctl_t;
+
+/** Builds the workload @p op (@p size: here_now's room size). @return 0 or -1 (ENOMEM). */
+int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_config_t *cfg);
+void workload_free(workload_t *wl);
+/** 1 if @p be implements what the workload calls. */
+int workload_supported(const workload_t *wl, const bench_backend_t *be);
+/** What a fresh store must hold for it. */
+void workload_spec(const workload_t *wl, bench_store_spec_t *spec);
+/** Parent: loads the population through @p h. @return 0 or -1 with @p err. */
+int workload_populate(const workload_t *wl, const bench_backend_t *be, void *h, char *err,
+                      size_t errlen);
+/**
+ * Worker @p id: prepares (before reporting ready), waits for go, runs, records into
+ * ctl->w[id]. @return 0, or -1 with ctl->w[id].err set.
+ */
+int workload_worker(const workload_t *wl, const bench_backend_t *be, void *h, unsigned id,
+                    uint64_t seed, run_ctl_t *ctl);
+
+#endif /* BENCH_WORKLOAD_H */

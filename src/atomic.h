@@ -1,0 +1,62 @@
+/*
+ * atomic.h -- the atomics and barriers used on shared memory.
+ *
+ * In shared memory we use liburcu's address-independent primitives
+ * (urcu/uatomic.h, urcu/arch.h, urcu/system.h): inline lock-prefixed
+ * instructions with no library state, so they are valid across processes.
+ * liburcu's *grace periods* are not used for shared objects (they cover one
+ * process only); see epoch.c.
+ *
+ * ThreadSanitizer cannot see liburcu's inline assembly, so a TSan build maps the
+ * same operations onto the compiler's __atomic builtins (sequentially
+ * consistent, at least as strong as the liburcu forms) so that TSan sees them.
+ */
+#ifndef PR_ATOMIC_H
+#define PR_ATOMIC_H
+
+#include <stdint.h>
+
+#if defined(__SANITIZE_THREAD__)
+#    define PR_TSAN 1
+#elif defined(__has_feature)
+#    if __has_feature(thread_sanitizer)
+#        define PR_TSAN 1
+#    endif
+#endif
+
+#ifdef PR_TSAN
+#    define pr_load(p)          __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#    define pr_store(p, v)      __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_xchg(p, v)       __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_fetch_add(p, v)  __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_fetch_or(p, v)   __atomic_fetch_or((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_fetch_and(p, v)  __atomic_fetch_and((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_smp_mb()         __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#    define pr_barrier()        __atomic_signal_fence(__ATOMIC_SEQ_CST)
+/* Returns the value found (equal to @old on success), like uatomic_cmpxchg. */
+#    define pr_cmpxchg(p, old, new_)                                                               \
+        __extension__({                                                                            \
+            __typeof__(*(p)) pr_cx_expected_ = (old);                                              \
+            __atomic_compare_exchange_n((p), &pr_cx_expected_, (new_), 0, __ATOMIC_SEQ_CST,        \
+                                        __ATOMIC_SEQ_CST);                                         \
+            pr_cx_expected_;                                                                       \
+        })
+#else
+#    include <urcu/arch.h>
+#    include <urcu/system.h>
+#    include <urcu/uatomic.h>
+#    define pr_load(p)          uatomic_read(p)
+/* Store with release semantics: a compiler barrier orders earlier stores (x86 TSO). */
+#    define pr_store(p, v)      do { cmm_smp_wmb(); uatomic_set((p), (v)); } while (0)
+#    define pr_xchg(p, v)       __extension__({ uatomic_xchg((p), (v)); })
+#    define pr_fetch_add(p, v)  __extension__({ uatomic_add_return((p), (v)) - (v); })
+#    define pr_fetch_or(p, v)   uatomic_or((p), (v))
+#    define pr_fetch_and(p, v)  uatomic_and((p), (v))
+#    define pr_smp_mb()         cmm_smp_mb()
+#    define pr_barrier()        cmm_barrier()
+#    define pr_cmpxchg(p, old, new_) uatomic_cmpxchg((p), (old), (new_))
+#endif
+
+#define pr_cas(p, old, new_) __extension__({ pr_cmpxchg((p), (old), (new_)) == (old); })
+
+#endif /* PR_ATOMIC_H */

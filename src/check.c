@@ -1,0 +1,659 @@
+/*
+ * check.c -- whole-segment views: stats, the invariant checker, and the
+ * maintenance pass (repairs, dead owners, orphan sweep, reclamation).
+ *
+ * Reachability: a room, connection or group is reachable when its index chain
+ * holds it; a presence when its room's list holds it; a group member when its
+ * group's list does. Every record is then exactly one of: FREE on its free
+ * stack, reachable and LIVE, or RETIRED in limbo -- anything else on a
+ * quiescent segment is a violation (check) or an orphan left by a dead
+ * process (sweep).
+ *
+ * The sweep never races a live writer: it suspects orphans (phase 1), waits for
+ * a grace period (every read section active then has ended, and every
+ * operation runs inside one), re-marks, and acts only on records whose state
+ * word has not changed and that are still unreachable (phase 2).
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- marking ------------------------------------------------------------------ */
+
+struct marks {
+    uint8_t *room, *conn, *pres, *group, *gmember, *limbo_rec[8];
+    uint8_t *blob_ref, *blob_limbo; /* per arena unit */
+    uint64_t nunits;
+};
+
+static void marks_free(struct marks *m)
+{
+    free(m->room);
+    free(m->conn);
+    free(m->pres);
+    free(m->group);
+    free(m->gmember);
+    for (int i = 0; i < 8; i++)
+        free(m->limbo_rec[i]);
+    free(m->blob_ref);
+    free(m->blob_limbo);
+    memset(m, 0, sizeof *m);
+}
+
+static void mark_blob(struct marks *m, uint32_t ref)
+{
+    if (ref && ref - 1 < m->nunits)
+        m->blob_ref[ref - 1] = 1;
+}
+
+static uint8_t *kind_marks(struct marks *m, unsigned kind)
+{
+    switch (kind) {
+    case PR_K_ROOM: return m->room;
+    case PR_K_CONN: return m->conn;
+    case PR_K_PRES: return m->pres;
+    case PR_K_GROUP: return m->group;
+    default: return m->gmember;
+    }
+}
+
+/* Walks every index and list. Returns 0 or -ENOMEM. */
+static int mark_all(struct presence *p, struct marks *m)
+{
+    struct pr_header *h = p->h;
+    memset(m, 0, sizeof *m);
+    m->nunits = (uint64_t) h->arena_pages * PR_UNITS_PAGE;
+    m->room = calloc(h->cap_rooms, 1);
+    m->conn = calloc(h->cap_conns, 1);
+    m->pres = calloc(h->cap_pres, 1);
+    m->group = calloc(h->cap_groups, 1);
+    m->gmember = calloc(h->cap_gmembers, 1);
+    m->blob_ref = calloc(m->nunits, 1);
+    m->blob_limbo = calloc(m->nunits, 1);
+    for (unsigned k = PR_K_ROOM; k <= PR_K_GMEMBER; k++)
+        m->limbo_rec[k] = calloc(pr__kind_cap(p, k), 1);
+    if (!m->room || !m->conn || !m->pres || !m->group || !m->gmember || !m->blob_ref ||
+        !m->blob_limbo || !m->limbo_rec[PR_K_ROOM] || !m->limbo_rec[PR_K_CONN] ||
+        !m->limbo_rec[PR_K_PRES] || !m->limbo_rec[PR_K_GROUP] || !m->limbo_rec[PR_K_GMEMBER]) {
+        marks_free(m);
+        return -ENOMEM;
+    }
+    for (uint32_t b = 0; b < h->nb_rooms; b++) {
+        uint32_t cur = pr_load(pr__bucket(p, PR_T_ROOM, b));
+        for (uint32_t s = 0; cur && s <= h->cap_rooms; s++) {
+            struct pr_room *r = pr__room(p, cur - 1);
+            if (!r)
+                break;
+            m->room[cur - 1] = 1;
+            uint32_t q1 = pr_load(&r->members);
+            for (uint32_t t = 0; q1 && t <= h->cap_pres; t++) {
+                struct pr_pres *q = pr__pres(p, q1 - 1);
+                if (!q)
+                    break;
+                m->pres[q1 - 1] = 1;
+                q1 = pr_load(&q->room_next);
+            }
+            cur = pr_load(&r->bucket_next);
+        }
+    }
+    for (uint32_t b = 0; b < h->nb_conns; b++) {
+        uint32_t cur = pr_load(pr__bucket(p, PR_T_CONN, b));
+        for (uint32_t s = 0; cur && s <= h->cap_conns; s++) {
+            struct pr_conn *c = pr__conn(p, cur - 1);
+            if (!c)
+                break;
+            m->conn[cur - 1] = 1;
+            cur = pr_load(&c->bucket_next);
+        }
+    }
+    for (uint32_t b = 0; b < h->nb_groups; b++) {
+        uint32_t cur = pr_load(pr__bucket(p, PR_T_GROUP, b));
+        for (uint32_t s = 0; cur && s <= h->cap_groups; s++) {
+            struct pr_group *g = pr__group(p, cur - 1);
+            if (!g)
+                break;
+            m->group[cur - 1] = 1;
+            uint32_t m1 = pr_load(&g->members);
+            for (uint32_t t = 0; m1 && t <= h->cap_gmembers; t++) {
+                struct pr_gmember *gm = pr__gmember(p, m1 - 1);
+                if (!gm)
+                    break;
+                m->gmember[m1 - 1] = 1;
+                m1 = pr_load(&gm->next);
+            }
+            cur = pr_load(&g->bucket_next);
+        }
+    }
+    /* limbo */
+    uint32_t it = (uint32_t) (pr_load(&h->limbo_head) >> 32);
+    for (uint64_t s = 0; it && s <= m->nunits + PR_MAX_RECORDS; s++) {
+        unsigned kind = PR_ITEM_KIND(it);
+        uint32_t idx = PR_ITEM_IDX(it);
+        uint32_t next;
+        if (kind == PR_K_BLOB) {
+            uint32_t len;
+            const char *d = pr__blob_get(p, idx + 1, &len);
+            if (!d || idx >= m->nunits)
+                break;
+            m->blob_limbo[idx] = 1;
+            next = pr_load(&((struct pr_blob *) (void *) (d - PR_BLOB_HDR))->link);
+        } else {
+            struct pr_rec *r = pr__rec(p, kind, idx);
+            if (!r)
+                break;
+            m->limbo_rec[kind][idx] = 1;
+            next = pr_load(&r->link);
+        }
+        it = next;
+    }
+    /* blobs held by any record that is not FREE */
+    for (uint32_t i = 0; i < h->cap_rooms; i++)
+        if (PR_ST_STATE(pr_load(&pr__room(p, i)->h.state)) != PR_FREE)
+            mark_blob(m, pr__room(p, i)->name_blob);
+    for (uint32_t i = 0; i < h->cap_conns; i++)
+        if (PR_ST_STATE(pr_load(&pr__conn(p, i)->h.state)) != PR_FREE) {
+            mark_blob(m, pr__conn(p, i)->name_blob);
+            mark_blob(m, pr__conn(p, i)->user_blob);
+        }
+    for (uint32_t i = 0; i < h->cap_pres; i++)
+        if (PR_ST_STATE(pr_load(&pr__pres(p, i)->h.state)) != PR_FREE)
+            mark_blob(m, pr_load(&pr__pres(p, i)->state_blob));
+    for (uint32_t i = 0; i < h->cap_groups; i++)
+        if (PR_ST_STATE(pr_load(&pr__group(p, i)->h.state)) != PR_FREE)
+            mark_blob(m, pr__group(p, i)->name_blob);
+    for (uint32_t i = 0; i < h->cap_gmembers; i++)
+        if (PR_ST_STATE(pr_load(&pr__gmember(p, i)->h.state)) != PR_FREE)
+            mark_blob(m, pr__gmember(p, i)->name_blob);
+    for (uint32_t i = 0; i < h->cap_readers; i++) {
+        struct pr_reader *r = pr__reader(p, i);
+        if (pr_load(&r->owner))
+            mark_blob(m, pr_load(&r->inflight_blob));
+    }
+    return 0;
+}
+
+static bool on_free_stack(struct presence *p, unsigned kind, uint32_t idx, uint8_t **cache)
+{
+    if (!*cache) {
+        uint32_t cap = pr__kind_cap(p, kind);
+        *cache = calloc(cap ? cap : 1, 1);
+        if (!*cache)
+            return true;
+        uint32_t cur = PR_FH_IDX1(pr_load(&p->h->free_head[kind]));
+        for (uint32_t s = 0; cur && s <= cap; s++) {
+            struct pr_rec *r = pr__rec(p, kind, cur - 1);
+            if (!r)
+                break;
+            (*cache)[cur - 1] = 1;
+            cur = pr_load(&r->link);
+        }
+    }
+    return (*cache)[idx] != 0;
+}
+
+/* ---- check ------------------------------------------------------------------ */
+
+struct report {
+    presence_strlist_t *l;
+    size_t cap;
+    int n;
+};
+
+__attribute__((format(printf, 2, 3))) static void viol(struct report *rep, const char *fmt, ...)
+{
+    rep->n++;
+    if (!rep->l)
+        return;
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (rep->l->count == rep->cap) {
+        size_t nc = rep->cap ? rep->cap * 2 : 16;
+        char **ni = realloc(rep->l->items, nc * sizeof *ni);
+        if (!ni)
+            return;
+        rep->l->items = ni;
+        rep->cap = nc;
+    }
+    char *s = strdup(buf);
+    if (s)
+        rep->l->items[rep->l->count++] = s;
+}
+
+static const char *kind_name(unsigned k)
+{
+    static const char *n[] = {"?", "room", "connection", "presence", "group", "group member", "blob"};
+    return k < 7 ? n[k] : "?";
+}
+
+static void check_records(struct presence *p, struct marks *m, struct report *rep)
+{
+    static const unsigned kinds[] = {PR_K_ROOM, PR_K_CONN, PR_K_PRES, PR_K_GROUP, PR_K_GMEMBER};
+    uint64_t live[8] = {0};
+    for (size_t k = 0; k < 5; k++) {
+        unsigned kind = kinds[k];
+        uint8_t *stack = NULL;
+        uint8_t *reach = kind_marks(m, kind);
+        for (uint32_t i = 0; i < pr__kind_cap(p, kind); i++) {
+            uint64_t st = pr_load(&pr__rec(p, kind, i)->state);
+            switch (PR_ST_STATE(st)) {
+            case PR_FREE:
+                if (!on_free_stack(p, kind, i, &stack))
+                    viol(rep, "%s %u is free but not on its free stack (leaked)", kind_name(kind), i);
+                break;
+            case PR_LIVE:
+                live[kind]++;
+                if (!reach[i])
+                    viol(rep, "%s %u is live but unreachable", kind_name(kind), i);
+                break;
+            case PR_RETIRED:
+                if (!m->limbo_rec[kind][i])
+                    viol(rep, "%s %u is retired but not in limbo (leaked)", kind_name(kind), i);
+                break;
+            case PR_CLAIMED:
+            case PR_DEAD:
+                viol(rep, "%s %u is %s (an operation in progress or a leak)", kind_name(kind), i,
+                     PR_ST_STATE(st) == PR_DEAD ? "dead" : "claimed");
+                break;
+            default:
+                viol(rep, "%s %u has an invalid state word", kind_name(kind), i);
+            }
+            if (reach[i] && PR_ST_STATE(st) != PR_LIVE)
+                viol(rep, "%s %u is reachable but not live", kind_name(kind), i);
+        }
+        free(stack);
+    }
+    const struct pr_header *h = p->h;
+    if (live[PR_K_ROOM] != pr_load(&h->n_rooms))
+        viol(rep, "room counter %llu != %llu live rooms", (unsigned long long) h->n_rooms,
+             (unsigned long long) live[PR_K_ROOM]);
+    if (live[PR_K_CONN] != pr_load(&h->n_conns))
+        viol(rep, "connection counter %llu != %llu live connections",
+             (unsigned long long) h->n_conns, (unsigned long long) live[PR_K_CONN]);
+    if (live[PR_K_PRES] != pr_load(&h->n_pres))
+        viol(rep, "presence counter %llu != %llu live presences", (unsigned long long) h->n_pres,
+             (unsigned long long) live[PR_K_PRES]);
+    if (live[PR_K_GROUP] != pr_load(&h->n_groups))
+        viol(rep, "group counter %llu != %llu live groups", (unsigned long long) h->n_groups,
+             (unsigned long long) live[PR_K_GROUP]);
+}
+
+static void check_lists(struct presence *p, struct marks *m, struct report *rep)
+{
+    const struct pr_header *h = p->h;
+    uint8_t *in_conn = calloc(h->cap_pres, 1);
+    if (!in_conn)
+        return;
+    for (uint32_t ri = 0; ri < h->cap_rooms; ri++) {
+        struct pr_room *r = pr__room(p, ri);
+        if (PR_ST_STATE(pr_load(&r->h.state)) != PR_LIVE)
+            continue;
+        if (!pr__blob_get(p, r->name_blob, NULL))
+            viol(rep, "room %u: name blob %u invalid", ri, r->name_blob);
+        if (r->name_hash != pr__hash(p, pr__blob_get(p, r->name_blob, NULL) ?: "", r->name_len))
+            viol(rep, "room %u: name hash does not match its name", ri);
+        uint32_t occ = 0, anon = 0, prev = 0, cur = r->members;
+        for (uint32_t s = 0; cur && s <= h->cap_pres; s++) {
+            struct pr_pres *q = pr__pres(p, cur - 1);
+            if (!q) {
+                viol(rep, "room %u: member index %u out of bounds", ri, cur - 1);
+                break;
+            }
+            if (q->room != ri)
+                viol(rep, "room %u: presence %u names room %u", ri, cur - 1, q->room);
+            if (q->room_prev != prev)
+                viol(rep, "room %u: presence %u has a wrong back link", ri, cur - 1);
+            occ++;
+            anon += q->h.aux & 1u;
+            prev = cur;
+            cur = q->room_next;
+        }
+        if (occ != r->occupancy)
+            viol(rep, "room %u: occupancy %u but %u members listed", ri, r->occupancy, occ);
+        if (anon != r->anonymous)
+            viol(rep, "room %u: anonymous %u but %u listed", ri, r->anonymous, anon);
+        if (r->version & 1u)
+            viol(rep, "room %u: version is odd (a write in progress)", ri);
+    }
+    for (uint32_t ci = 0; ci < h->cap_conns; ci++) {
+        struct pr_conn *c = pr__conn(p, ci);
+        if (PR_ST_STATE(pr_load(&c->h.state)) != PR_LIVE)
+            continue;
+        if (!pr__blob_get(p, c->name_blob, NULL))
+            viol(rep, "connection %u: name blob invalid", ci);
+        if (c->user_len && !pr__blob_get(p, c->user_blob, NULL))
+            viol(rep, "connection %u: user blob invalid", ci);
+        if (pr_load(&c->last_seen) & PR_TOMB)
+            viol(rep, "connection %u: removal left unfinished", ci);
+        uint32_t n = 0, cur = c->presences;
+        for (uint32_t s = 0; cur && s <= h->cap_pres; s++) {
+            struct pr_pres *q = pr__pres(p, cur - 1);
+            if (!q) {
+                viol(rep, "connection %u: presence index out of bounds", ci);
+                break;
+            }
+            if (q->conn != ci)
+                viol(rep, "connection %u: presence %u names connection %u", ci, cur - 1, q->conn);
+            if (!m->pres[cur - 1])
+                viol(rep, "connection %u: presence %u is not in its room", ci, cur - 1);
+            in_conn[cur - 1] = 1;
+            n++;
+            cur = q->conn_next;
+        }
+        if (n != c->npres)
+            viol(rep, "connection %u: npres %u but %u listed", ci, c->npres, n);
+        if (n == 0)
+            viol(rep, "connection %u: live with no presence", ci);
+    }
+    for (uint32_t pi = 0; pi < h->cap_pres; pi++)
+        if (m->pres[pi] && !in_conn[pi])
+            viol(rep, "presence %u is in its room but not in its connection", pi);
+    free(in_conn);
+    for (uint32_t gi = 0; gi < h->cap_groups; gi++) {
+        struct pr_group *g = pr__group(p, gi);
+        if (PR_ST_STATE(pr_load(&g->h.state)) != PR_LIVE)
+            continue;
+        uint32_t n = 0, cur = g->members;
+        for (uint32_t s = 0; cur && s <= h->cap_gmembers; s++) {
+            struct pr_gmember *gm = pr__gmember(p, cur - 1);
+            if (!gm)
+                break;
+            if (gm->group != gi)
+                viol(rep, "group %u: member %u names group %u", gi, cur - 1, gm->group);
+            n++;
+            cur = gm->next;
+        }
+        if (n != g->count)
+            viol(rep, "group %u: count %u but %u listed", gi, g->count, n);
+        if (n > PRESENCE_GROUP_MAX_ROOMS)
+            viol(rep, "group %u holds %u rooms", gi, n);
+    }
+}
+
+static void check_blobs(struct presence *p, struct marks *m, struct report *rep)
+{
+    const struct pr_header *h = p->h;
+    for (uint32_t pg = 0; pg < h->arena_pages; pg++) {
+        struct pr_page *pm = PR_REGION(p, off_pages, struct pr_page) + pg;
+        uint32_t c1 = pr_load(&pm->cls);
+        if (c1 == 0)
+            continue;
+        if (c1 > PR_NCLASSES) {
+            viol(rep, "arena page %u has invalid class %u", pg, c1);
+            continue;
+        }
+        uint32_t cells = PR_UNITS_PAGE >> (c1 - 1);
+        for (uint32_t cell = 0; cell < cells; cell++) {
+            if (!((pr_load(&pm->bits[cell / 64]) >> (cell % 64)) & 1u))
+                continue;
+            uint64_t unit = (uint64_t) pg * PR_UNITS_PAGE + ((uint64_t) cell << (c1 - 1));
+            if (!m->blob_ref[unit] && !m->blob_limbo[unit])
+                viol(rep, "blob %llu is allocated but unreferenced (leaked)",
+                     (unsigned long long) unit + 1);
+        }
+    }
+    for (uint64_t u = 0; u < m->nunits; u++)
+        if (m->blob_ref[u] && !pr__blob_allocated(p, (uint32_t) u + 1))
+            viol(rep, "blob %llu is referenced but not allocated", (unsigned long long) u + 1);
+}
+
+int presence_check(presence_t *p, presence_strlist_t **out)
+{
+    struct report rep = {NULL, 0, 0};
+    if (out) {
+        rep.l = calloc(1, sizeof *rep.l);
+        if (!rep.l)
+            return -ENOMEM;
+    }
+    struct marks m;
+    if (mark_all(p, &m) != 0) {
+        presence_strlist_free(rep.l);
+        return -ENOMEM;
+    }
+    check_records(p, &m, &rep);
+    check_lists(p, &m, &rep);
+    check_blobs(p, &m, &rep);
+    marks_free(&m);
+    if (out)
+        *out = rep.l;
+    return rep.n;
+}
+
+/* ---- stats -------------------------------------------------------------------- */
+
+int presence_stats(presence_t *p, presence_stats_t *s)
+{
+    const struct pr_header *h = p->h;
+    memset(s, 0, sizeof *s);
+    s->segment_bytes = h->segment_size;
+    s->rooms = (uint32_t) pr_load(&h->n_rooms);
+    s->rooms_cap = h->cap_rooms;
+    s->connections = (uint32_t) pr_load(&h->n_conns);
+    s->connections_cap = h->cap_conns;
+    s->presences = (uint32_t) pr_load(&h->n_pres);
+    s->presences_cap = h->cap_pres;
+    s->groups = (uint32_t) pr_load(&h->n_groups);
+    s->groups_cap = h->cap_groups;
+    s->group_members_cap = h->cap_gmembers;
+    for (uint32_t i = 0; i < h->cap_gmembers; i++)
+        s->group_members += PR_ST_STATE(pr_load(&pr__gmember(p, i)->h.state)) == PR_LIVE;
+    s->arena_used = pr_load(&h->arena_used);
+    s->arena_cap = (uint64_t) h->arena_pages * PR_PAGE_SIZE;
+    s->procs_cap = h->cap_procs;
+    for (uint32_t i = 0; i < h->cap_procs; i++)
+        s->procs_attached += (uint32_t) pr_load(&pr__proc(p, i)->owner) != 0;
+    s->readers_cap = h->cap_readers;
+    for (uint32_t i = 0; i < h->cap_readers; i++)
+        s->readers_active += pr_load(&pr__reader(p, i)->owner) != 0;
+    s->epoch = pr_load(&h->global_epoch);
+    s->limbo = pr_load(&h->limbo_count);
+    s->max_age_ms = h->max_age_ms;
+    s->state_max = h->state_max;
+    s->bytes_per_presence = sizeof(struct pr_pres);
+    s->joins = pr_load(&h->st_joins);
+    s->leaves = pr_load(&h->st_leaves);
+    s->expired = pr_load(&h->st_expired);
+    s->reclaimed = pr_load(&h->st_reclaimed);
+    s->reaper_pid = h->reaper_pid;
+    s->ring_tail = pr_load(&h->ring_tail);
+    s->ring_entries = h->ring_entries;
+    return 0;
+}
+
+/* ---- maintenance ----------------------------------------------------------------- */
+
+/* Locks and unlocks every object, so that EOWNERDEAD repairs run. */
+static void touch_all_locks(struct presence *p)
+{
+    const struct pr_header *h = p->h;
+    pthread_mutex_t *stripes = PR_REGION(p, off_stripes, pthread_mutex_t);
+    for (uint32_t i = 0; i < 4 * h->nstripes; i++)
+        if (pr__lock(p, &stripes[i], pr__stripe_repair, i) == 0)
+            pr__unlock(&stripes[i]);
+    for (uint32_t i = 0; i < h->cap_rooms; i++)
+        if (pr__lock(p, &pr__room(p, i)->lock, pr__room_repair, i) == 0)
+            pr__unlock(&pr__room(p, i)->lock);
+    for (uint32_t i = 0; i < h->cap_conns; i++)
+        if (pr__lock(p, &pr__conn(p, i)->lock, pr__conn_repair, i) == 0)
+            pr__unlock(&pr__conn(p, i)->lock);
+    for (uint32_t i = 0; i < h->cap_groups; i++)
+        if (pr__lock(p, &pr__group(p, i)->lock, pr__group_repair, i) == 0)
+            pr__unlock(&pr__group(p, i)->lock);
+}
+
+static bool sweep_push(struct presence *p, size_t *cap, uint32_t item, uint64_t state)
+{
+    if (p->nsweep == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        uint32_t *ni = realloc(p->sweep_items, nc * sizeof *ni);
+        if (!ni)
+            return false;
+        p->sweep_items = ni;
+        uint64_t *ns = realloc(p->sweep_states, nc * sizeof *ns);
+        if (!ns)
+            return false;
+        p->sweep_states = ns;
+        *cap = nc;
+    }
+    p->sweep_items[p->nsweep] = item;
+    p->sweep_states[p->nsweep++] = state;
+    return true;
+}
+
+/* Phase 1: suspects records that no index reaches and that are not where their
+ * state says (FREE off its stack, RETIRED out of limbo, CLAIMED/DEAD/LIVE
+ * unreachable), and blobs nothing references. */
+static int sweep_suspect(struct presence *p)
+{
+    static const unsigned kinds[] = {PR_K_ROOM, PR_K_CONN, PR_K_PRES, PR_K_GROUP, PR_K_GMEMBER};
+    struct marks m;
+    if (mark_all(p, &m) != 0)
+        return -ENOMEM;
+    size_t cap = 0;
+    p->nsweep = 0;
+    for (size_t k = 0; k < 5; k++) {
+        unsigned kind = kinds[k];
+        uint8_t *stack = NULL, *reach = kind_marks(&m, kind);
+        for (uint32_t i = 0; i < pr__kind_cap(p, kind); i++) {
+            uint64_t st = pr_load(&pr__rec(p, kind, i)->state);
+            unsigned s = PR_ST_STATE(st);
+            bool odd = (s == PR_FREE && !on_free_stack(p, kind, i, &stack)) ||
+                       (s == PR_RETIRED && !m.limbo_rec[kind][i]) ||
+                       ((s == PR_CLAIMED || s == PR_DEAD || s == PR_LIVE) && !reach[i]);
+            if (odd && !sweep_push(p, &cap, PR_ITEM(kind, i), st))
+                break;
+        }
+        free(stack);
+    }
+    for (uint32_t pg = 0; pg < p->h->arena_pages; pg++) {
+        struct pr_page *pm = PR_REGION(p, off_pages, struct pr_page) + pg;
+        uint32_t c1 = pr_load(&pm->cls);
+        if (c1 == 0 || c1 > PR_NCLASSES)
+            continue;
+        uint32_t cells = PR_UNITS_PAGE >> (c1 - 1);
+        for (uint32_t cell = 0; cell < cells; cell++) {
+            uint64_t unit = (uint64_t) pg * PR_UNITS_PAGE + ((uint64_t) cell << (c1 - 1));
+            if (!((pr_load(&pm->bits[cell / 64]) >> (cell % 64)) & 1u) || m.blob_ref[unit] ||
+                m.blob_limbo[unit] || unit >= PR_MAX_RECORDS)
+                continue;
+            const char *d = pr__blob_get(p, (uint32_t) unit + 1, NULL);
+            if (d)
+                sweep_push(p, &cap, PR_ITEM(PR_K_BLOB, (uint32_t) unit),
+                           ((const struct pr_blob *) (const void *) (d - PR_BLOB_HDR))->seq);
+        }
+    }
+    marks_free(&m);
+    p->sweep_epoch = pr_load(&p->h->global_epoch);
+    return 0;
+}
+
+static uint64_t min_reader_epoch(struct presence *p)
+{
+    uint64_t min = UINT64_MAX;
+    for (uint32_t i = 0; i < p->h->cap_readers; i++) {
+        struct pr_reader *r = pr__reader(p, i);
+        uint64_t e = pr_load(&r->epoch);
+        if (pr_load(&r->owner) && e && e < min)
+            min = e;
+    }
+    return min;
+}
+
+/* Phase 2, after a grace period: act on suspects that did not move. */
+static int sweep_act(struct presence *p)
+{
+    struct marks m;
+    if (mark_all(p, &m) != 0)
+        return -ENOMEM;
+    int fixed = 0;
+    uint8_t *stacks[8] = {0};
+    for (size_t j = 0; j < p->nsweep; j++) {
+        uint32_t item = p->sweep_items[j];
+        unsigned kind = PR_ITEM_KIND(item);
+        uint32_t i = PR_ITEM_IDX(item);
+        if (kind == PR_K_BLOB) {
+            const char *d = pr__blob_get(p, i + 1, NULL);
+            if (d && pr__blob_allocated(p, i + 1) && !m.blob_ref[i] && !m.blob_limbo[i] &&
+                ((const struct pr_blob *) (const void *) (d - PR_BLOB_HDR))->seq ==
+                    p->sweep_states[j]) {
+                pr__blob_free(p, i + 1);
+                fixed++;
+            }
+            continue;
+        }
+        struct pr_rec *r = pr__rec(p, kind, i);
+        uint64_t st = pr_load(&r->state);
+        if (st != p->sweep_states[j])
+            continue;
+        unsigned s = PR_ST_STATE(st);
+        if (s == PR_FREE) {
+            if (!on_free_stack(p, kind, i, &stacks[kind])) {
+                pr__rec_push_free(p, kind, i);
+                fixed++;
+            }
+        } else if (s == PR_RETIRED) {
+            if (!m.limbo_rec[kind][i]) {
+                pr__retire(p, item);
+                fixed++;
+            }
+        } else if (!kind_marks(&m, kind)[i]) {
+            if (kind == PR_K_CONN) {
+                struct pr_conn *c = pr__conn(p, i);
+                if (c->user_len && pr__stripe_lock(p, PR_T_USER, c->user_hash) == 0) {
+                    pr__chain_unlink(p, PR_T_USER, c->user_hash, i);
+                    pr__unlock(pr__stripe(p, PR_T_USER, c->user_hash));
+                }
+            }
+            if (pr_cas(&r->state, st, PR_ST(PR_ST_GEN(st), PR_RETIRED, PR_ST_SLOT(st)))) {
+                if (s == PR_LIVE) {
+                    uint64_t *ctr = kind == PR_K_ROOM    ? &p->h->n_rooms
+                                    : kind == PR_K_CONN  ? &p->h->n_conns
+                                    : kind == PR_K_GROUP ? &p->h->n_groups
+                                                         : NULL;
+                    if (ctr)
+                        pr_fetch_add(ctr, -1);
+                }
+                pr__retire(p, item);
+                fixed++;
+            }
+        }
+    }
+    for (int k = 0; k < 8; k++)
+        free(stacks[k]);
+    marks_free(&m);
+    p->nsweep = 0;
+    return fixed;
+}
+
+int presence_maintain(presence_t *p)
+{
+    if (p->rdonly)
+        return -EROFS;
+    if (pr__my_slot(p) == UINT32_MAX)
+        return -EUSERS;
+    int rc = pr__lease_take(p);
+    if (rc)
+        return rc == -EBUSY ? 0 : rc;
+    int n = pr__reclaim(p); /* also clears reader slots of dead processes */
+    if (pr_xchg(&p->h->needs_sweep, 0u)) {
+        touch_all_locks(p);
+        struct pr_tls *t = pr__enter(p);
+        if (t) {
+            pr__remove_dead_owners(p);
+            pr__finish_removals(p);
+            pr__exit(p, t);
+        }
+        sweep_suspect(p);
+        pr_fetch_add(&p->h->global_epoch, 1);
+    }
+    if (p->nsweep && min_reader_epoch(p) > p->sweep_epoch)
+        n += sweep_act(p);
+    n += pr__reclaim(p);
+    pr__lease_drop(p);
+    return n;
+}

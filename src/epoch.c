@@ -1,0 +1,282 @@
+/*
+ * epoch.c -- reclamation that spans processes: read sections, retirement, the
+ * grace period, the maintenance lease, and dead-reader recovery.
+ *
+ * liburcu's grace periods cover the threads of one process only (its reader
+ * registry is process-local), so shared objects are reclaimed by this scheme,
+ * which lives in the segment:
+ *   - header.global_epoch (starts at 1) and one reader slot per thread;
+ *   - enter: e = load(global); xchg(slot.epoch, e)  -- a store plus a full
+ *     fence, so the reclaimer cannot miss the slot while we read links;
+ *   - exit:  store(slot.epoch, 0);
+ *   - retire(x) after x is unlinked: stamp x with load(global), push on limbo;
+ *   - reclaim (lease holder only): advance global (a full fence), take
+ *     min = the smallest epoch announced by a live slot (or global), and free
+ *     every limbo item stamped strictly below min.
+ * A reader that entered before x was unlinked announced an epoch <= x's stamp,
+ * so x outlives it; one that entered later cannot reach x. Dekker argument:
+ * reader (store slot; fence; load link) vs reclaimer (store unlink; fence; load
+ * slot) -- at least one sees the other.
+ *
+ * A reader slot belongs to a process slot; when that process is dead (its OFD
+ * lock is gone), reclaim clears the reader slot so it no longer pins the epoch.
+ * A live process stuck inside a read section only delays reclamation.
+ *
+ * The limbo is a stack: any process pushes at the head (CAS on {item, tag});
+ * only the lease holder removes, so non-head unlinks are plain stores.
+ * The maintenance lease is {proc generation : 32 | proc + 1 : 32} in the header,
+ * taken by CAS, and stolen from a holder whose process is dead.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int pr__test_eager_free;
+
+static struct pr_tls *tls_get(struct presence *p)
+{
+    struct pr_tls *t = pthread_getspecific(p->tls_key);
+    if (PR_LIKELY(t != NULL))
+        return t;
+    t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->p = p;
+    t->slot = UINT32_MAX;
+    if (!p->rdonly) {
+        uint64_t me = ((uint64_t) p->proc_gen << 32) | (p->proc + 1);
+        pthread_mutex_lock(&p->local);
+        for (uint32_t i = 0; i < p->h->cap_readers; i++) {
+            struct pr_reader *r = pr__reader(p, i);
+            if (pr_load(&r->owner) == 0 && pr_cas(&r->owner, 0, me)) {
+                pr_store(&r->epoch, 0);
+                pr_store(&r->inflight_blob, 0u);
+                r->tid = (uint32_t) gettid();
+                t->slot = i;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&p->local);
+        if (t->slot == UINT32_MAX) {
+            free(t);
+            return NULL;
+        }
+    }
+    pthread_setspecific(p->tls_key, t);
+    return t;
+}
+
+uint32_t pr__my_slot(struct presence *p)
+{
+    struct pr_tls *t = tls_get(p);
+    return t ? t->slot : UINT32_MAX;
+}
+
+struct pr_tls *pr__enter(struct presence *p)
+{
+    struct pr_tls *t = tls_get(p);
+    if (PR_UNLIKELY(!t))
+        return NULL;
+    if (t->depth++ == 0 && t->slot != UINT32_MAX) {
+        struct pr_reader *r = pr__reader(p, t->slot);
+        uint64_t e = pr_load(&p->h->global_epoch);
+        pr_xchg(&r->epoch, e); /* store + full fence */
+    }
+    return t;
+}
+
+void pr__exit(struct presence *p, struct pr_tls *t)
+{
+    if (--t->depth == 0 && t->slot != UINT32_MAX) {
+        struct pr_reader *r = pr__reader(p, t->slot);
+        pr_barrier();
+        pr_store(&r->epoch, 0);
+    }
+}
+
+void pr__readers_release(struct presence *p)
+{
+    uint64_t me = ((uint64_t) p->proc_gen << 32) | (p->proc + 1);
+    for (uint32_t i = 0; i < p->h->cap_readers; i++) {
+        struct pr_reader *r = pr__reader(p, i);
+        if (pr_load(&r->owner) == me) {
+            pr_store(&r->epoch, 0);
+            pr_cas(&r->owner, me, 0);
+        }
+    }
+}
+
+/* ---- retire --------------------------------------------------------------- */
+
+static uint32_t *item_link(struct presence *p, uint32_t item, uint64_t **epoch)
+{
+    unsigned kind = PR_ITEM_KIND(item);
+    uint32_t idx = PR_ITEM_IDX(item);
+    if (kind == PR_K_BLOB) {
+        uint32_t len;
+        const char *d = pr__blob_get(p, idx + 1, &len);
+        if (!d)
+            return NULL;
+        struct pr_blob *b = (struct pr_blob *) (void *) (d - PR_BLOB_HDR);
+        *epoch = &b->retire_epoch;
+        return &b->link;
+    }
+    struct pr_rec *r = pr__rec(p, kind, idx);
+    if (!r)
+        return NULL;
+    *epoch = &r->retire_epoch;
+    return &r->link;
+}
+
+void pr__retire(struct presence *p, uint32_t item)
+{
+    struct pr_header *h = p->h;
+    uint64_t *ep;
+    uint32_t *link = item_link(p, item, &ep);
+    if (!link)
+        return;
+    if (pr__test_eager_free) { /* test switch: no grace period at all */
+        pr__free_item(p, item);
+        return;
+    }
+    pr_store(ep, pr_load(&h->global_epoch));
+    for (;;) {
+        uint64_t hw = pr_load(&h->limbo_head);
+        pr_store(link, (uint32_t) (hw >> 32));
+        uint64_t nw = ((uint64_t) item << 32) | (uint32_t) ((uint32_t) hw + 1);
+        if (pr_cas(&h->limbo_head, hw, nw))
+            break;
+    }
+    pr_fetch_add(&h->limbo_count, 1);
+    if (++p->retire_since_reclaim >= 256) {
+        p->retire_since_reclaim = 0;
+        if (pr__lease_take(p) == 0) {
+            pr__reclaim(p);
+            pr__lease_drop(p);
+        }
+    }
+}
+
+/* ---- lease ----------------------------------------------------------------- */
+
+int pr__lease_take(struct presence *p)
+{
+    if (p->rdonly)
+        return -EROFS;
+    struct pr_header *h = p->h;
+    uint64_t me = ((uint64_t) p->proc_gen << 32) | (p->proc + 1);
+    if (pthread_mutex_trylock(&p->local) != 0)
+        return -EBUSY;
+    for (;;) {
+        uint64_t cur = pr_load(&h->lease);
+        if (cur == 0) {
+            if (pr_cas(&h->lease, 0, me))
+                return 0;
+            continue;
+        }
+        if (cur == me) /* leftover from an earlier holder in this attachment */
+            return 0;
+        uint32_t proc1 = (uint32_t) cur;
+        if (proc1 == 0 || !pr__proc_alive(p, proc1 - 1, (uint32_t) (cur >> 32))) {
+            if (pr_cas(&h->lease, cur, me)) {
+                pr_store(&h->needs_sweep, 1u);
+                return 0;
+            }
+            continue;
+        }
+        pthread_mutex_unlock(&p->local);
+        return -EBUSY;
+    }
+}
+
+void pr__lease_drop(struct presence *p)
+{
+    uint64_t me = ((uint64_t) p->proc_gen << 32) | (p->proc + 1);
+    pr_cas(&p->h->lease, me, 0);
+    pthread_mutex_unlock(&p->local);
+}
+
+/* ---- reclaim ---------------------------------------------------------------- */
+
+/* The smallest epoch announced by a live reader; clears slots of dead processes. */
+static uint64_t min_active_epoch(struct presence *p, uint64_t global)
+{
+    uint64_t min = global;
+    for (uint32_t i = 0; i < p->h->cap_readers; i++) {
+        struct pr_reader *r = pr__reader(p, i);
+        uint64_t owner = pr_load(&r->owner);
+        if (owner == 0)
+            continue;
+        uint32_t proc1 = (uint32_t) owner;
+        if (proc1 == 0 || !pr__proc_alive(p, proc1 - 1, (uint32_t) (owner >> 32))) {
+            /* Dead process: its slot no longer pins anything. */
+            pr_store(&r->epoch, 0);
+            if (pr_cas(&r->owner, owner, 0))
+                pr_store(&p->h->needs_sweep, 1u);
+            continue;
+        }
+        uint64_t e = pr_load(&r->epoch);
+        if (e != 0 && e < min)
+            min = e;
+    }
+    return min;
+}
+
+int pr__reclaim(struct presence *p)
+{
+    struct pr_header *h = p->h;
+    uint64_t global = pr_fetch_add(&h->global_epoch, 1) + 1; /* full fence */
+    uint64_t min = min_active_epoch(p, global);
+    int freed = 0;
+    uint64_t hw = pr_load(&h->limbo_head);
+    uint32_t prev = 0; /* 0: the head word */
+    uint32_t cur = (uint32_t) (hw >> 32);
+    uint64_t budget = (uint64_t) h->cap_rooms + h->cap_conns + h->cap_pres + h->cap_groups +
+                      h->cap_gmembers + (uint64_t) h->arena_pages * PR_UNITS_PAGE + 16;
+    while (cur != 0 && budget-- > 0) {
+        uint64_t *ep;
+        uint32_t *link = item_link(p, cur, &ep);
+        if (!link)
+            break; /* corrupted limbo: stop, check reports it */
+        uint32_t next = pr_load(link);
+        if (pr_load(ep) >= min) {
+            prev = cur;
+            cur = next;
+            continue;
+        }
+        if (prev == 0) {
+            uint64_t now = pr_load(&h->limbo_head);
+            if ((uint32_t) (now >> 32) == cur &&
+                pr_cas(&h->limbo_head, now, ((uint64_t) next << 32) | (uint32_t) ((uint32_t) now + 1))) {
+                /* unlinked at the head */
+            } else {
+                /* Items were pushed above cur: find its predecessor. */
+                uint32_t it = (uint32_t) (pr_load(&h->limbo_head) >> 32), pred = 0;
+                while (it != 0 && it != cur) {
+                    uint64_t *e2;
+                    uint32_t *l2 = item_link(p, it, &e2);
+                    if (!l2)
+                        return freed;
+                    pred = it;
+                    it = pr_load(l2);
+                }
+                if (it != cur || pred == 0)
+                    return freed;
+                uint64_t *e3;
+                pr_store(item_link(p, pred, &e3), next);
+                prev = pred;
+            }
+        } else {
+            uint64_t *e4;
+            pr_store(item_link(p, prev, &e4), next);
+        }
+        pr__free_item(p, cur);
+        pr_fetch_add(&h->limbo_count, -1);
+        freed++;
+        cur = next;
+    }
+    pr_fetch_add(&h->st_reclaimed, (uint64_t) freed);
+    return freed;
+}

@@ -1,0 +1,233 @@
+/*
+ * index.c -- names: validation, hashing (XXH3 with the segment's seed), and the
+ * four hash indexes (rooms by name, connections by name, connections by user,
+ * groups by name).
+ *
+ * Each index is an array of u32 bucket heads (record index + 1, 0 = empty);
+ * records chain through their own u32 link. Inserts and unlinks take the
+ * bucket's stripe lock (a robust mutex; 256 stripes per index) and publish with
+ * a single store, so a chain is always well-formed, even after the holder dies.
+ * Lookups take no lock: they walk the chain inside a read section (unlinked
+ * records stay readable until their grace period ends) and every index they
+ * read is bounds-checked, every walk bounded by the capacity.
+ */
+#include "internal.h"
+
+#include <string.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+int pr__validate_name(const char *s, size_t *len)
+{
+    if (!s)
+        return PRESENCE_ENAMELEN;
+    size_t n = strnlen(s, PRESENCE_NAME_MAX + 1);
+    if (n == 0 || n > PRESENCE_NAME_MAX)
+        return PRESENCE_ENAMELEN;
+    const unsigned char *u = (const unsigned char *) s;
+    for (size_t i = 0; i < n;) {
+        unsigned c = u[i];
+        if (c < 0x20 || c == 0x7f)
+            return PRESENCE_ENAMECTRL;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            k = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return PRESENCE_ENAMEUTF8;
+        }
+        for (size_t j = 1; j <= k; j++) {
+            if (i + j >= n || (u[i + j] & 0xc0) != 0x80)
+                return PRESENCE_ENAMEUTF8;
+            cp = (cp << 6) | (u[i + j] & 0x3f);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return PRESENCE_ENAMEUTF8;
+        if (cp >= 0x80 && cp <= 0x9f) /* C1 controls */
+            return PRESENCE_ENAMECTRL;
+        i += k + 1;
+    }
+    if (len)
+        *len = n;
+    return 0;
+}
+
+uint32_t pr__hash(const struct presence *p, const char *s, size_t n)
+{
+    return (uint32_t) XXH3_64bits_withSeed(s, n, p->h->hash_seed);
+}
+
+static uint32_t nbuckets(const struct presence *p, unsigned table)
+{
+    switch (table) {
+    case PR_T_ROOM: return p->h->nb_rooms;
+    case PR_T_CONN: return p->h->nb_conns;
+    case PR_T_USER: return p->h->nb_users;
+    default: return p->h->nb_groups;
+    }
+}
+
+uint32_t *pr__bucket(const struct presence *p, unsigned table, uint32_t hash)
+{
+    static const size_t offs[] = {offsetof(struct pr_header, off_rb),
+                                  offsetof(struct pr_header, off_cb),
+                                  offsetof(struct pr_header, off_ub),
+                                  offsetof(struct pr_header, off_gb)};
+    uint64_t off = *(const uint64_t *) (const void *) ((const char *) p->h + offs[table & 3]);
+    return (uint32_t *) (void *) (p->base + off) + (hash & (nbuckets(p, table) - 1));
+}
+
+pthread_mutex_t *pr__stripe(const struct presence *p, unsigned table, uint32_t hash)
+{
+    pthread_mutex_t *s = PR_REGION(p, off_stripes, pthread_mutex_t);
+    uint32_t b = hash & (nbuckets(p, table) - 1);
+    return s + (table & 3) * p->h->nstripes + (b & (p->h->nstripes - 1));
+}
+
+/* The chain link of record @idx in @table, or NULL. */
+static uint32_t *chain_link(const struct presence *p, unsigned table, uint32_t idx)
+{
+    switch (table) {
+    case PR_T_ROOM: {
+        struct pr_room *r = pr__room(p, idx);
+        return r ? &r->bucket_next : NULL;
+    }
+    case PR_T_CONN: {
+        struct pr_conn *c = pr__conn(p, idx);
+        return c ? &c->bucket_next : NULL;
+    }
+    case PR_T_USER: {
+        struct pr_conn *c = pr__conn(p, idx);
+        return c ? &c->user_next : NULL;
+    }
+    default: {
+        struct pr_group *g = pr__group(p, idx);
+        return g ? &g->bucket_next : NULL;
+    }
+    }
+}
+
+int64_t pr__room_find(struct presence *p, const char *name, size_t n, uint32_t hash)
+{
+    uint32_t cur = pr_load(pr__bucket(p, PR_T_ROOM, hash));
+    for (uint32_t steps = 0; cur != 0 && steps <= p->h->cap_rooms; steps++) {
+        struct pr_room *r = pr__room(p, cur - 1);
+        if (!r)
+            return PRESENCE_ECORRUPT;
+        if (r->name_hash == hash && PR_ST_STATE(pr_load(&r->h.state)) == PR_LIVE &&
+            pr__blob_eq(p, r->name_blob, r->name_len, name, n))
+            return cur - 1;
+        cur = pr_load(&r->bucket_next);
+    }
+    return -ENOENT;
+}
+
+int64_t pr__conn_find(struct presence *p, const char *name, size_t n, uint32_t hash)
+{
+    uint32_t cur = pr_load(pr__bucket(p, PR_T_CONN, hash));
+    for (uint32_t steps = 0; cur != 0 && steps <= p->h->cap_conns; steps++) {
+        struct pr_conn *c = pr__conn(p, cur - 1);
+        if (!c)
+            return PRESENCE_ECORRUPT;
+        if (c->name_hash == hash && PR_ST_STATE(pr_load(&c->h.state)) == PR_LIVE &&
+            pr__blob_eq(p, c->name_blob, c->name_len, name, n))
+            return cur - 1;
+        cur = pr_load(&c->bucket_next);
+    }
+    return -ENOENT;
+}
+
+int64_t pr__group_find(struct presence *p, const char *name, size_t n, uint32_t hash)
+{
+    uint32_t cur = pr_load(pr__bucket(p, PR_T_GROUP, hash));
+    for (uint32_t steps = 0; cur != 0 && steps <= p->h->cap_groups; steps++) {
+        struct pr_group *g = pr__group(p, cur - 1);
+        if (!g)
+            return PRESENCE_ECORRUPT;
+        if (g->name_hash == hash && PR_ST_STATE(pr_load(&g->h.state)) == PR_LIVE &&
+            pr__blob_eq(p, g->name_blob, g->name_len, name, n))
+            return cur - 1;
+        cur = pr_load(&g->bucket_next);
+    }
+    return -ENOENT;
+}
+
+int pr__stripe_lock(struct presence *p, unsigned table, uint32_t hash)
+{
+    uint32_t b = hash & (nbuckets(p, table) - 1);
+    uint32_t id = (table & 3) * p->h->nstripes + (b & (p->h->nstripes - 1));
+    return pr__lock(p, pr__stripe(p, table, hash), pr__stripe_repair, id);
+}
+
+/* Unlinks @idx from its chain. Caller holds the stripe lock. */
+void pr__chain_unlink(struct presence *p, unsigned table, uint32_t hash, uint32_t idx)
+{
+    uint32_t *slot = pr__bucket(p, table, hash);
+    uint32_t cap = table == PR_T_ROOM    ? p->h->cap_rooms
+                   : table == PR_T_GROUP ? p->h->cap_groups
+                                         : p->h->cap_conns;
+    for (uint32_t steps = 0; steps <= cap; steps++) {
+        uint32_t cur = pr_load(slot);
+        if (cur == 0)
+            return;
+        uint32_t *next = chain_link(p, table, cur - 1);
+        if (!next)
+            return;
+        if (cur - 1 == idx) {
+            pr_store(slot, pr_load(next));
+            return;
+        }
+        slot = next;
+    }
+}
+
+/* Insert at the head. Caller holds the stripe lock; the record is complete. */
+void pr__chain_insert(struct presence *p, unsigned table, uint32_t hash, uint32_t idx)
+{
+    uint32_t *b = pr__bucket(p, table, hash);
+    pr_store(chain_link(p, table, idx), pr_load(b));
+    pr_store(b, idx + 1); /* publish */
+}
+
+/* Stripe repair after its holder died: unlink records that are not LIVE from
+ * every chain of the stripe. Inserts publish with one store, so chains are
+ * well-formed; only half-finished deletions can be left. */
+void pr__stripe_repair(struct presence *p, uint32_t stripe_id)
+{
+    unsigned table = stripe_id / p->h->nstripes;
+    uint32_t s = stripe_id % p->h->nstripes;
+    uint32_t nb = nbuckets(p, table);
+    for (uint32_t b = s; b < nb; b += p->h->nstripes) {
+        uint32_t *slot = pr__bucket(p, table, b);
+        for (uint32_t steps = 0; steps <= PR_MAX_RECORDS; steps++) {
+            uint32_t cur = pr_load(slot);
+            if (cur == 0)
+                break;
+            uint32_t *next = chain_link(p, table, cur - 1);
+            if (!next) {
+                pr_store(slot, 0u); /* cut a corrupted chain */
+                break;
+            }
+            struct pr_rec *r = pr__rec(p, table == PR_T_ROOM    ? PR_K_ROOM
+                                          : table == PR_T_GROUP ? PR_K_GROUP
+                                                                : PR_K_CONN,
+                                       cur - 1);
+            if (PR_ST_STATE(pr_load(&r->state)) != PR_LIVE)
+                pr_store(slot, pr_load(next));
+            else
+                slot = next;
+        }
+    }
+}

@@ -1,0 +1,170 @@
+/*
+ * internal.h -- declarations shared by the files of libpresence (pr__ prefix):
+ * the process-local handle, bounds-checked accessors into the segment, and the
+ * entry points of each module.
+ */
+#ifndef PR_INTERNAL_H
+#define PR_INTERNAL_H
+
+#include "atomic.h"
+#include "layout.h"
+#include "presence.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PR_UNUSED(x) ((void) (x))
+#define PR_LIKELY(x)   __builtin_expect(!!(x), 1)
+#define PR_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Per-thread state for one handle: its reader slot and nesting depth. */
+struct pr_tls {
+    struct presence *p;
+    uint32_t slot;  /* reader slot index */
+    uint32_t depth; /* read-section nesting */
+};
+
+/* The process-local handle. Never placed in shared memory. */
+struct presence {
+    struct pr_header *h;
+    unsigned char *base;
+    size_t size;
+    int fd;
+    bool rdonly;
+    char name[256];
+    uint32_t proc;     /* our process slot */
+    uint32_t proc_gen; /* its generation while we hold it */
+    pthread_key_t tls_key;
+    pthread_mutex_t local; /* guards reader-slot claims and the lease in this process */
+    unsigned retire_since_reclaim;
+    /* maintenance sweep, phase 1 -> phase 2 (see check.c) */
+    uint32_t *sweep_items;  /* item ids of suspected orphans */
+    uint64_t *sweep_states; /* their state words when suspected */
+    size_t nsweep;
+    uint64_t sweep_epoch;   /* global epoch when they were suspected */
+};
+
+/* ---- bounds-checked access -------------------------------------------- */
+/* Index-taking accessors return NULL for an out-of-range index so that a
+ * corrupted segment yields an error, never a wild access. Callers must check. */
+#define PR_REGION(p, off, type) ((type *) (void *) ((p)->base + (p)->h->off))
+
+static inline struct pr_room *pr__room(const struct presence *p, uint32_t i)
+{
+    return i < p->h->cap_rooms ? PR_REGION(p, off_rooms, struct pr_room) + i : NULL;
+}
+static inline struct pr_conn *pr__conn(const struct presence *p, uint32_t i)
+{
+    return i < p->h->cap_conns ? PR_REGION(p, off_conns, struct pr_conn) + i : NULL;
+}
+static inline struct pr_pres *pr__pres(const struct presence *p, uint32_t i)
+{
+    return i < p->h->cap_pres ? PR_REGION(p, off_pres, struct pr_pres) + i : NULL;
+}
+static inline struct pr_group *pr__group(const struct presence *p, uint32_t i)
+{
+    return i < p->h->cap_groups ? PR_REGION(p, off_groups, struct pr_group) + i : NULL;
+}
+static inline struct pr_gmember *pr__gmember(const struct presence *p, uint32_t i)
+{
+    return i < p->h->cap_gmembers ? PR_REGION(p, off_gmembers, struct pr_gmember) + i : NULL;
+}
+static inline struct pr_reader *pr__reader(const struct presence *p, uint32_t i)
+{
+    return i < p->h->cap_readers ? PR_REGION(p, off_readers, struct pr_reader) + i : NULL;
+}
+static inline struct pr_proc *pr__proc(const struct presence *p, uint32_t i)
+{
+    return i < p->h->cap_procs ? PR_REGION(p, off_procs, struct pr_proc) + i : NULL;
+}
+/* The record head of any kind, or NULL. */
+struct pr_rec *pr__rec(const struct presence *p, unsigned kind, uint32_t idx);
+uint32_t pr__kind_cap(const struct presence *p, unsigned kind);
+
+/* ---- blobs (alloc.c) ----------------------------------------------------- */
+/* Payload of a blob ref, with its length, or NULL when the ref is out of
+ * bounds or its header is inconsistent. Lock-free; call inside a read section. */
+const char *pr__blob_get(const struct presence *p, uint32_t ref, uint32_t *len);
+/* Allocates a blob holding @data, owned by item @owner. Returns the ref (> 0),
+ * or -ENOSPC. Recorded in the caller's reader slot until pr__blob_attached(). */
+int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_t owner);
+void pr__blob_attached(struct presence *p);
+void pr__blob_free(struct presence *p, uint32_t ref);
+bool pr__blob_eq(const struct presence *p, uint32_t ref, uint32_t rlen, const char *s, size_t n);
+
+/* ---- records (alloc.c) --------------------------------------------------- */
+/* Claims a free record of @kind for the calling thread's reader slot: returns
+ * its index (state CLAIMED) or -ENOSPC. Lock-free. Call inside a read section. */
+int64_t pr__rec_claim(struct presence *p, unsigned kind);
+/* Returns a record to its free stack. Only the lease holder pushes. */
+void pr__rec_push_free(struct presence *p, unsigned kind, uint32_t idx);
+void pr__alloc_format(struct presence *p); /* creator: fill the stacks */
+
+/* ---- epochs (epoch.c) ---------------------------------------------------- */
+struct pr_tls *pr__enter(struct presence *p); /* NULL: no reader slot free */
+void pr__exit(struct presence *p, struct pr_tls *t);
+void pr__retire(struct presence *p, uint32_t item);
+int pr__lease_take(struct presence *p);
+void pr__lease_drop(struct presence *p);
+int pr__reclaim(struct presence *p); /* lease held */
+void pr__readers_release(struct presence *p);
+bool pr__proc_alive(struct presence *p, uint32_t proc, uint32_t gen);
+uint32_t pr__my_slot(struct presence *p);
+
+/* ---- robust locks (lock.c) ----------------------------------------------- */
+typedef void (*pr_repair_fn)(struct presence *p, uint32_t idx);
+int pr__mutex_init(pthread_mutex_t *m);
+int pr__lock(struct presence *p, pthread_mutex_t *m, pr_repair_fn repair, uint32_t idx);
+void pr__unlock(pthread_mutex_t *m);
+
+/* ---- names and hashing (index.c) ---------------------------------------- */
+int pr__validate_name(const char *s, size_t *len);
+uint32_t pr__hash(const struct presence *p, const char *s, size_t n);
+pthread_mutex_t *pr__stripe(const struct presence *p, unsigned table, uint32_t hash);
+uint32_t *pr__bucket(const struct presence *p, unsigned table, uint32_t hash);
+enum { PR_T_ROOM = 0, PR_T_CONN = 1, PR_T_USER = 2, PR_T_GROUP = 3 };
+int64_t pr__room_find(struct presence *p, const char *name, size_t n, uint32_t hash);
+int64_t pr__conn_find(struct presence *p, const char *name, size_t n, uint32_t hash);
+int64_t pr__group_find(struct presence *p, const char *name, size_t n, uint32_t hash);
+void pr__chain_unlink(struct presence *p, unsigned table, uint32_t hash, uint32_t idx);
+void pr__chain_insert(struct presence *p, unsigned table, uint32_t hash, uint32_t idx);
+int pr__stripe_lock(struct presence *p, unsigned table, uint32_t hash); /* unlock: pr__stripe() */
+
+/* ---- registry (registry.c) ----------------------------------------------- */
+void pr__room_repair(struct presence *p, uint32_t idx);
+void pr__conn_repair(struct presence *p, uint32_t idx);
+void pr__group_repair(struct presence *p, uint32_t idx);
+void pr__stripe_repair(struct presence *p, uint32_t stripe);
+void pr__free_item(struct presence *p, uint32_t item); /* reclaim: item's grace is over */
+int pr__remove_dead_owners(struct presence *p);
+int pr__finish_removals(struct presence *p);
+bool pr__blob_allocated(const struct presence *p, uint32_t ref);
+
+/* ---- events (event.c) ----------------------------------------------------- */
+enum pr_event_type {
+    PR_EV_JOIN = 1,
+    PR_EV_LEAVE,
+    PR_EV_TIMEOUT,
+    PR_EV_OWNER_DIED,
+    PR_EV_STATE_CHANGE,
+    PR_EV_ROOM_CREATED,
+    PR_EV_ROOM_DELETED,
+};
+/* Every change goes through here (the event ring completes it). */
+void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32_t conn,
+              uint32_t occupancy);
+
+/* ---- misc ------------------------------------------------------------------ */
+uint64_t pr__now_ns(void);      /* CLOCK_MONOTONIC */
+uint64_t pr__realtime_ns(void); /* CLOCK_REALTIME */
+
+/* Test-only fault injection: PRESENCE_TEST_NO_TAGS disables free-stack tags (the
+ * ABA test must then fail); PRESENCE_TEST_EAGER_FREE frees retired records at
+ * once (the reclamation test must then see poisoned records). */
+extern int pr__test_no_tags;
+extern int pr__test_eager_free;
+
+#endif /* PR_INTERNAL_H */

@@ -1,0 +1,245 @@
+/*
+ * layout.h -- THE shared-memory format. Everything a segment holds is declared
+ * here, and nothing in it is a pointer: records are addressed by 32-bit indexes
+ * into fixed arrays, regions by byte offsets recorded in the header. Every
+ * process computes base + offset locally, and every index read from the segment
+ * is bounds-checked before use (see pr__room() etc. in internal.h).
+ *
+ * Any change to a struct here must bump PR_LAYOUT_VERSION; the layout hash
+ * (sizes and offsets of every shared struct) catches builds that forgot.
+ *
+ * Segment map (offsets in the header, each region 128-byte aligned):
+ *   header | procs[] | readers[] | rooms[] | conns[] | pres[] | groups[] |
+ *   gmembers[] | room/conn/user/group buckets (u32) | stripe locks |
+ *   arena page metadata | arena pages (64 KiB each) | event ring
+ */
+#ifndef PR_LAYOUT_H
+#define PR_LAYOUT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PR_MAGIC          0x31434e4553455250ull /* "PRESENC1" little-endian */
+#define PR_LAYOUT_VERSION 1u
+#define PR_CACHELINE      128
+
+/* ---- record state word: {gen:32 | state:8 | slot:24} ------------------- */
+/* gen is bumped each time the record is claimed, so a stale handle or a stale
+ * helper CAS can never act on a later life of the same record. slot is the
+ * reader slot that claimed it (valid in CLAIMED; kept afterwards for audit). */
+enum pr_rstate {
+    PR_FREE = 0,    /* on its free stack (or being claimed from it) */
+    PR_CLAIMED = 1, /* popped by `slot`, being initialised, not yet published */
+    PR_LIVE = 2,    /* published */
+    PR_DEAD = 3,    /* logically removed; being unlinked */
+    PR_RETIRED = 4, /* unlinked, in limbo until its grace period has passed */
+};
+#define PR_ST_GEN(w)   ((uint32_t) ((w) >> 32))
+#define PR_ST_STATE(w) ((unsigned) (((w) >> 24) & 0xffu))
+#define PR_ST_SLOT(w)  ((uint32_t) ((w) &0xffffffu))
+#define PR_ST(gen, state, slot)                                                                    \
+    (((uint64_t) (gen) << 32) | ((uint64_t) (state) << 24) | ((uint64_t) (slot) &0xffffffu))
+
+/* ---- free-stack head word: {idx1:24 | tag:24 | claimer:16} -------------- */
+/* idx1 = index + 1 of the top record (0 = empty). tag grows on every change
+ * (ABA). claimer = reader slot + 1 that has claimed the top record and not yet
+ * swung the head (0 = none): the claim is durable in the head word itself, so
+ * any process can complete it (see alloc.c). */
+#define PR_FH_IDX1(w)    ((uint32_t) ((w) >> 40))
+#define PR_FH_TAG(w)     ((uint32_t) (((w) >> 16) & 0xffffffu))
+#define PR_FH_CLAIMER(w) ((uint32_t) ((w) &0xffffu))
+#define PR_FH(idx1, tag, claimer)                                                                  \
+    (((uint64_t) (idx1) << 40) | (((uint64_t) (tag) &0xffffffu) << 16) |                           \
+     ((uint64_t) (claimer) &0xffffu))
+#define PR_MAX_RECORDS 0xfffffeu /* indexes must fit idx1:24 */
+#define PR_MAX_READERS 0xfffeu   /* claimer:16 */
+
+/* Item ids in limbo: {kind:8 | index+1:24}. */
+enum pr_kind { PR_K_ROOM = 1, PR_K_CONN, PR_K_PRES, PR_K_GROUP, PR_K_GMEMBER, PR_K_BLOB };
+#define PR_ITEM(kind, idx) (((uint32_t) (kind) << 24) | ((uint32_t) (idx) + 1u))
+#define PR_ITEM_KIND(it)   ((unsigned) ((it) >> 24))
+#define PR_ITEM_IDX(it)    (((it) &0xffffffu) - 1u)
+
+/* Common record head (24 bytes). */
+struct pr_rec {
+    uint64_t state;        /* state word above */
+    uint64_t retire_epoch; /* global epoch read after the record was unlinked */
+    uint32_t link;         /* free-stack or limbo successor: index+1 / item id, 0 = end */
+    uint32_t aux;          /* kind-specific */
+};
+
+/* A presence: (room, connection), 64 bytes. */
+struct pr_pres {
+    struct pr_rec h;       /* aux: 1 = the connection has no user (anonymous) */
+    uint32_t room;         /* room index */
+    uint32_t conn;         /* connection index */
+    uint32_t room_next;    /* next presence of the room (index+1), under the room lock */
+    uint32_t conn_next;    /* next presence of the connection (index+1), under its lock */
+    uint32_t state_blob;   /* arena ref of the state JSON (0 = none); swapped under room lock */
+    uint32_t room_prev;    /* previous presence of the room (index+1), under the room lock */
+    uint64_t joined_ns;    /* CLOCK_MONOTONIC */
+    uint8_t pad1[8];
+};
+
+/* A room, 128 bytes. */
+struct pr_room {
+    struct pr_rec h;
+    uint32_t name_blob, name_len, name_hash;
+    uint32_t bucket_next;  /* room hash chain (index+1), under the bucket's stripe lock */
+    uint32_t members;      /* first presence (index+1) */
+    uint32_t occupancy;    /* LIVE presences; written under the lock, read lock-free */
+    uint32_t anonymous;    /* LIVE presences without a user */
+    uint32_t version;      /* seqlock: odd while a writer changes members (under the lock) */
+    pthread_mutex_t lock;  /* robust, process-shared: guards members and counters */
+    uint8_t pad1[128 - 24 - 32 - sizeof(pthread_mutex_t)];
+};
+
+/* A connection, 128 bytes. last_seen has bit 63 set once the connection is
+ * being removed (a tombstone: touch fails from then on; bits 0..7 = reason). */
+#define PR_TOMB (1ull << 63)
+struct pr_conn {
+    struct pr_rec h;       /* aux: flags (PRESENCE_BOUND) */
+    uint64_t last_seen;    /* CLOCK_MONOTONIC ns, or PR_TOMB | reason */
+    uint32_t name_blob, user_blob;
+    uint16_t name_len, user_len;
+    uint32_t name_hash, user_hash;
+    uint32_t bucket_next;  /* connection-name chain */
+    uint32_t user_next;    /* user chain */
+    uint32_t presences;    /* first presence (index+1) */
+    uint32_t npres;        /* LIVE presences */
+    uint32_t timeout_ms;   /* 0 = the prune call's max_age */
+    uint32_t owner_proc;   /* process slot + 1 that joined it (for BOUND) */
+    uint32_t owner_gen;    /* that slot's generation */
+    uint8_t pad0[8];
+    pthread_mutex_t lock;  /* guards presences, npres */
+};
+
+/* A group, 128 bytes. */
+struct pr_group {
+    struct pr_rec h;
+    uint32_t name_blob, name_len, name_hash;
+    uint32_t bucket_next;
+    uint32_t members;      /* first gmember (index+1) */
+    uint32_t count;
+    uint8_t pad0[8];
+    pthread_mutex_t lock;
+    uint8_t pad1[128 - 24 - 32 - sizeof(pthread_mutex_t)];
+};
+
+/* A room name in a group, 64 bytes. */
+struct pr_gmember {
+    struct pr_rec h;
+    uint32_t group, next;
+    uint32_t name_blob, name_len, name_hash;
+    uint8_t pad[64 - 24 - 20];
+};
+
+/* An attached process (one per presence_open), 64 bytes. Liveness is an OFD
+ * write lock on byte PR_LOCK_BASE + index of the segment's file, held for as
+ * long as the attachment lives: the kernel drops it when the process dies, so
+ * pid reuse cannot fool it (LMDB's reader-table idea, with OFD locks). */
+#define PR_LOCK_BASE 0x40000000ull
+struct pr_proc {
+    uint64_t owner;        /* {gen:32 | pid:32}; pid 0 = never used / released */
+    uint64_t attached_ns;  /* CLOCK_REALTIME */
+    uint8_t pad[64 - 16];
+};
+
+/* A reader slot (one per thread per attachment), 128 bytes. */
+struct pr_reader {
+    uint64_t epoch;        /* global epoch announced on entry; 0 = quiescent */
+    uint64_t owner;        /* {proc_gen:32 | proc+1:32}; 0 = free */
+    uint32_t inflight_blob;/* arena ref allocated and not yet attached (crash recovery) */
+    uint32_t tid;
+    uint8_t pad[128 - 24];
+};
+
+/* Arena: 64 KiB pages of cells of one size class (64 B << class). A cell is
+ * owned iff its bit is set. Blob refs count 64-byte units from the arena start,
+ * plus 1 (0 = none). */
+#define PR_PAGE_SIZE   65536u
+#define PR_UNIT        64u
+#define PR_UNITS_PAGE  (PR_PAGE_SIZE / PR_UNIT)
+#define PR_NCLASSES    11u /* 64 .. 65536 */
+struct pr_page {
+    uint32_t cls;          /* 0 = unassigned, else class + 1 (set once by CAS) */
+    uint32_t pad;
+    uint64_t bits[PR_UNITS_PAGE / 64];
+};
+struct pr_blob {
+    uint32_t len;          /* payload bytes */
+    uint32_t link;         /* limbo successor (item id) */
+    uint64_t retire_epoch;
+    uint32_t owner;        /* item id of the record that holds it (audit) */
+    uint32_t seq;          /* allocation sequence: tells a leaked cell from a reused one */
+    /* payload follows */
+};
+#define PR_BLOB_HDR sizeof(struct pr_blob)
+
+/* The header. Hot words sit on their own cache lines. */
+struct pr_header {
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t header_size;
+    uint64_t layout_hash;
+    uint64_t segment_size;
+    uint32_t ready;        /* 0 while building, 1 when complete: written last */
+    uint32_t creator_pid;
+    uint64_t created_realtime_ns;
+    uint32_t uid;
+    uint32_t mode;
+    char boot_id[40];
+
+    /* capacities */
+    uint32_t cap_rooms, cap_conns, cap_pres, cap_groups, cap_gmembers;
+    uint32_t cap_procs, cap_readers, ring_entries, state_max, arena_pages;
+    uint64_t max_age_ms;
+    uint32_t nb_rooms, nb_conns, nb_users, nb_groups, nstripes; /* powers of two */
+    uint32_t pad0;
+    uint64_t hash_seed;
+
+    /* region offsets */
+    uint64_t off_procs, off_readers, off_rooms, off_conns, off_pres, off_groups, off_gmembers;
+    uint64_t off_rb, off_cb, off_ub, off_gb, off_stripes, off_pages, off_arena, off_ring;
+
+    /* free-stack heads, one per record kind (index = enum pr_kind) */
+    uint64_t free_head[8] __attribute__((aligned(PR_CACHELINE)));
+    uint32_t page_hint[PR_NCLASSES]; /* a page of each class likely to have room */
+    uint32_t next_page;              /* first never-assigned page */
+    uint32_t blob_seq;               /* allocation counter for blobs */
+
+    uint64_t global_epoch __attribute__((aligned(PR_CACHELINE)));
+
+    uint64_t limbo_head __attribute__((aligned(PR_CACHELINE))); /* {item:32 | tag:32} */
+    uint64_t limbo_count;
+
+    uint64_t lease __attribute__((aligned(PR_CACHELINE))); /* {gen:32 | proc+1:32} */
+    uint32_t needs_sweep;  /* a process died or a lock was recovered */
+    uint32_t pad1;
+
+    /* statistics (relaxed counters) */
+    uint64_t n_rooms, n_conns, n_pres, n_groups, n_gmembers, arena_used;
+    uint64_t st_joins, st_leaves, st_expired, st_reclaimed, st_repairs;
+    /* reaper */
+    int32_t reaper_pid;
+    uint32_t pad2;
+    uint64_t reaper_last_sweep_ns, reaper_sweeps;
+
+    /* event ring positions */
+    uint64_t ring_tail __attribute__((aligned(PR_CACHELINE)));
+    uint64_t ring_waiters;
+} __attribute__((aligned(PR_CACHELINE)));
+
+_Static_assert(sizeof(struct pr_rec) == 24, "pr_rec");
+_Static_assert(sizeof(struct pr_pres) == 64, "presence record is 64 bytes");
+_Static_assert(sizeof(struct pr_room) == 128, "room record is 128 bytes");
+_Static_assert(sizeof(struct pr_conn) == 128, "connection record is 128 bytes");
+_Static_assert(sizeof(struct pr_group) == 128, "group record is 128 bytes");
+_Static_assert(sizeof(struct pr_gmember) == 64, "gmember record is 64 bytes");
+_Static_assert(sizeof(struct pr_reader) == 128, "reader slot is 128 bytes");
+_Static_assert(sizeof(struct pr_proc) == 64, "proc slot is 64 bytes");
+_Static_assert(sizeof(struct pr_blob) == 24, "blob header");
+_Static_assert(sizeof(uint64_t) == 8 && sizeof(void *) == 8, "LP64 only");
+
+#endif /* PR_LAYOUT_H */

@@ -1,0 +1,45 @@
+/*
+ * lock.c -- the only locks in the segment: robust, process-shared mutexes, one
+ * per room, per connection, per group, and per bucket stripe. There is no
+ * global lock. Readers never take any of them.
+ *
+ * When a holder dies, the kernel's robust-futex list hands the next locker
+ * EOWNERDEAD. That locker runs the object's repair function (which makes the
+ * object's lists and counters agree again; every mutation is ordered so that a
+ * repair can tell what a half-done one meant), marks the mutex consistent, and
+ * flags the segment for a maintenance sweep, which reclaims records the dead
+ * process left unreachable.
+ */
+#include "internal.h"
+
+int pr__mutex_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    int rc = pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return -rc;
+}
+
+int pr__lock(struct presence *p, pthread_mutex_t *m, pr_repair_fn repair, uint32_t idx)
+{
+    int rc = pthread_mutex_lock(m);
+    if (PR_LIKELY(rc == 0))
+        return 0;
+    if (rc == EOWNERDEAD) {
+        if (repair)
+            repair(p, idx);
+        pthread_mutex_consistent(m);
+        pr_fetch_add(&p->h->st_repairs, 1);
+        pr_store(&p->h->needs_sweep, 1u);
+        return 0;
+    }
+    return rc == ENOTRECOVERABLE ? PRESENCE_ECORRUPT : -rc;
+}
+
+void pr__unlock(pthread_mutex_t *m)
+{
+    pthread_mutex_unlock(m);
+}

@@ -1,0 +1,917 @@
+/*
+ * registry.c -- the write side: join, leave, leave_all, touch, on_message,
+ * prune, prune_rooms, set_state, and the repair of rooms and connections whose
+ * lock holder died.
+ *
+ * Locking (no global lock; readers take none of these):
+ *   room lock -> connection lock -> stripe locks (room; connection -> user).
+ * A presence's links and the counters of its room and connection change only
+ * while both its room's and its connection's locks are held. Connection and
+ * room records are created under their index stripe lock.
+ *
+ * Crash ordering (what a repair can rely on):
+ *   - join links a presence into both lists while it is CLAIMED, then makes it
+ *     LIVE, then updates counters: a repair unlinks every non-LIVE presence from
+ *     the locked object's list and recounts from what is LIVE;
+ *   - leave makes the presence DEAD first, then unlinks and counts;
+ *   - records are complete before the single store that publishes them.
+ * Whatever a dead process left unreachable is retired by the maintenance sweep.
+ *
+ * touch is a CAS on last_seen; removal of a connection (prune, owner death)
+ * first CASes last_seen to a tombstone, so exactly one of touch and prune wins.
+ */
+#include "internal.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pr_name {
+    const char *s;
+    size_t n;
+    uint32_t hash;
+};
+
+static int name_prep(struct presence *p, const char *s, struct pr_name *out)
+{
+    int rc = pr__validate_name(s, &out->n);
+    if (rc)
+        return rc;
+    out->s = s;
+    out->hash = pr__hash(p, s, out->n);
+    return 0;
+}
+
+static void room_write_begin(struct pr_room *r)
+{
+    pr_store(&r->version, r->version + 1);
+    pr_smp_mb();
+}
+
+static void room_write_end(struct pr_room *r)
+{
+    pr_store(&r->version, r->version + 1);
+}
+
+static int lock_room(struct presence *p, uint32_t ri)
+{
+    return pr__lock(p, &pr__room(p, ri)->lock, pr__room_repair, ri);
+}
+
+static int lock_conn(struct presence *p, uint32_t ci)
+{
+    return pr__lock(p, &pr__conn(p, ci)->lock, pr__conn_repair, ci);
+}
+
+static bool is_live(const struct pr_rec *r)
+{
+    return PR_ST_STATE(pr_load(&r->state)) == PR_LIVE;
+}
+
+/* DEAD -> RETIRED exactly once (the sweep may race us), then limbo. */
+static void retire_rec(struct presence *p, unsigned kind, uint32_t idx)
+{
+    struct pr_rec *r = pr__rec(p, kind, idx);
+    if (!r)
+        return;
+    uint64_t st = pr_load(&r->state);
+    unsigned s = PR_ST_STATE(st);
+    if (s != PR_DEAD && s != PR_CLAIMED)
+        return;
+    if (pr_cas(&r->state, st, PR_ST(PR_ST_GEN(st), PR_RETIRED, PR_ST_SLOT(st))))
+        pr__retire(p, PR_ITEM(kind, idx));
+}
+
+static void mark_dead(struct presence *p, struct pr_rec *r)
+{
+    uint64_t st = pr_load(&r->state);
+    pr_store(&r->state, PR_ST(PR_ST_GEN(st), PR_DEAD, pr__my_slot(p)));
+}
+
+/* Called when an item's grace period is over: release its blobs, refill its stack. */
+void pr__free_item(struct presence *p, uint32_t item)
+{
+    unsigned kind = PR_ITEM_KIND(item);
+    uint32_t idx = PR_ITEM_IDX(item);
+    switch (kind) {
+    case PR_K_BLOB:
+        pr__blob_free(p, idx + 1);
+        return;
+    case PR_K_ROOM: {
+        struct pr_room *r = pr__room(p, idx);
+        if (!r)
+            return;
+        pr__blob_free(p, r->name_blob);
+        r->name_blob = 0;
+        break;
+    }
+    case PR_K_CONN: {
+        struct pr_conn *c = pr__conn(p, idx);
+        if (!c)
+            return;
+        pr__blob_free(p, c->name_blob);
+        pr__blob_free(p, c->user_blob);
+        c->name_blob = c->user_blob = 0;
+        break;
+    }
+    case PR_K_PRES: {
+        struct pr_pres *q = pr__pres(p, idx);
+        if (!q)
+            return;
+        pr__blob_free(p, q->state_blob);
+        q->state_blob = 0;
+        break;
+    }
+    case PR_K_GROUP: {
+        struct pr_group *g = pr__group(p, idx);
+        if (!g)
+            return;
+        pr__blob_free(p, g->name_blob);
+        g->name_blob = 0;
+        break;
+    }
+    case PR_K_GMEMBER: {
+        struct pr_gmember *m = pr__gmember(p, idx);
+        if (!m)
+            return;
+        pr__blob_free(p, m->name_blob);
+        m->name_blob = 0;
+        break;
+    }
+    default:
+        return;
+    }
+    pr__rec_push_free(p, kind, idx);
+}
+
+/* ---- repair ------------------------------------------------------------- */
+
+void pr__room_repair(struct presence *p, uint32_t ri)
+{
+    struct pr_room *r = pr__room(p, ri);
+    uint32_t *slot = &r->members, prev = 0, occ = 0, anon = 0;
+    for (uint32_t steps = 0; steps <= p->h->cap_pres; steps++) {
+        uint32_t cur = pr_load(slot);
+        struct pr_pres *q = cur ? pr__pres(p, cur - 1) : NULL;
+        if (!q) {
+            if (cur)
+                pr_store(slot, 0u);
+            break;
+        }
+        uint64_t st = pr_load(&q->h.state);
+        if (PR_ST_STATE(st) != PR_LIVE || q->room != ri) {
+            if (PR_ST_STATE(st) == PR_CLAIMED)
+                pr_cas(&q->h.state, st, PR_ST(PR_ST_GEN(st), PR_DEAD, PR_ST_SLOT(st)));
+            pr_store(slot, pr_load(&q->room_next));
+            continue;
+        }
+        q->room_prev = prev;
+        prev = cur;
+        occ++;
+        anon += q->h.aux & 1u;
+        slot = &q->room_next;
+    }
+    r->occupancy = occ;
+    r->anonymous = anon;
+    if (r->version & 1u)
+        pr_store(&r->version, r->version + 1);
+}
+
+void pr__conn_repair(struct presence *p, uint32_t ci)
+{
+    struct pr_conn *c = pr__conn(p, ci);
+    uint32_t *slot = &c->presences, n = 0;
+    for (uint32_t steps = 0; steps <= p->h->cap_pres; steps++) {
+        uint32_t cur = pr_load(slot);
+        struct pr_pres *q = cur ? pr__pres(p, cur - 1) : NULL;
+        if (!q) {
+            if (cur)
+                pr_store(slot, 0u);
+            break;
+        }
+        uint64_t st = pr_load(&q->h.state);
+        if (PR_ST_STATE(st) != PR_LIVE || q->conn != ci) {
+            if (PR_ST_STATE(st) == PR_CLAIMED)
+                pr_cas(&q->h.state, st, PR_ST(PR_ST_GEN(st), PR_DEAD, PR_ST_SLOT(st)));
+            pr_store(slot, pr_load(&q->conn_next));
+            continue;
+        }
+        n++;
+        slot = &q->conn_next;
+    }
+    c->npres = n;
+}
+
+/* ---- connection and room records ----------------------------------------- */
+
+static bool conn_user_is(const struct presence *p, const struct pr_conn *c, const struct pr_name *u)
+{
+    if (!u)
+        return c->user_len == 0;
+    return c->user_len != 0 && pr__blob_eq(p, c->user_blob, c->user_len, u->s, u->n);
+}
+
+/* Finds or creates the connection. Sets *created. */
+static int64_t conn_get_or_create(struct presence *p, const struct pr_name *cn,
+                                  const struct pr_name *un, uint64_t timeout_ms, unsigned flags,
+                                  bool *created)
+{
+    *created = false;
+    int64_t ci = pr__conn_find(p, cn->s, cn->n, cn->hash);
+    if (ci >= 0 || ci != -ENOENT)
+        goto found;
+    int rc = pr__stripe_lock(p, PR_T_CONN, cn->hash);
+    if (rc)
+        return rc;
+    ci = pr__conn_find(p, cn->s, cn->n, cn->hash);
+    if (ci != -ENOENT) {
+        pr__unlock(pr__stripe(p, PR_T_CONN, cn->hash));
+        goto found;
+    }
+    ci = pr__rec_claim(p, PR_K_CONN);
+    if (ci < 0) {
+        pr__unlock(pr__stripe(p, PR_T_CONN, cn->hash));
+        return ci;
+    }
+    struct pr_conn *c = pr__conn(p, (uint32_t) ci);
+    uint32_t item = PR_ITEM(PR_K_CONN, (uint32_t) ci);
+    int64_t nb = pr__blob_new(p, cn->s, (uint32_t) cn->n, item);
+    int64_t ub = (nb > 0 && un) ? pr__blob_new(p, un->s, (uint32_t) un->n, item) : 0;
+    if (nb < 0 || ub < 0) {
+        if (nb > 0)
+            pr__blob_free(p, (uint32_t) nb);
+        pr__blob_attached(p);
+        retire_rec(p, PR_K_CONN, (uint32_t) ci);
+        pr__unlock(pr__stripe(p, PR_T_CONN, cn->hash));
+        return -ENOSPC;
+    }
+    c->name_blob = (uint32_t) nb;
+    c->name_len = (uint16_t) cn->n;
+    c->name_hash = cn->hash;
+    c->user_blob = (uint32_t) ub;
+    c->user_len = un ? (uint16_t) un->n : 0;
+    c->user_hash = un ? un->hash : 0;
+    c->presences = 0;
+    c->npres = 0;
+    c->timeout_ms = (uint32_t) (timeout_ms > UINT32_MAX ? UINT32_MAX : timeout_ms);
+    c->owner_proc = p->proc + 1;
+    c->owner_gen = p->proc_gen;
+    c->h.aux = flags & PRESENCE_BOUND;
+    pr_store(&c->last_seen, pr__now_ns());
+    uint64_t st = pr_load(&c->h.state);
+    pr_store(&c->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
+    if (un) {
+        rc = pr__stripe_lock(p, PR_T_USER, un->hash);
+        if (rc == 0) {
+            pr__chain_insert(p, PR_T_USER, un->hash, (uint32_t) ci);
+            pr__unlock(pr__stripe(p, PR_T_USER, un->hash));
+        }
+    }
+    pr__chain_insert(p, PR_T_CONN, cn->hash, (uint32_t) ci);
+    pr__blob_attached(p);
+    pr__unlock(pr__stripe(p, PR_T_CONN, cn->hash));
+    pr_fetch_add(&p->h->n_conns, 1);
+    *created = true;
+    return ci;
+found:
+    if (ci < 0)
+        return ci;
+    if (!conn_user_is(p, pr__conn(p, (uint32_t) ci), un))
+        return PRESENCE_EUSERCONFLICT;
+    return ci;
+}
+
+static int64_t room_get_or_create(struct presence *p, const struct pr_name *rn, bool *created)
+{
+    *created = false;
+    int64_t ri = pr__room_find(p, rn->s, rn->n, rn->hash);
+    if (ri != -ENOENT)
+        return ri;
+    int rc = pr__stripe_lock(p, PR_T_ROOM, rn->hash);
+    if (rc)
+        return rc;
+    ri = pr__room_find(p, rn->s, rn->n, rn->hash);
+    if (ri == -ENOENT) {
+        ri = pr__rec_claim(p, PR_K_ROOM);
+        if (ri >= 0) {
+            struct pr_room *r = pr__room(p, (uint32_t) ri);
+            int64_t nb = pr__blob_new(p, rn->s, (uint32_t) rn->n, PR_ITEM(PR_K_ROOM, (uint32_t) ri));
+            if (nb < 0) {
+                pr__blob_attached(p);
+                retire_rec(p, PR_K_ROOM, (uint32_t) ri);
+                ri = -ENOSPC;
+            } else {
+                r->name_blob = (uint32_t) nb;
+                r->name_len = (uint32_t) rn->n;
+                r->name_hash = rn->hash;
+                r->members = 0;
+                r->occupancy = 0;
+                r->anonymous = 0;
+                uint64_t st = pr_load(&r->h.state);
+                pr_store(&r->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
+                pr__chain_insert(p, PR_T_ROOM, rn->hash, (uint32_t) ri);
+                pr__blob_attached(p);
+                pr_fetch_add(&p->h->n_rooms, 1);
+                *created = true;
+            }
+        }
+    }
+    pr__unlock(pr__stripe(p, PR_T_ROOM, rn->hash));
+    return ri;
+}
+
+/* Unpublishes connection @ci (lock held, no presences). Caller retires it after unlocking. */
+static void conn_unpublish_locked(struct presence *p, uint32_t ci)
+{
+    struct pr_conn *c = pr__conn(p, ci);
+    uint64_t ls = pr_load(&c->last_seen);
+    if (!(ls & PR_TOMB))
+        pr_cas(&c->last_seen, ls, PR_TOMB | PR_EV_LEAVE);
+    mark_dead(p, &c->h);
+    if (pr__stripe_lock(p, PR_T_CONN, c->name_hash) == 0) {
+        if (c->user_len && pr__stripe_lock(p, PR_T_USER, c->user_hash) == 0) {
+            pr__chain_unlink(p, PR_T_USER, c->user_hash, ci);
+            pr__unlock(pr__stripe(p, PR_T_USER, c->user_hash));
+        }
+        pr__chain_unlink(p, PR_T_CONN, c->name_hash, ci);
+        pr__unlock(pr__stripe(p, PR_T_CONN, c->name_hash));
+    }
+    pr_fetch_add(&p->h->n_conns, -1);
+}
+
+/* Removes the connection if it has no presence. Returns true if it did (retired). */
+static bool conn_delete_if_empty(struct presence *p, uint32_t ci)
+{
+    struct pr_conn *c = pr__conn(p, ci);
+    if (lock_conn(p, ci) != 0)
+        return false;
+    bool del = is_live(&c->h) && c->npres == 0 && c->presences == 0;
+    if (del)
+        conn_unpublish_locked(p, ci);
+    pr__unlock(&c->lock);
+    if (del)
+        retire_rec(p, PR_K_CONN, ci);
+    return del;
+}
+
+/* Removes the room if it is empty. */
+static bool room_delete_if_empty(struct presence *p, uint32_t ri, bool emit)
+{
+    struct pr_room *r = pr__room(p, ri);
+    if (lock_room(p, ri) != 0)
+        return false;
+    bool del = is_live(&r->h) && r->occupancy == 0 && r->members == 0;
+    if (del) {
+        if (emit)
+            pr__emit(p, PR_EV_ROOM_DELETED, ri, UINT32_MAX, 0);
+        mark_dead(p, &r->h);
+        if (pr__stripe_lock(p, PR_T_ROOM, r->name_hash) == 0) {
+            pr__chain_unlink(p, PR_T_ROOM, r->name_hash, ri);
+            pr__unlock(pr__stripe(p, PR_T_ROOM, r->name_hash));
+        }
+        pr_fetch_add(&p->h->n_rooms, -1);
+    }
+    pr__unlock(&r->lock);
+    if (del)
+        retire_rec(p, PR_K_ROOM, ri);
+    return del;
+}
+
+/* The LIVE presence of connection @ci in room @ri, or -1. */
+static int64_t find_presence(struct presence *p, uint32_t ci, uint32_t ri)
+{
+    struct pr_conn *c = pr__conn(p, ci);
+    uint32_t cur = pr_load(&c->presences);
+    for (uint32_t steps = 0; cur != 0 && steps <= p->h->cap_pres; steps++) {
+        struct pr_pres *q = pr__pres(p, cur - 1);
+        if (!q)
+            return PRESENCE_ECORRUPT;
+        if (q->room == ri && is_live(&q->h))
+            return cur - 1;
+        cur = pr_load(&q->conn_next);
+    }
+    return -1;
+}
+
+static int touch_conn(struct pr_conn *c)
+{
+    if (!is_live(&c->h))
+        return PRESENCE_NOT_PRESENT;
+    for (;;) {
+        uint64_t ls = pr_load(&c->last_seen);
+        if (ls & PR_TOMB)
+            return PRESENCE_NOT_PRESENT;
+        uint64_t now = pr__now_ns();
+        if (now <= ls || pr_cas(&c->last_seen, ls, now))
+            return 0;
+    }
+}
+
+/* Removes presence @pi from room @ri and connection @ci (both locked). */
+static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uint32_t pi,
+                               enum pr_event_type why)
+{
+    struct pr_room *r = pr__room(p, ri);
+    struct pr_conn *c = pr__conn(p, ci);
+    struct pr_pres *q = pr__pres(p, pi);
+    room_write_begin(r);
+    mark_dead(p, &q->h);
+    /* room list: doubly linked, O(1) */
+    struct pr_pres *next = q->room_next ? pr__pres(p, q->room_next - 1) : NULL;
+    if (q->room_prev) {
+        struct pr_pres *prev = pr__pres(p, q->room_prev - 1);
+        if (prev)
+            pr_store(&prev->room_next, q->room_next);
+    } else {
+        pr_store(&r->members, q->room_next);
+    }
+    if (next)
+        next->room_prev = q->room_prev;
+    /* connection list: short, walk it */
+    uint32_t *slot = &c->presences;
+    for (uint32_t steps = 0; *slot != 0 && steps <= p->h->cap_pres; steps++) {
+        if (*slot == pi + 1) {
+            pr_store(slot, q->conn_next);
+            break;
+        }
+        struct pr_pres *o = pr__pres(p, *slot - 1);
+        if (!o)
+            break;
+        slot = &o->conn_next;
+    }
+    r->occupancy--;
+    r->anonymous -= q->h.aux & 1u;
+    c->npres--;
+    room_write_end(r);
+    pr__emit(p, why, ri, ci, r->occupancy);
+    pr_fetch_add(&p->h->n_pres, -1);
+    if (why == PR_EV_TIMEOUT)
+        pr_fetch_add(&p->h->st_expired, 1);
+    else
+        pr_fetch_add(&p->h->st_leaves, 1);
+}
+
+/* Removes every presence of @ci, one event each with reason @why, then the
+ * connection. Safe to run by several processes at once (they help each other). */
+static int conn_remove_all(struct presence *p, uint32_t ci, enum pr_event_type why)
+{
+    struct pr_conn *c = pr__conn(p, ci);
+    int count = 0;
+    for (uint32_t rounds = 0; rounds <= p->h->cap_pres + 1; rounds++) {
+        if (lock_conn(p, ci) != 0)
+            break;
+        if (!is_live(&c->h)) {
+            pr__unlock(&c->lock);
+            break;
+        }
+        int64_t pi = -1;
+        uint32_t cur = c->presences;
+        for (uint32_t s = 0; cur && s <= p->h->cap_pres; s++) {
+            struct pr_pres *q = pr__pres(p, cur - 1);
+            if (!q)
+                break;
+            if (is_live(&q->h)) {
+                pi = cur - 1;
+                break;
+            }
+            cur = q->conn_next;
+        }
+        if (pi < 0) {
+            conn_unpublish_locked(p, ci);
+            pr__unlock(&c->lock);
+            retire_rec(p, PR_K_CONN, ci);
+            break;
+        }
+        uint32_t ri = pr__pres(p, (uint32_t) pi)->room;
+        pr__unlock(&c->lock);
+        if (!pr__room(p, ri) || lock_room(p, ri) != 0)
+            break;
+        if (lock_conn(p, ci) != 0) {
+            pr__unlock(&pr__room(p, ri)->lock);
+            break;
+        }
+        struct pr_pres *q = pr__pres(p, (uint32_t) pi);
+        bool removed = false;
+        if (is_live(&q->h) && q->conn == ci && q->room == ri) {
+            pres_remove_locked(p, ri, ci, (uint32_t) pi, why);
+            removed = true;
+            count++;
+        }
+        pr__unlock(&c->lock);
+        pr__unlock(&pr__room(p, ri)->lock);
+        if (removed)
+            retire_rec(p, PR_K_PRES, (uint32_t) pi);
+    }
+    return count;
+}
+
+/* ---- public write operations -------------------------------------------- */
+
+#define ENTER_OR_FAIL(p, t)                                                                        \
+    do {                                                                                           \
+        if ((p)->rdonly)                                                                           \
+            return -EROFS;                                                                         \
+        (t) = pr__enter(p);                                                                        \
+        if (!(t))                                                                                  \
+            return -EUSERS;                                                                        \
+    } while (0)
+
+static int join_once(struct presence *p, const struct pr_name *rn, const struct pr_name *cn,
+                     const struct pr_name *un, uint64_t timeout_ms, unsigned flags,
+                     presence_conn_t *handle)
+{
+    for (unsigned attempt = 0; attempt < 10000; attempt++) {
+        bool conn_new, room_new;
+        int64_t ci = conn_get_or_create(p, cn, un, timeout_ms, flags, &conn_new);
+        if (ci < 0)
+            return (int) ci;
+        int64_t ri = room_get_or_create(p, rn, &room_new);
+        if (ri < 0) {
+            if (conn_new)
+                conn_delete_if_empty(p, (uint32_t) ci);
+            return (int) ri;
+        }
+        struct pr_room *r = pr__room(p, (uint32_t) ri);
+        struct pr_conn *c = pr__conn(p, (uint32_t) ci);
+        int rc = lock_room(p, (uint32_t) ri);
+        if (rc)
+            return rc;
+        if (!is_live(&r->h)) {
+            pr__unlock(&r->lock);
+            continue;
+        }
+        rc = lock_conn(p, (uint32_t) ci);
+        if (rc) {
+            pr__unlock(&r->lock);
+            return rc;
+        }
+        uint64_t ls = pr_load(&c->last_seen);
+        if (!is_live(&c->h) || (ls & PR_TOMB)) {
+            pr__unlock(&c->lock);
+            pr__unlock(&r->lock);
+            if (is_live(&c->h)) /* being removed: help finish, then retry */
+                conn_remove_all(p, (uint32_t) ci, (enum pr_event_type) (ls & 0xff));
+            continue;
+        }
+        if (handle) {
+            handle->index = (uint32_t) ci;
+            handle->generation = PR_ST_GEN(pr_load(&c->h.state));
+        }
+        int64_t existing = find_presence(p, (uint32_t) ci, (uint32_t) ri);
+        if (existing >= 0) {
+            touch_conn(c);
+            pr__unlock(&c->lock);
+            pr__unlock(&r->lock);
+            return PRESENCE_REFRESHED;
+        }
+        int64_t pi = pr__rec_claim(p, PR_K_PRES);
+        if (pi < 0) {
+            pr__unlock(&c->lock);
+            pr__unlock(&r->lock);
+            if (conn_new)
+                conn_delete_if_empty(p, (uint32_t) ci);
+            if (room_new)
+                room_delete_if_empty(p, (uint32_t) ri, false);
+            return (int) pi;
+        }
+        struct pr_pres *q = pr__pres(p, (uint32_t) pi);
+        q->room = (uint32_t) ri;
+        q->conn = (uint32_t) ci;
+        q->state_blob = 0;
+        q->joined_ns = pr__now_ns();
+        q->h.aux = c->user_len == 0 ? 1u : 0u;
+        q->room_prev = 0;
+        room_write_begin(r);
+        q->room_next = r->members;
+        if (r->members) {
+            struct pr_pres *first = pr__pres(p, r->members - 1);
+            if (first)
+                first->room_prev = (uint32_t) pi + 1;
+        }
+        pr_store(&r->members, (uint32_t) pi + 1);
+        q->conn_next = c->presences;
+        pr_store(&c->presences, (uint32_t) pi + 1);
+        uint64_t st = pr_load(&q->h.state);
+        pr_store(&q->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
+        r->occupancy++;
+        r->anonymous += q->h.aux;
+        c->npres++;
+        room_write_end(r);
+        touch_conn(c);
+        if (room_new)
+            pr__emit(p, PR_EV_ROOM_CREATED, (uint32_t) ri, UINT32_MAX, 0);
+        pr__emit(p, PR_EV_JOIN, (uint32_t) ri, (uint32_t) ci, r->occupancy);
+        pr__unlock(&c->lock);
+        pr__unlock(&r->lock);
+        pr_fetch_add(&p->h->n_pres, 1);
+        pr_fetch_add(&p->h->st_joins, 1);
+        return PRESENCE_JOINED;
+    }
+    return -EAGAIN;
+}
+
+int presence_join_ex(presence_t *p, const char *room, const char *conn, const char *user,
+                     uint64_t timeout_ms, unsigned flags, presence_conn_t *handle_out)
+{
+    struct pr_name rn, cn, un;
+    int rc = name_prep(p, room, &rn);
+    if (!rc)
+        rc = name_prep(p, conn, &cn);
+    if (!rc && user)
+        rc = name_prep(p, user, &un);
+    if (rc)
+        return rc;
+    if ((flags & ~(unsigned) PRESENCE_BOUND) != 0)
+        return PRESENCE_EOPTION;
+    struct pr_tls *t;
+    ENTER_OR_FAIL(p, t);
+    rc = join_once(p, &rn, &cn, user ? &un : NULL, timeout_ms, flags, handle_out);
+    if (rc == -ENOSPC && pr__lease_take(p) == 0) {
+        /* Reclaim what has passed its grace period, then try once more. */
+        pr__reclaim(p);
+        pr__lease_drop(p);
+        rc = join_once(p, &rn, &cn, user ? &un : NULL, timeout_ms, flags, handle_out);
+    }
+    pr__exit(p, t);
+    return rc;
+}
+
+int presence_join(presence_t *p, const char *room, const char *conn, const char *user)
+{
+    return presence_join_ex(p, room, conn, user, 0, 0, NULL);
+}
+
+int presence_leave(presence_t *p, const char *room, const char *conn)
+{
+    struct pr_name rn, cn;
+    int rc = name_prep(p, room, &rn);
+    if (!rc)
+        rc = name_prep(p, conn, &cn);
+    if (rc)
+        return rc;
+    struct pr_tls *t;
+    ENTER_OR_FAIL(p, t);
+    int removed = 0;
+    int64_t ri = pr__room_find(p, rn.s, rn.n, rn.hash);
+    int64_t ci = pr__conn_find(p, cn.s, cn.n, cn.hash);
+    if (ri >= 0 && ci >= 0 && lock_room(p, (uint32_t) ri) == 0) {
+        struct pr_room *r = pr__room(p, (uint32_t) ri);
+        struct pr_conn *c = pr__conn(p, (uint32_t) ci);
+        if (lock_conn(p, (uint32_t) ci) == 0) {
+            int64_t pi = is_live(&r->h) && is_live(&c->h)
+                             ? find_presence(p, (uint32_t) ci, (uint32_t) ri)
+                             : -1;
+            bool conn_gone = false;
+            if (pi >= 0) {
+                pres_remove_locked(p, (uint32_t) ri, (uint32_t) ci, (uint32_t) pi, PR_EV_LEAVE);
+                removed = 1;
+                if (c->npres == 0 && c->presences == 0) {
+                    conn_unpublish_locked(p, (uint32_t) ci);
+                    conn_gone = true;
+                }
+            }
+            pr__unlock(&c->lock);
+            if (conn_gone)
+                retire_rec(p, PR_K_CONN, (uint32_t) ci);
+            if (pi >= 0)
+                retire_rec(p, PR_K_PRES, (uint32_t) pi);
+        }
+        pr__unlock(&r->lock);
+    }
+    pr__exit(p, t);
+    return ri < 0 && ri != -ENOENT ? (int) ri : removed;
+}
+
+int presence_leave_all(presence_t *p, const char *conn)
+{
+    struct pr_name cn;
+    int rc = name_prep(p, conn, &cn);
+    if (rc)
+        return rc;
+    struct pr_tls *t;
+    ENTER_OR_FAIL(p, t);
+    int64_t ci = pr__conn_find(p, cn.s, cn.n, cn.hash);
+    int n = ci >= 0 ? conn_remove_all(p, (uint32_t) ci, PR_EV_LEAVE) : 0;
+    pr__exit(p, t);
+    return n;
+}
+
+int presence_touch(presence_t *p, const char *conn)
+{
+    struct pr_name cn;
+    int rc = name_prep(p, conn, &cn);
+    if (rc)
+        return rc;
+    struct pr_tls *t;
+    ENTER_OR_FAIL(p, t);
+    int64_t ci = pr__conn_find(p, cn.s, cn.n, cn.hash);
+    rc = ci >= 0 ? touch_conn(pr__conn(p, (uint32_t) ci)) : PRESENCE_NOT_PRESENT;
+    pr__exit(p, t);
+    return rc;
+}
+
+int presence_touch_handle(presence_t *p, presence_conn_t h)
+{
+    if (p->rdonly)
+        return -EROFS;
+    struct pr_conn *c = pr__conn(p, h.index);
+    if (!c || h.generation == 0)
+        return PRESENCE_ESTALE;
+    /* No read section needed: records are never unmapped, and the generation
+     * check makes a recycled record answer "not present". */
+    uint64_t st = pr_load(&c->h.state);
+    if (PR_ST_GEN(st) != h.generation || PR_ST_STATE(st) != PR_LIVE)
+        return PRESENCE_NOT_PRESENT;
+    int rc = touch_conn(c);
+    if (rc == 0 && PR_ST_GEN(pr_load(&c->h.state)) != h.generation)
+        return PRESENCE_NOT_PRESENT;
+    return rc;
+}
+
+int presence_on_message(presence_t *p, const char *conn, const void *msg, size_t len)
+{
+    int rc = presence_touch(p, conn);
+    if (rc < 0)
+        return rc;
+    int mask = rc == PRESENCE_NOT_PRESENT ? PRESENCE_MSG_NOT_PRESENT : 0;
+    if (msg && len == 11 && memcmp(msg, "\"heartbeat\"", 11) == 0)
+        mask |= PRESENCE_MSG_HEARTBEAT;
+    return mask;
+}
+
+int presence_prune(presence_t *p, uint64_t max_age_ms)
+{
+    struct pr_tls *t;
+    ENTER_OR_FAIL(p, t);
+    if (max_age_ms == 0)
+        max_age_ms = p->h->max_age_ms;
+    uint64_t now = pr__now_ns();
+    int count = 0;
+    for (uint32_t ci = 0; ci < p->h->cap_conns; ci++) {
+        struct pr_conn *c = pr__conn(p, ci);
+        if (!is_live(&c->h))
+            continue;
+        uint64_t ls = pr_load(&c->last_seen);
+        if (ls & PR_TOMB)
+            continue;
+        uint64_t timeout_ns = (c->timeout_ms ? c->timeout_ms : max_age_ms) * 1000000ull;
+        if (ls + timeout_ns >= now) /* strictly older than now - timeout only */
+            continue;
+        if (!pr_cas(&c->last_seen, ls, PR_TOMB | PR_EV_TIMEOUT))
+            continue; /* touched (or claimed) meanwhile */
+        conn_remove_all(p, ci, PR_EV_TIMEOUT);
+        count++;
+    }
+    pr__exit(p, t);
+    return count;
+}
+
+int presence_prune_rooms(presence_t *p)
+{
+    struct pr_tls *t;
+    ENTER_OR_FAIL(p, t);
+    int count = 0;
+    for (uint32_t ri = 0; ri < p->h->cap_rooms; ri++) {
+        struct pr_room *r = pr__room(p, ri);
+        if (is_live(&r->h) && pr_load(&r->occupancy) == 0 && room_delete_if_empty(p, ri, true))
+            count++;
+    }
+    pr__exit(p, t);
+    return count;
+}
+
+/* Removes connections bound to processes that are dead (reason owner_died). */
+int pr__remove_dead_owners(struct presence *p)
+{
+    int count = 0;
+    for (uint32_t ci = 0; ci < p->h->cap_conns; ci++) {
+        struct pr_conn *c = pr__conn(p, ci);
+        if (!is_live(&c->h) || !(c->h.aux & PRESENCE_BOUND) || c->owner_proc == 0)
+            continue;
+        if (pr__proc_alive(p, c->owner_proc - 1, c->owner_gen))
+            continue;
+        uint64_t ls = pr_load(&c->last_seen);
+        if ((ls & PR_TOMB) || !pr_cas(&c->last_seen, ls, PR_TOMB | PR_EV_OWNER_DIED))
+            continue;
+        conn_remove_all(p, ci, PR_EV_OWNER_DIED);
+        count++;
+    }
+    return count;
+}
+
+/* Finishes removals a dead process left half-done (tombstoned connections). */
+int pr__finish_removals(struct presence *p)
+{
+    int count = 0;
+    for (uint32_t ci = 0; ci < p->h->cap_conns; ci++) {
+        struct pr_conn *c = pr__conn(p, ci);
+        uint64_t ls = pr_load(&c->last_seen);
+        if (is_live(&c->h) && (ls & PR_TOMB))
+            count += conn_remove_all(p, ci, (enum pr_event_type) (ls & 0xff));
+    }
+    return count;
+}
+
+/* ---- state ----------------------------------------------------------------- */
+
+/* Expands rooms and groups into a list of distinct room names (into *out). */
+int pr__expand_rooms(struct presence *p, const char *const *rooms, size_t nrooms,
+                     const char *const *groups, size_t ngroups, char ***out, size_t *nout);
+
+int presence_set_state(presence_t *p, const char *const *rooms, size_t nrooms,
+                       const char *const *groups, size_t ngroups, const char *conn,
+                       const char *json)
+{
+    struct pr_name cn;
+    int rc = name_prep(p, conn, &cn);
+    if (rc)
+        return rc;
+    if (p->rdonly)
+        return -EROFS;
+    if (!json)
+        return PRESENCE_ESTATEJSON;
+    json_error_t jerr;
+    json_t *doc = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc || !json_is_object(doc)) {
+        json_decref(doc);
+        return PRESENCE_ESTATEJSON;
+    }
+    char *compact = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    if (!compact)
+        return -ENOMEM;
+    size_t clen = strlen(compact);
+    if (clen > p->h->state_max) {
+        free(compact);
+        return PRESENCE_ESTATESIZE;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    rc = pr__expand_rooms(p, rooms, nrooms, groups, ngroups, &names, &n);
+    if (rc) {
+        free(compact);
+        return rc;
+    }
+    struct pr_tls *t = pr__enter(p);
+    if (!t) {
+        free(compact);
+        free(names);
+        return -EUSERS;
+    }
+    int updated = 0;
+    int64_t ci = pr__conn_find(p, cn.s, cn.n, cn.hash);
+    uint32_t *refs = calloc(n ? n : 1, sizeof *refs);
+    if (!refs)
+        rc = -ENOMEM;
+    /* First allocate every blob, so that running out of space changes nothing. */
+    for (size_t i = 0; ci >= 0 && rc == 0 && i < n; i++) {
+        size_t rl = strlen(names[i]);
+        int64_t ri = pr__room_find(p, names[i], rl, pr__hash(p, names[i], rl));
+        if (ri < 0 || find_presence(p, (uint32_t) ci, (uint32_t) ri) < 0)
+            continue;
+        int64_t ref = pr__blob_new(p, compact, (uint32_t) clen, 0);
+        if (ref < 0) {
+            rc = (int) ref;
+            break;
+        }
+        refs[i] = (uint32_t) ref;
+    }
+    for (size_t i = 0; i < n && refs; i++) {
+        if (!refs[i])
+            continue;
+        if (rc) {
+            pr__blob_free(p, refs[i]);
+            continue;
+        }
+        size_t rl = strlen(names[i]);
+        int64_t ri = pr__room_find(p, names[i], rl, pr__hash(p, names[i], rl));
+        int64_t pi = -1;
+        if (ri >= 0 && lock_room(p, (uint32_t) ri) == 0) {
+            struct pr_room *r = pr__room(p, (uint32_t) ri);
+            pi = find_presence(p, (uint32_t) ci, (uint32_t) ri);
+            if (pi >= 0) {
+                struct pr_pres *q = pr__pres(p, (uint32_t) pi);
+                struct pr_blob *b = (struct pr_blob *) (void *) ((char *) pr__blob_get(p, refs[i], NULL) - PR_BLOB_HDR);
+                b->owner = PR_ITEM(PR_K_PRES, (uint32_t) pi);
+                room_write_begin(r);
+                uint32_t old = pr_xchg(&q->state_blob, refs[i]);
+                room_write_end(r);
+                pr__emit(p, PR_EV_STATE_CHANGE, (uint32_t) ri, (uint32_t) ci, r->occupancy);
+                pr__unlock(&r->lock);
+                if (old)
+                    pr__retire(p, PR_ITEM(PR_K_BLOB, old - 1));
+                updated++;
+            } else {
+                pr__unlock(&r->lock);
+            }
+        }
+        if (pi < 0)
+            pr__blob_free(p, refs[i]);
+    }
+    pr__blob_attached(p);
+    pr__exit(p, t);
+    free(refs);
+    free(names);
+    free(compact);
+    return rc ? rc : updated;
+}
