@@ -118,9 +118,10 @@ static int read_replies(rd_handle_t *h, size_t n, redisReply **out)
     for (size_t i = 0; i < n; i++) {
         void *r = NULL;
         if (redisGetReply(h->c, &r) != REDIS_OK || r == NULL) {
-            if (out)
-                for (size_t j = 0; j < i; j++)
-                    freeReplyObject(out[j]);
+            for (size_t j = 0; out != NULL && j < i; j++) {
+                freeReplyObject(out[j]);
+                out[j] = NULL;
+            }
             return conn_error(h);
         }
         redisReply *rep = r;
@@ -259,7 +260,7 @@ static void rd_close(void *hv)
 static int rd_join(void *hv, const bench_key_t *k, uint64_t timeout_ms)
 {
     rd_handle_t *h = hv;
-    redisReply *r[1];
+    redisReply *r[1] = {NULL};
     int rc = append_join(h, k, timeout_ms, NULL);
     if (rc == 0)
         rc = rd_complete(h, 4, r, 1);
@@ -273,7 +274,7 @@ static int rd_join(void *hv, const bench_key_t *k, uint64_t timeout_ms)
 static int rd_leave(void *hv, const bench_key_t *k)
 {
     rd_handle_t *h = hv;
-    redisReply *r[1];
+    redisReply *r[1] = {NULL};
     redisAppendCommand(h->c, "ZREM pr:z:%s %s", k->room, k->conn);
     redisAppendCommand(h->c, "HDEL pr:h:%s %s", k->room, k->conn);
     redisAppendCommand(h->c, "SREM pr:u:%s %s", uuid_of(k), k->room);
@@ -296,16 +297,14 @@ static int rd_touch(void *hv, const bench_key_t *k)
 static int rd_here_now(void *hv, const char *room)
 {
     rd_handle_t *h = hv;
-    redisReply *r[2];
+    redisReply *r[2] = {NULL, NULL};
     redisAppendCommand(h->c, "ZRANGEBYSCORE pr:z:%s %lld +inf", room, realtime_ms());
     redisAppendCommand(h->c, "HGETALL pr:h:%s", room);
     int rc = rd_complete(h, 2, r, 2);
     if (rc != 0 || h->pipe)
         return rc;
-    rc = (r[0]->type == REDIS_REPLY_ARRAY && (r[1]->type == REDIS_REPLY_ARRAY ||
-                                              r[1]->type == REDIS_REPLY_MAP))
-             ? (int) r[0]->elements
-             : RD_EPROTO;
+    rc = r[0]->type == REDIS_REPLY_ARRAY && r[1]->type == REDIS_REPLY_ARRAY ? (int) r[0]->elements
+                                                                            : RD_EPROTO;
     freeReplyObject(r[0]);
     freeReplyObject(r[1]);
     return rc;
@@ -314,14 +313,12 @@ static int rd_here_now(void *hv, const char *room)
 static int rd_where_now(void *hv, const char *uuid)
 {
     rd_handle_t *h = hv;
-    redisReply *r[1];
+    redisReply *r[1] = {NULL};
     redisAppendCommand(h->c, "SMEMBERS pr:u:%s", uuid);
     int rc = rd_complete(h, 1, r, 1);
     if (rc != 0 || h->pipe)
         return rc;
-    rc = (r[0]->type == REDIS_REPLY_ARRAY || r[0]->type == REDIS_REPLY_SET)
-             ? (int) r[0]->elements
-             : RD_EPROTO;
+    rc = r[0]->type == REDIS_REPLY_ARRAY ? (int) r[0]->elements : RD_EPROTO;
     freeReplyObject(r[0]);
     return rc;
 }
@@ -329,7 +326,7 @@ static int rd_where_now(void *hv, const char *uuid)
 static int rd_get_state(void *hv, const bench_key_t *k)
 {
     rd_handle_t *h = hv;
-    redisReply *r[1];
+    redisReply *r[1] = {NULL};
     redisAppendCommand(h->c, "HGET pr:h:%s %s", k->room, k->conn);
     int rc = rd_complete(h, 1, r, 1);
     if (rc != 0 || h->pipe)
@@ -459,7 +456,7 @@ static int rd_prune(void *hv)
     if (rooms == NULL)
         return conn_error(h);
     int removed = 0;
-    if (rooms->type == REDIS_REPLY_ARRAY || rooms->type == REDIS_REPLY_SET) {
+    if (rooms->type == REDIS_REPLY_ARRAY) {
         for (size_t from = 0; from < rooms->elements && removed >= 0; from += RD_PRUNE_BATCH) {
             size_t n = rooms->elements - from < RD_PRUNE_BATCH ? rooms->elements - from
                                                                : RD_PRUNE_BATCH;

@@ -59,7 +59,7 @@ static void log_tail(const redis_server_t *s, char *out, size_t outlen)
     while (fgets(line, sizeof line, f) != NULL) {
         line[strcspn(line, "\n")] = '\0';
         if (line[0] != '\0')
-            snprintf(out, outlen, "%s", line);
+            snprintf(out, outlen, "%.150s", line);
     }
     fclose(f);
 }

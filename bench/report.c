@@ -163,7 +163,9 @@ static void fmt_ns(char *buf, size_t len, uint64_t ns)
 
 static void fmt_count(char *buf, size_t len, double v)
 {
-    if (v < 1e3)
+    if (v < 10 && v != (double) (uint64_t) v)
+        snprintf(buf, len, "%.2f", v);
+    else if (v < 1e3)
         snprintf(buf, len, "%.0f", v);
     else if (v < 1e6)
         fmt_scaled(buf, len, v / 1e3, "k");
@@ -178,15 +180,15 @@ static void fmt_ratio(char *buf, size_t len, double v, double ref, int show)
     if (!show) {
         buf[0] = '\0';
     } else if (ref <= 0 || v <= 0) {
-        snprintf(buf, len, "(-)");
+        snprintf(buf, len, "-");
     } else {
         double x = v / ref;
         if (x < 10)
-            snprintf(buf, len, "(x%.2f)", x);
+            snprintf(buf, len, "x%.2f", x);
         else if (x < 100)
-            snprintf(buf, len, "(x%.1f)", x);
+            snprintf(buf, len, "x%.1f", x);
         else
-            snprintf(buf, len, "(x%.0f)", x);
+            snprintf(buf, len, "x%.0f", x);
     }
 }
 
@@ -196,7 +198,7 @@ void report_header(FILE *out, const bench_config_t *cfg, const char *const *back
                    size_t nbackends, const char *libversion)
 {
     struct utsname un;
-    char kernel[160] = "unknown";
+    char kernel[3 * sizeof un.release] = "unknown";
     if (uname(&un) == 0)
         snprintf(kernel, sizeof kernel, "%s %s %s", un.sysname, un.release, un.machine);
     fprintf(out, "presence-bench %s%s%s\n", PRESENCE_BENCH_VERSION,
@@ -236,7 +238,7 @@ static void print_table(FILE *out, const bench_results_t *r, const char *const *
     const char *cols[] = {"ops/s", "p50", "p99", "p99.9", "max"};
     fprintf(out, "\n%-14s %-11s", "op", "backend");
     for (int c = 0; c < 5; c++)
-        fprintf(out, " %9s%s", cols[c], cmp ? "         " : "");
+        fprintf(out, cmp ? " %8s %-6s" : " %9s", cols[c], "");
     fprintf(out, " %9s %7s\n", "ops", "errors");
     for (size_t i = 0; i < r->n; i++) {
         const char *op = r->rows[i].op;
@@ -276,7 +278,7 @@ static void print_table(FILE *out, const bench_results_t *r, const char *const *
                     fmt_ns(val, sizeof val, (uint64_t) v[c]);
                 fmt_ratio(rat, sizeof rat, v[c], rv[c], ratio && row->ops > 0);
                 if (cmp)
-                    fprintf(out, " %9s %-8s", val, rat);
+                    fprintf(out, " %8s %-6s", val, rat);
                 else
                     fprintf(out, " %9s", val);
             }

@@ -179,6 +179,10 @@ int runner_run(const bench_config_t *cfg, const bench_backend_t *be, const workl
         sleep_ns(200000);
     }
 
+    for (unsigned i = 0; i < n; i++)
+        if (ctl->w[i].failed)
+            atomic_store(&ctl->abort, 1); /* e.g. could not attach: do not run the others */
+
     uint64_t t = now_ns();
     ctl->t_go = t;
     ctl->t_measure = t + (uint64_t) (cfg->warmup_s * 1e9);

@@ -31,9 +31,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <unistd.h>
 
 int pr__test_eager_free;
+int pr__test_poison;
 
 static struct pr_tls *tls_get(struct presence *p)
 {
@@ -150,7 +152,7 @@ void pr__retire(struct presence *p, uint32_t item)
             break;
     }
     pr_fetch_add(&h->limbo_count, 1);
-    if (++p->retire_since_reclaim >= 256) {
+    if (++p->retire_since_reclaim >= 64) {
         p->retire_since_reclaim = 0;
         if (pr__lease_take(p) == 0) {
             pr__reclaim(p);
@@ -189,6 +191,23 @@ int pr__lease_take(struct presence *p)
         pthread_mutex_unlock(&p->local);
         return -EBUSY;
     }
+}
+
+int pr__reclaim_for_space(struct presence *p)
+{
+    for (int tries = 0; tries < 10000; tries++) {
+        int rc = pr__lease_take(p);
+        if (rc == 0) {
+            int n = pr__reclaim(p);
+            n += pr__reclaim(p); /* a second advance frees what the first one stamped */
+            pr__lease_drop(p);
+            return n;
+        }
+        if (rc != -EBUSY)
+            return rc;
+        sched_yield(); /* another process is reclaiming right now */
+    }
+    return 0;
 }
 
 void pr__lease_drop(struct presence *p)

@@ -110,6 +110,8 @@ void pr__retire(struct presence *p, uint32_t item);
 int pr__lease_take(struct presence *p);
 void pr__lease_drop(struct presence *p);
 int pr__reclaim(struct presence *p); /* lease held */
+/* Out of space: waits briefly for the lease and reclaims. Call outside a read section. */
+int pr__reclaim_for_space(struct presence *p);
 void pr__readers_release(struct presence *p);
 bool pr__proc_alive(struct presence *p, uint32_t proc, uint32_t gen);
 uint32_t pr__my_slot(struct presence *p);
@@ -166,5 +168,6 @@ uint64_t pr__realtime_ns(void); /* CLOCK_REALTIME */
  * once (the reclamation test must then see poisoned records). */
 extern int pr__test_no_tags;
 extern int pr__test_eager_free;
+extern int pr__test_poison; /* PRESENCE_TEST_POISON: overwrite what is freed */
 
 #endif /* PR_INTERNAL_H */

@@ -88,11 +88,36 @@ static void mark_dead(struct presence *p, struct pr_rec *r)
     pr_store(&r->state, PR_ST(PR_ST_GEN(st), PR_DEAD, pr__my_slot(p)));
 }
 
+/* Test-only: overwrite a freed presence or blob so that a reader that can still
+ * reach it (a broken grace period) sees garbage it can detect. */
+static void poison(struct presence *p, uint32_t item)
+{
+    unsigned kind = PR_ITEM_KIND(item);
+    uint32_t idx = PR_ITEM_IDX(item);
+    if (kind == PR_K_PRES) {
+        struct pr_pres *q = pr__pres(p, idx);
+        if (q) {
+            q->room = q->conn = 0xdeadbeefu;
+            q->room_next = q->conn_next = 0xdeadbeefu;
+        }
+    } else if (kind == PR_K_BLOB) {
+        uint32_t len;
+        char *d = (char *) pr__blob_get(p, idx + 1, &len);
+        if (d)
+            memset(d, '#', len);
+    }
+}
+
 /* Called when an item's grace period is over: release its blobs, refill its stack. */
 void pr__free_item(struct presence *p, uint32_t item)
 {
     unsigned kind = PR_ITEM_KIND(item);
     uint32_t idx = PR_ITEM_IDX(item);
+    if (pr__test_poison) {
+        poison(p, item);
+        if (kind == PR_K_PRES && pr__pres(p, idx))
+            poison(p, PR_ITEM(PR_K_BLOB, pr__pres(p, idx)->state_blob - 1));
+    }
     switch (kind) {
     case PR_K_BLOB:
         pr__blob_free(p, idx + 1);
@@ -623,17 +648,19 @@ int presence_join_ex(presence_t *p, const char *room, const char *conn, const ch
         return rc;
     if ((flags & ~(unsigned) PRESENCE_BOUND) != 0)
         return PRESENCE_EOPTION;
-    struct pr_tls *t;
-    ENTER_OR_FAIL(p, t);
-    rc = join_once(p, &rn, &cn, user ? &un : NULL, timeout_ms, flags, handle_out);
-    if (rc == -ENOSPC && pr__lease_take(p) == 0) {
-        /* Reclaim what has passed its grace period, then try once more. */
-        pr__reclaim(p);
-        pr__lease_drop(p);
+    if (p->rdonly)
+        return -EROFS;
+    for (int attempt = 0;; attempt++) {
+        struct pr_tls *t = pr__enter(p);
+        if (!t)
+            return -EUSERS;
         rc = join_once(p, &rn, &cn, user ? &un : NULL, timeout_ms, flags, handle_out);
+        pr__exit(p, t);
+        /* Out of space: reclaim what has passed its grace period (outside our own
+         * read section, which would pin it), then try again. */
+        if (rc != -ENOSPC || attempt == 2 || pr__reclaim_for_space(p) <= 0)
+            return rc;
     }
-    pr__exit(p, t);
-    return rc;
 }
 
 int presence_join(presence_t *p, const char *room, const char *conn, const char *user)
@@ -754,8 +781,10 @@ int presence_prune(presence_t *p, uint64_t max_age_ms)
         uint64_t ls = pr_load(&c->last_seen);
         if (ls & PR_TOMB)
             continue;
-        uint64_t timeout_ns = (c->timeout_ms ? c->timeout_ms : max_age_ms) * 1000000ull;
-        if (ls + timeout_ns >= now) /* strictly older than now - timeout only */
+        /* strictly older than now - timeout only; no overflow for huge timeouts */
+        uint64_t timeout_ms = c->timeout_ms ? c->timeout_ms : max_age_ms;
+        if (timeout_ms > UINT64_MAX / 1000000ull || ls >= now ||
+            now - ls <= timeout_ms * 1000000ull)
             continue;
         if (!pr_cas(&c->last_seen, ls, PR_TOMB | PR_EV_TIMEOUT))
             continue; /* touched (or claimed) meanwhile */

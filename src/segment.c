@@ -435,6 +435,10 @@ int presence_open(const char *name, const presence_options_t *opts, presence_t *
         return rc;
     bool rdonly = (opts->flags & PRESENCE_RDONLY) != 0;
     int fd = -1;
+    /* Test-only switches (see internal.h); never set in production. */
+    pr__test_no_tags = getenv("PRESENCE_TEST_NO_TAGS") != NULL;
+    pr__test_eager_free = getenv("PRESENCE_TEST_EAGER_FREE") != NULL;
+    pr__test_poison = getenv("PRESENCE_TEST_POISON") != NULL;
 
     if (opts->flags & PRESENCE_CREATE) {
         if (rdonly)

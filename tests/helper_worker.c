@@ -1,0 +1,291 @@
+/*
+ * helper_worker.c -- the process that multi-process tests exec. Never uses
+ * cmocka: it checks plainly, prints what went wrong (with its seed) on stderr
+ * and exits non-zero; the parent test asserts on exit statuses.
+ *
+ *   helper_worker write  SEG ID SEED SECONDS LOG   random join/leave/leave_all/touch/set_state
+ *                                                  on its own connections over shared rooms,
+ *                                                  checking every result against its own
+ *                                                  model; appends the ops that changed
+ *                                                  membership to LOG
+ *   helper_worker read   SEG SECONDS               here_now/where_now snapshots, checked
+ *   helper_worker churn  SEG SECONDS               join/leave/set_state in room "hot"
+ *   helper_worker aba    SEG SECONDS               claim/verify/push records directly
+ *   helper_worker hold   SEG                       enter a read section, print "ready", sleep
+ *
+ * Exit codes: 0 ok, 1 a check failed, 2 usage or setup error.
+ * read prints "damage N" (snapshots that showed freed memory) before exiting.
+ */
+#include "internal.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NROOMS 8
+#define NCONNS 16
+
+static uint64_t now_ms(void)
+{
+    return pr__now_ns() / 1000000ull;
+}
+
+static uint64_t rng_state;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t) (rng_state >> 16);
+}
+
+/* Connection c of writer w may only join rooms c%8 and (c+3)%8: readers check it. */
+static bool allowed(int c, int r)
+{
+    return r == c % NROOMS || r == (c + 3) % NROOMS;
+}
+
+static int do_write(presence_t *p, int id, uint64_t seed, int secs, const char *logpath)
+{
+    rng_state = seed * 2654435761u + 1;
+    FILE *log = fopen(logpath, "w");
+    if (!log)
+        return 2;
+    bool model[NCONNS][NROOMS] = {{false}};
+    uint64_t end = now_ms() + (uint64_t) secs * 1000;
+    char conn[64], room[32], user[32], json[128];
+    unsigned long ops = 0;
+    while (now_ms() < end) {
+        int c = (int) (rnd() % NCONNS);
+        int r = (rnd() & 1) ? c % NROOMS : (c + 3) % NROOMS;
+        snprintf(conn, sizeof conn, "w%d-c%d", id, c);
+        snprintf(room, sizeof room, "r%d", r);
+        snprintf(user, sizeof user, "u%d", c % 4);
+        unsigned op = rnd() % 10;
+        int rc;
+        bool any = false;
+        for (int k = 0; k < NROOMS; k++)
+            any |= model[c][k];
+        if (op < 4) {
+            rc = presence_join(p, room, conn, user);
+            int want = model[c][r] ? PRESENCE_REFRESHED : PRESENCE_JOINED;
+            if (rc != want) {
+                fprintf(stderr, "seed %llu: join %s %s -> %d (%s), want %d\n",
+                        (unsigned long long) seed, room, conn, rc, presence_strerror(rc), want);
+                for (unsigned k = PR_K_ROOM; k <= PR_K_GMEMBER; k++)
+                    fprintf(stderr, "  stack %u head idx1 %u claimer %u\n", k,
+                            PR_FH_IDX1(p->h->free_head[k]), PR_FH_CLAIMER(p->h->free_head[k]));
+                fprintf(stderr, "  limbo %llu next_page %u lease %llx\n",
+                        (unsigned long long) p->h->limbo_count, p->h->next_page,
+                        (unsigned long long) p->h->lease);
+                return 1;
+            }
+            model[c][r] = true;
+            fprintf(log, "J %s %s\n", room, conn);
+        } else if (op < 7) {
+            rc = presence_leave(p, room, conn);
+            if (rc != (model[c][r] ? 1 : 0)) {
+                fprintf(stderr, "seed %llu: leave %s %s -> %d, want %d\n",
+                        (unsigned long long) seed, room, conn, rc, model[c][r]);
+                return 1;
+            }
+            model[c][r] = false;
+            fprintf(log, "L %s %s\n", room, conn);
+        } else if (op == 7) {
+            int want = 0;
+            for (int k = 0; k < NROOMS; k++)
+                want += model[c][k];
+            rc = presence_leave_all(p, conn);
+            if (rc != want) {
+                fprintf(stderr, "seed %llu: leave_all %s -> %d, want %d\n",
+                        (unsigned long long) seed, conn, rc, want);
+                return 1;
+            }
+            memset(model[c], 0, sizeof model[c]);
+            fprintf(log, "A %s\n", conn);
+        } else if (op == 8) {
+            rc = presence_touch(p, conn);
+            if (rc != (any ? 0 : PRESENCE_NOT_PRESENT)) {
+                fprintf(stderr, "seed %llu: touch %s -> %d, any %d\n", (unsigned long long) seed,
+                        conn, rc, any);
+                return 1;
+            }
+        } else {
+            const char *rooms[] = {room};
+            snprintf(json, sizeof json, "{\"c\":\"%s\",\"n\":%lu}", conn, ops);
+            rc = presence_set_state(p, rooms, 1, NULL, 0, conn, json);
+            if (rc != (model[c][r] ? 1 : 0)) {
+                fprintf(stderr, "seed %llu: set_state %s %s -> %d\n", (unsigned long long) seed,
+                        room, conn, rc);
+                return 1;
+            }
+        }
+        ops++;
+        if (ops % 512 == 0)
+            presence_maintain(p);
+    }
+    fclose(log);
+    return 0;
+}
+
+/* Checks one here_now answer; returns the number of problems. */
+static int check_snapshot(const presence_here_now_t *hn, bool strict_rooms)
+{
+    int bad = 0;
+    for (size_t i = 0; i < hn->nrooms; i++) {
+        const presence_room_result_t *rr = &hn->rooms[i];
+        if (rr->occupancy != rr->noccupants)
+            bad++;
+        int r = -1;
+        sscanf(rr->name, "r%d", &r);
+        for (size_t j = 0; j < rr->noccupants; j++) {
+            const presence_occupant_t *o = &rr->occupants[j];
+            int w, c;
+            if (sscanf(o->conn, "w%d-c%d", &w, &c) != 2 || c < 0 || c >= NCONNS) {
+                bad++;
+                continue;
+            }
+            if (strict_rooms && !allowed(c, r))
+                bad++;
+            for (size_t k = 0; k < j; k++)
+                if (strcmp(rr->occupants[k].conn, o->conn) == 0)
+                    bad++;
+            if (o->state) {
+                json_t *doc = json_loads(o->state, 0, NULL);
+                json_t *cv = doc ? json_object_get(doc, "c") : NULL;
+                if (!doc || !json_is_object(doc) || !json_is_string(cv) ||
+                    strcmp(json_string_value(cv), o->conn) != 0)
+                    bad++;
+                json_decref(doc);
+            }
+        }
+    }
+    return bad;
+}
+
+static int do_read(presence_t *p, int secs, bool hot)
+{
+    const char *rooms[NROOMS + 1];
+    char names[NROOMS][8];
+    size_t n = 0;
+    if (hot) {
+        rooms[n++] = "hot";
+    } else {
+        for (int r = 0; r < NROOMS; r++) {
+            snprintf(names[r], sizeof names[r], "r%d", r);
+            rooms[n++] = names[r];
+        }
+    }
+    uint64_t end = now_ms() + (uint64_t) secs * 1000;
+    unsigned long snaps = 0, damage = 0;
+    while (now_ms() < end) {
+        presence_here_now_t *hn = NULL;
+        int rc = presence_here_now(p, rooms, n, NULL, 0,
+                                   PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE, 0, 0, &hn);
+        if (rc != 0) {
+            damage++;
+            if (!hot)
+                fprintf(stderr, "here_now -> %d (%s)\n", rc, presence_strerror(rc));
+            continue;
+        }
+        int bad = check_snapshot(hn, !hot);
+        presence_here_now_free(hn);
+        if (bad)
+            damage++;
+        snaps++;
+    }
+    printf("snapshots %lu damage %lu\n", snaps, damage);
+    return damage ? 1 : 0;
+}
+
+static int do_churn(presence_t *p, int secs)
+{
+    uint64_t end = now_ms() + (uint64_t) secs * 1000;
+    char conn[32], json[96];
+    const char *rooms[] = {"hot"};
+    for (unsigned long i = 0; now_ms() < end; i++) {
+        snprintf(conn, sizeof conn, "w0-c%lu", i % NCONNS);
+        snprintf(json, sizeof json, "{\"c\":\"%s\",\"pad\":\"%0*lu\"}", conn, 40, i);
+        presence_join(p, "hot", conn, NULL);
+        presence_set_state(p, rooms, 1, NULL, 0, conn, json);
+        if (i % 3 == 0)
+            presence_leave(p, "hot", conn);
+        if (i % 64 == 0)
+            presence_maintain(p);
+    }
+    return 0;
+}
+
+/* Claims records straight from the free stack, verifies sole ownership, pushes them back. */
+static int do_aba(presence_t *p, int secs)
+{
+    uint64_t end = now_ms() + (uint64_t) secs * 1000;
+    unsigned long errors = 0, rounds = 0;
+    uint32_t me = (uint32_t) getpid();
+    while (now_ms() < end) {
+        struct pr_tls *t = pr__enter(p);
+        int64_t idx[2];
+        for (int k = 0; k < 2; k++) {
+            idx[k] = pr__rec_claim(p, PR_K_PRES);
+            if (idx[k] >= 0)
+                pr_store(&pr__pres(p, (uint32_t) idx[k])->conn, me);
+            else if (idx[k] != -ENOSPC)
+                errors++;
+        }
+        for (int spin = 0; spin < 50; spin++)
+            pr_barrier();
+        for (int k = 0; k < 2; k++) {
+            if (idx[k] < 0)
+                continue;
+            struct pr_pres *q = pr__pres(p, (uint32_t) idx[k]);
+            uint64_t st = pr_load(&q->h.state);
+            if (pr_load(&q->conn) != me || PR_ST_STATE(st) != PR_CLAIMED ||
+                PR_ST_SLOT(st) != pr__my_slot(p))
+                errors++;
+            else
+                pr__rec_push_free(p, PR_K_PRES, (uint32_t) idx[k]);
+        }
+        pr__exit(p, t);
+        rounds++;
+        if (errors > 100)
+            break;
+    }
+    printf("rounds %lu errors %lu\n", rounds, errors);
+    return errors ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3)
+        return 2;
+    const char *mode = argv[1];
+    presence_t *p;
+    int rc = presence_open(argv[2], NULL, &p);
+    if (rc) {
+        fprintf(stderr, "helper_worker: open %s: %s\n", argv[2], presence_strerror(rc));
+        return 2;
+    }
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (strcmp(mode, "write") == 0 && argc == 7)
+        rc = do_write(p, atoi(argv[3]), strtoull(argv[4], NULL, 10), atoi(argv[5]), argv[6]);
+    else if (strcmp(mode, "read") == 0 && argc == 4)
+        rc = do_read(p, atoi(argv[3]), false);
+    else if (strcmp(mode, "readhot") == 0 && argc == 4)
+        rc = do_read(p, atoi(argv[3]), true);
+    else if (strcmp(mode, "churn") == 0 && argc == 4)
+        rc = do_churn(p, atoi(argv[3]));
+    else if (strcmp(mode, "aba") == 0 && argc == 4)
+        rc = do_aba(p, atoi(argv[3]));
+    else if (strcmp(mode, "hold") == 0) {
+        struct pr_tls *t = pr__enter(p);
+        printf("ready %llu\n", (unsigned long long) pr_load(&pr__reader(p, t->slot)->epoch));
+        for (;;)
+            pause();
+    } else
+        rc = 2;
+    presence_close(p);
+    return rc;
+}

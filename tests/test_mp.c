@@ -1,0 +1,289 @@
+/*
+ * test_mp.c -- multi-process tests: consistency under concurrent writers and
+ * readers, the epoch scheme (and proof that it matters), the free-stack tags
+ * (and proof that they matter), and a reader killed inside a read section.
+ *
+ * Children are exec'd helper_worker processes (never cmocka in a child); the
+ * parent asserts on their exit statuses. Every run is bounded in time and
+ * seeded; the seed is printed (PRESENCE_TEST_SEED=N reproduces a run).
+ */
+#include "internal.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char seg[64];
+
+static const char *helper_path(void)
+{
+    const char *e = getenv("PRESENCE_HELPER_WORKER");
+    return e ? e : PRESENCE_HELPER_WORKER;
+}
+
+/* Starts helper_worker with @argv (NULL-terminated) and extra environment
+ * variables (NULL-terminated "K=V" list). Stdout goes to @out_fd if >= 0. */
+static pid_t spawn(const char *const *env, int out_fd, ...)
+{
+    const char *args[12];
+    int n = 0;
+    args[n++] = helper_path();
+    va_list ap;
+    va_start(ap, out_fd);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && n < 11)
+        args[n++] = a;
+    va_end(ap);
+    args[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (int i = 0; env && env[i]; i++)
+            putenv((char *) env[i]);
+        if (out_fd >= 0)
+            dup2(out_fd, 1);
+        execv(args[0], (char *const *) args);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int wait_code(pid_t pid)
+{
+    int st;
+    if (waitpid(pid, &st, 0) != pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int setup(void **state)
+{
+    (void) state;
+    snprintf(seg, sizeof seg, "pr-test-%d-mp", (int) getpid());
+    presence_unlink(seg);
+    presence_options_t o;
+    presence_options_init(&o);
+    o.flags = PRESENCE_CREATE | PRESENCE_EXCL;
+    o.rooms = 256;
+    o.connections = 16384;
+    o.presences = 16384;
+    o.readers = 256;
+    presence_t *p;
+    int rc = presence_open(seg, &o, &p);
+    if (rc)
+        return -1;
+    presence_close(p);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void) state;
+    presence_unlink(seg);
+    return 0;
+}
+
+static uint64_t test_seed(void)
+{
+    const char *e = getenv("PRESENCE_TEST_SEED");
+    uint64_t s = e ? strtoull(e, NULL, 10) : (uint64_t) time(NULL) ^ (uint64_t) getpid();
+    printf("# seed %llu (PRESENCE_TEST_SEED to reproduce)\n", (unsigned long long) s);
+    return s;
+}
+
+static void assert_check_clean(presence_t *p)
+{
+    for (int i = 0; i < 4; i++)
+        presence_maintain(p);
+    presence_strlist_t *v = NULL;
+    int n = presence_check(p, &v);
+    for (size_t i = 0; v && i < v->count && i < 20; i++)
+        printf("# violation: %s\n", v->items[i]);
+    presence_strlist_free(v);
+    assert_int_equal(n, 0);
+}
+
+/* Writers with a model each, readers checking snapshots; at the end the
+ * registry equals the writers' logs replayed. */
+static void test_consistency(void **state)
+{
+    (void) state;
+    enum { W = 3, R = 2, SECS = 4 };
+    uint64_t seed = test_seed();
+    char logs[W][128], ids[W][8], seeds[W][24];
+    pid_t pids[W + R];
+    for (int w = 0; w < W; w++) {
+        snprintf(logs[w], sizeof logs[w], "/tmp/%s-w%d.log", seg, w);
+        snprintf(ids[w], sizeof ids[w], "%d", w);
+        snprintf(seeds[w], sizeof seeds[w], "%llu", (unsigned long long) (seed + (uint64_t) w));
+        pids[w] = spawn(NULL, -1, "write", seg, ids[w], seeds[w], "4", logs[w], NULL);
+    }
+    for (int r = 0; r < R; r++)
+        pids[W + r] = spawn(NULL, -1, "read", seg, "4", NULL);
+    for (int i = 0; i < W + R; i++)
+        assert_int_equal(wait_code(pids[i]), 0);
+
+    /* Replay the logs: a set of (room, conn). */
+    static char present[8][3 * 16];
+    memset(present, 0, sizeof present);
+    for (int w = 0; w < W; w++) {
+        FILE *f = fopen(logs[w], "r");
+        assert_non_null(f);
+        char op, a[64], b[64], line[160];
+        while (fgets(line, sizeof line, f)) {
+            int r, ww, c;
+            if (sscanf(line, "%c %63s %63s", &op, a, b) == 3 && op != 'A' &&
+                sscanf(a, "r%d", &r) == 1 && sscanf(b, "w%d-c%d", &ww, &c) == 2)
+                present[r][ww * 16 + c] = op == 'J';
+            else if (sscanf(line, "A w%d-c%d", &ww, &c) == 2)
+                for (int k = 0; k < 8; k++)
+                    present[k][ww * 16 + c] = 0;
+        }
+        fclose(f);
+        unlink(logs[w]);
+    }
+    presence_t *p;
+    assert_int_equal(presence_open(seg, NULL, &p), 0);
+    for (int r = 0; r < 8; r++) {
+        char room[8];
+        snprintf(room, sizeof room, "r%d", r);
+        const char *rooms[] = {room};
+        presence_here_now_t *hn;
+        assert_int_equal(presence_here_now(p, rooms, 1, NULL, 0, PRESENCE_INCLUDE_UUIDS, 0, 0, &hn), 0);
+        int want = 0;
+        for (int k = 0; k < W * 16; k++)
+            want += present[r][k];
+        assert_int_equal(hn->rooms[0].occupancy, want);
+        for (size_t j = 0; j < hn->rooms[0].noccupants; j++) {
+            int ww, c;
+            assert_int_equal(sscanf(hn->rooms[0].occupants[j].conn, "w%d-c%d", &ww, &c), 2);
+            assert_true(present[r][ww * 16 + c]);
+        }
+        presence_here_now_free(hn);
+    }
+    assert_check_clean(p);
+    presence_close(p);
+}
+
+/* A churning writer frees (and, in test mode, poisons) records while a reader
+ * walks the same room. Returns the reader's exit code. */
+static int churn_vs_reader(bool eager)
+{
+    static const char *env_safe[] = {"PRESENCE_TEST_POISON=1", NULL};
+    static const char *env_eager[] = {"PRESENCE_TEST_POISON=1", "PRESENCE_TEST_EAGER_FREE=1", NULL};
+    pid_t w = spawn(eager ? env_eager : env_safe, -1, "churn", seg, "3", NULL);
+    pid_t r = spawn(env_safe, -1, "readhot", seg, "3", NULL);
+    int rc = wait_code(r);
+    assert_int_equal(wait_code(w), 0);
+    return rc;
+}
+
+static void test_epoch_protects_readers(void **state)
+{
+    (void) state;
+    assert_int_equal(churn_vs_reader(false), 0);
+    presence_t *p;
+    assert_int_equal(presence_open(seg, NULL, &p), 0);
+    assert_check_clean(p);
+    presence_close(p);
+}
+
+static void test_eager_free_is_caught(void **state)
+{
+    (void) state;
+    /* Without grace periods the reader must see freed (poisoned) memory. Being
+     * caught depends on scheduling, so allow a few rounds. */
+    int caught = 0;
+    for (int round = 0; round < 4 && !caught; round++)
+        caught = churn_vs_reader(true) == 1;
+    assert_true(caught);
+}
+
+static int aba_run(bool no_tags)
+{
+    static const char *env_notags[] = {"PRESENCE_TEST_NO_TAGS=1", NULL};
+    enum { N = 4 };
+    pid_t pids[N];
+    for (int i = 0; i < N; i++)
+        pids[i] = spawn(no_tags ? env_notags : NULL, -1, "aba", seg, "3", NULL);
+    int failed = 0;
+    for (int i = 0; i < N; i++) {
+        int c = wait_code(pids[i]);
+        assert_true(c == 0 || c == 1);
+        failed += c == 1;
+    }
+    return failed;
+}
+
+static void test_free_stack_tags(void **state)
+{
+    (void) state;
+    assert_int_equal(aba_run(false), 0);
+}
+
+static void test_free_stack_without_tags_is_caught(void **state)
+{
+    (void) state;
+    /* A stale helper CAS must land in its window: allow a few rounds. */
+    int caught = 0;
+    for (int round = 0; round < 4 && !caught; round++)
+        caught = aba_run(true) > 0;
+    assert_true(caught);
+}
+
+/* A reader killed inside its read section pins reclamation only until its
+ * death is detected. */
+static void test_dead_reader(void **state)
+{
+    (void) state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t h = spawn(NULL, fds[1], "hold", seg, NULL);
+    close(fds[1]);
+    char buf[64] = {0};
+    assert_true(read(fds[0], buf, sizeof buf - 1) > 0);
+    assert_non_null(strstr(buf, "ready"));
+    presence_t *p;
+    assert_int_equal(presence_open(seg, NULL, &p), 0);
+    for (int i = 0; i < 50; i++) {
+        char c[16];
+        snprintf(c, sizeof c, "c%d", i);
+        assert_int_equal(presence_join(p, "room", c, NULL), PRESENCE_JOINED);
+        assert_int_equal(presence_leave(p, "room", c), 1);
+    }
+    presence_maintain(p);
+    presence_maintain(p);
+    presence_stats_t st;
+    presence_stats(p, &st);
+    assert_true(st.limbo >= 100); /* pinned by the stalled reader */
+    kill(h, SIGKILL);
+    assert_int_equal(wait_code(h), 128 + SIGKILL);
+    presence_maintain(p);
+    presence_maintain(p);
+    presence_stats(p, &st);
+    assert_int_equal(st.limbo, 0);
+    assert_check_clean(p);
+    presence_close(p);
+    close(fds[0]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_consistency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_epoch_protects_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_eager_free_is_caught, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_stack_tags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_stack_without_tags_is_caught, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_reader, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("multiprocess", tests, NULL, NULL);
+}
