@@ -37,12 +37,12 @@
 
 #include <hiredis/hiredis.h>
 
-#define RD_DEFAULT_MS   60000u
-#define RD_PIPE_DEPTH   100u
-#define RD_PRUNE_BATCH  100u
-#define RD_POP_CHUNK    1000u
-#define RD_EREPLY       (-1) /* an error reply; message in h->err */
-#define RD_EPROTO       (-2) /* a reply of an unexpected type */
+#define RD_DEFAULT_MS  60000u
+#define RD_PIPE_DEPTH  100u
+#define RD_PRUNE_BATCH 100u
+#define RD_POP_CHUNK   1000u
+#define RD_EREPLY      (-1) /* an error reply; message in h->err */
+#define RD_EPROTO      (-2) /* a reply of an unexpected type */
 
 typedef struct rd_handle {
     redisContext *c;
@@ -137,8 +137,7 @@ static int read_replies(rd_handle_t *h, size_t n, redisReply **out)
     return rc;
 }
 
-static int append_join(rd_handle_t *h, const bench_key_t *k, uint64_t timeout_ms,
-                       const char *state)
+static int append_join(rd_handle_t *h, const bench_key_t *k, uint64_t timeout_ms, const char *state)
 {
     long long exp = realtime_ms() + (long long) (timeout_ms ? timeout_ms : RD_DEFAULT_MS);
     const char *uuid = uuid_of(k);
@@ -190,7 +189,10 @@ static int rd_setup(const bench_store_spec_t *spec, void **store, char *err, siz
     int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
     if (!ok)
         snprintf(err, errlen, "redis: FLUSHALL: %s",
-                 c == NULL ? "no memory" : c->err ? c->errstr : r ? r->str : "no reply");
+                 c == NULL ? "no memory"
+                 : c->err  ? c->errstr
+                 : r       ? r->str
+                           : "no reply");
     if (r != NULL)
         freeReplyObject(r);
     if (c != NULL)
@@ -366,8 +368,8 @@ static int prune_batch(rd_handle_t *h, redisReply *rooms, size_t from, size_t n,
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++)
-        redisAppendCommand(h->c, "ZRANGEBYSCORE pr:z:%s -inf (%lld",
-                           rooms->element[from + i]->str, now);
+        redisAppendCommand(h->c, "ZRANGEBYSCORE pr:z:%s -inf (%lld", rooms->element[from + i]->str,
+                           now);
     rc = read_replies(h, n, exp);
     size_t queued = 0, maxargs = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
@@ -458,8 +460,8 @@ static int rd_prune(void *hv)
     int removed = 0;
     if (rooms->type == REDIS_REPLY_ARRAY) {
         for (size_t from = 0; from < rooms->elements && removed >= 0; from += RD_PRUNE_BATCH) {
-            size_t n = rooms->elements - from < RD_PRUNE_BATCH ? rooms->elements - from
-                                                               : RD_PRUNE_BATCH;
+            size_t n =
+                rooms->elements - from < RD_PRUNE_BATCH ? rooms->elements - from : RD_PRUNE_BATCH;
             int rc = prune_batch(h, rooms, from, n, now);
             removed = rc < 0 ? rc : removed + rc;
         }
@@ -498,10 +500,10 @@ static const char *rd_errstr(void *hv, int rc)
     return rc < 0 ? "redis: error" : "unexpected result";
 }
 
-#define RD_COMMON                                                                                  \
-    .available = rd_available, .setup = rd_setup, .teardown = rd_teardown, .close = rd_close,      \
-    .finish = rd_finish, .join = rd_join, .leave = rd_leave, .touch = rd_touch,                    \
-    .here_now = rd_here_now, .where_now = rd_where_now, .get_state = rd_get_state,                 \
+#define RD_COMMON                                                                             \
+    .available = rd_available, .setup = rd_setup, .teardown = rd_teardown, .close = rd_close, \
+    .finish = rd_finish, .join = rd_join, .leave = rd_leave, .touch = rd_touch,               \
+    .here_now = rd_here_now, .where_now = rd_where_now, .get_state = rd_get_state,            \
     .prune = rd_prune, .populate = rd_populate, .errstr = rd_errstr
 
 const bench_backend_t bench_backend_redis = {

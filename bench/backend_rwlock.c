@@ -64,7 +64,7 @@ typedef struct rw_room {
 
 typedef struct rw_conn {
     char name[RW_NAME_CAP];
-    char user[RW_NAME_CAP]; /* "" = anonymous */
+    char user[RW_NAME_CAP];     /* "" = anonymous */
     _Atomic uint64_t last_seen; /* CLOCK_MONOTONIC ns */
     uint64_t timeout_ns;
     uint32_t hash, uhash;
@@ -119,9 +119,9 @@ typedef struct rw_handle {
     size_t buflen, bufcap;
 } rw_handle_t;
 
-#define ROOM(h, ref) (&(h)->rooms[(ref) - 1])
-#define CONN(h, ref) (&(h)->conns[(ref) - 1])
-#define PRES(h, ref) (&(h)->pres[(ref) - 1])
+#define ROOM(h, ref) (&(h)->rooms[(ref) -1])
+#define CONN(h, ref) (&(h)->conns[(ref) -1])
+#define PRES(h, ref) (&(h)->pres[(ref) -1])
 
 /* ------------------------------------------------------- private helpers ---- */
 
@@ -302,8 +302,7 @@ static uint32_t pres_find(const rw_handle_t *h, uint32_t cref, uint32_t rref)
 }
 
 /* join under the write lock; @p state may be NULL. */
-static int join_locked(rw_handle_t *h, const bench_key_t *k, uint64_t timeout_ms,
-                       const char *state)
+static int join_locked(rw_handle_t *h, const bench_key_t *k, uint64_t timeout_ms, const char *state)
 {
     const char *user = k->user ? k->user : "";
     size_t slen = state ? strlen(state) : 0;
@@ -399,10 +398,10 @@ static int rw_setup(const bench_store_spec_t *spec, void **store, char *err, siz
     uint64_t off = (sizeof(rw_hdr_t) + 63) & ~63ull;
     rw_hdr_t tmp;
     memset(&tmp, 0, sizeof tmp);
-#define RW_PLACE(field, bytes)                                                                     \
-    do {                                                                                           \
-        tmp.field = off;                                                                           \
-        off += ((bytes) + 63) & ~63ull;                                                            \
+#define RW_PLACE(field, bytes)          \
+    do {                                \
+        tmp.field = off;                \
+        off += ((bytes) + 63) & ~63ull; \
     } while (0)
     RW_PLACE(off_rooms, rooms * sizeof(rw_room_t));
     RW_PLACE(off_conns, conns * sizeof(rw_conn_t));
@@ -605,8 +604,7 @@ static int rw_where_now(void *hv, const char *uuid)
     pthread_rwlock_rdlock(&h->hdr->lock);
     size_t nc = conns_of_uuid(h, uuid, conns, 64);
     for (size_t i = 0; i < nc; i++) {
-        for (uint32_t p = CONN(h, conns[i])->head; p != RW_NONE && rc == 0;
-             p = PRES(h, p)->cnext) {
+        for (uint32_t p = CONN(h, conns[i])->head; p != RW_NONE && rc == 0; p = PRES(h, p)->cnext) {
             const char *name = ROOM(h, PRES(h, p)->room)->name;
             rc = out_put(h, name, strlen(name));
             n++;

@@ -22,26 +22,26 @@ typedef enum bench_op {
     OP__COUNT
 } bench_op_t;
 
-#define BENCH_MAX_PROCS     256
-#define BENCH_MAX_HERE_NOW  2
+#define BENCH_MAX_PROCS    256
+#define BENCH_MAX_HERE_NOW 2
 
 typedef struct bench_config {
-    unsigned procs;           /* worker processes (-P) */
-    unsigned ops;             /* bit (1u << bench_op_t) per selected workload */
-    double duration_s;        /* measured seconds per run (-d); 0 in count mode */
-    uint64_t count;           /* measured operations per row (-n); 0 in duration mode */
-    double warmup_s;          /* unmeasured seconds before (--warmup) */
-    uint64_t seed;            /* --seed */
-    uint32_t rooms;           /* --rooms: rooms of the standard population */
-    uint32_t room_size;       /* --room-size: members per room (default 100) */
-    bool room_size_set;       /* --room-size given: here_now runs that size only */
+    unsigned procs;     /* worker processes (-P) */
+    unsigned ops;       /* bit (1u << bench_op_t) per selected workload */
+    double duration_s;  /* measured seconds per run (-d); 0 in count mode */
+    uint64_t count;     /* measured operations per row (-n); 0 in duration mode */
+    double warmup_s;    /* unmeasured seconds before (--warmup) */
+    uint64_t seed;      /* --seed */
+    uint32_t rooms;     /* --rooms: rooms of the standard population */
+    uint32_t room_size; /* --room-size: members per room (default 100) */
+    bool room_size_set; /* --room-size given: here_now runs that size only */
     uint32_t here_now_sizes[BENCH_MAX_HERE_NOW];
     unsigned n_here_now_sizes;
-    uint32_t prune_size;      /* expired presences the prune workload removes */
-    double timeout_s;         /* a run that takes this much longer than planned is killed */
-    const char *json_path;    /* --json */
-    bool quiet;               /* -q */
-    uint64_t clock_ns;        /* measured cost of one clock reading */
+    uint32_t prune_size;   /* expired presences the prune workload removes */
+    double timeout_s;      /* a run that takes this much longer than planned is killed */
+    const char *json_path; /* --json */
+    bool quiet;            /* -q */
+    uint64_t clock_ns;     /* measured cost of one clock reading */
 } bench_config_t;
 
 /** The workload's -t name ("touch", ...). */

@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#define HIST_SUB_BITS 7                                  /* 2^7 sub-buckets per power of two */
+#define HIST_SUB_BITS 7 /* 2^7 sub-buckets per power of two */
 #define HIST_BUCKETS  ((64 - HIST_SUB_BITS + 1) << HIST_SUB_BITS) /* 7424 */
 
 typedef struct hist {

@@ -151,8 +151,9 @@ static double parse_secs(const char *s, double min, const char *what)
     else
         v = NAN;
     if (errno != 0 || !isfinite(v) || v < min || v > 86400.0) {
-        fprintf(stderr, "%s: %s: expects seconds from %g to 86400 (e.g. 2, 1.5s, 300ms), not "
-                        "'%s'\n",
+        fprintf(stderr,
+                "%s: %s: expects seconds from %g to 86400 (e.g. 2, 1.5s, 300ms), not "
+                "'%s'\n",
                 g_prog, what, min, s);
         fprintf(stderr, "Try '%s --help'.\n", g_prog);
         exit(2);
@@ -187,8 +188,9 @@ static unsigned parse_ops(const char *list)
             }
         }
         if (!found) {
-            fprintf(stderr, "%s: unknown workload '%s' (touch, touch_handle, join_leave, "
-                            "here_now, where_now, get_state, prune, mixed)\n",
+            fprintf(stderr,
+                    "%s: unknown workload '%s' (touch, touch_handle, join_leave, "
+                    "here_now, where_now, get_state, prune, mixed)\n",
                     g_prog, t);
             fprintf(stderr, "Try '%s --help'.\n", g_prog);
             free(copy);
@@ -215,8 +217,8 @@ static size_t parse_backends(const char *list, const bench_backend_t **out, cons
         int found = 0;
         for (size_t i = 0; i < sizeof g_backends / sizeof g_backends[0]; i++) {
             const char *nm = g_backends[i].name;
-            int match = strcmp(t, nm) == 0 ||
-                        (strcmp(t, "redis") == 0 && strcmp(nm, "redis-pipe") == 0);
+            int match =
+                strcmp(t, nm) == 0 || (strcmp(t, "redis") == 0 && strcmp(nm, "redis-pipe") == 0);
             if (!match)
                 continue;
             found = 1;
@@ -298,7 +300,9 @@ int main(int argc, char **argv)
     };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     bench_config_t cfg = {
-        .procs = ncpu < 2 ? 2 : ncpu > BENCH_MAX_PROCS ? BENCH_MAX_PROCS : (unsigned) ncpu,
+        .procs = ncpu < 2                 ? 2
+                 : ncpu > BENCH_MAX_PROCS ? BENCH_MAX_PROCS
+                                          : (unsigned) ncpu,
         .ops = ((1u << OP__COUNT) - 1) & ~(1u << OP_EVENTS),
         .duration_s = 2.0,
         .warmup_s = 0.5,

@@ -129,9 +129,9 @@ int redis_server_start(redis_server_t *s, char *err, size_t errlen)
         }
         if (nul >= 0)
             dup2(nul, STDIN_FILENO);
-        execl(bin, bin, "--save", "", "--appendonly", "no", "--port", "0", "--unixsocket",
-              s->sock, "--unixsocketperm", "700", "--dir", s->dir, "--daemonize", "no",
-              "--loglevel", "warning", (char *) NULL);
+        execl(bin, bin, "--save", "", "--appendonly", "no", "--port", "0", "--unixsocket", s->sock,
+              "--unixsocketperm", "700", "--dir", s->dir, "--daemonize", "no", "--loglevel",
+              "warning", (char *) NULL);
         dprintf(STDERR_FILENO, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);
     }
@@ -144,8 +144,7 @@ int redis_server_start(redis_server_t *s, char *err, size_t errlen)
         if (waitpid(pid, &st, WNOHANG) == pid) {
             char tail[200];
             log_tail(s, tail, sizeof tail);
-            snprintf(err, errlen, "redis-server exited at start-up%s%s", tail[0] ? ": " : "",
-                     tail);
+            snprintf(err, errlen, "redis-server exited at start-up%s%s", tail[0] ? ": " : "", tail);
             cleanup_del_pid(pid);
             s->pid = 0;
             remove_files(s);

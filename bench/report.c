@@ -23,7 +23,7 @@
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #    define BENCH_SANITIZED 1
 #elif defined(__has_feature)
-#    if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                     \
+#    if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
         __has_feature(memory_sanitizer)
 #        define BENCH_SANITIZED 1
 #    endif
@@ -70,8 +70,7 @@ bench_row_t *results_add(bench_results_t *r, const char *backend, const char *op
     return row;
 }
 
-void results_add_failure(bench_results_t *r, const char *backend, const char *op,
-                         const char *err)
+void results_add_failure(bench_results_t *r, const char *backend, const char *op, const char *err)
 {
     if (r->nfail == r->capfail) {
         size_t cap = r->capfail ? r->capfail * 2 : 8;
@@ -225,14 +224,15 @@ void report_header(FILE *out, const bench_config_t *cfg, const char *const *back
     }
     if (cfg->ops & (1u << OP_PRUNE))
         fprintf(out, "; prune %u expired", cfg->prune_size);
-    fprintf(out, "\nclock:      CLOCK_MONOTONIC, %llu ns per reading; every latency below "
-                 "includes one reading\n",
+    fprintf(out,
+            "\nclock:      CLOCK_MONOTONIC, %llu ns per reading; every latency below "
+            "includes one reading\n",
             (unsigned long long) cfg->clock_ns);
     report_build_warning(out);
 }
 
-static void print_table(FILE *out, const bench_results_t *r, const char *const *backends,
-                        size_t nb, const char *ref)
+static void print_table(FILE *out, const bench_results_t *r, const char *const *backends, size_t nb,
+                        const char *ref)
 {
     int cmp = nb > 1;
     const char *cols[] = {"ops/s", "p50", "p99", "p99.9", "max"};
@@ -299,8 +299,8 @@ static void print_quiet(FILE *out, const bench_results_t *r)
         fmt_ns(p99, sizeof p99, hist_percentile(row->hist, 99));
         fmt_ns(p999, sizeof p999, hist_percentile(row->hist, 99.9));
         fmt_ns(mx, sizeof mx, row->hist->max);
-        fprintf(out, "%s %s: %s ops/s, p50 %s, p99 %s, p99.9 %s, max %s%s\n", row->backend,
-                row->op, t, p50, p99, p999, mx, row->errors ? " (ERRORS)" : "");
+        fprintf(out, "%s %s: %s ops/s, p50 %s, p99 %s, p99.9 %s, max %s%s\n", row->backend, row->op,
+                t, p50, p99, p999, mx, row->errors ? " (ERRORS)" : "");
     }
 }
 
@@ -317,8 +317,9 @@ void report_results(FILE *out, const bench_config_t *cfg, const bench_results_t 
         print_table(out, r, backends, nbackends, ref);
         fprintf(out, "\n");
         if (nbackends > 1)
-            fprintf(out, "ratios: backend / %s (latency above 1 = slower than %s; ops/s "
-                         "below 1 = slower)\n",
+            fprintf(out,
+                    "ratios: backend / %s (latency above 1 = slower than %s; ops/s "
+                    "below 1 = slower)\n",
                     ref, ref);
         for (size_t b = 0; b < nbackends; b++)
             if (strcmp(backends[b], "redis-pipe") == 0)
@@ -331,8 +332,9 @@ void report_results(FILE *out, const bench_config_t *cfg, const bench_results_t 
                 fmt_ns(d, sizeof d, row->hist->max);
                 fmt_count(rate, sizeof rate,
                           row->seconds > 0 ? (double) row->items / row->seconds : 0);
-                fprintf(out, "prune (%s): removed %llu expired presences in one call of %s "
-                             "(%s/s)\n",
+                fprintf(out,
+                        "prune (%s): removed %llu expired presences in one call of %s "
+                        "(%s/s)\n",
                         row->backend, (unsigned long long) row->items, d, rate);
             }
         }
@@ -354,13 +356,12 @@ static json_t *row_json(const bench_row_t *row)
     json_t *buckets = json_array();
     for (unsigned i = 0; i < HIST_BUCKETS; i++)
         if (h->buckets[i] != 0)
-            json_array_append_new(buckets, json_pack("[I,I,I]", (json_int_t) i,
-                                                     (json_int_t) hist_lower(i),
-                                                     (json_int_t) h->buckets[i]));
+            json_array_append_new(buckets,
+                                  json_pack("[I,I,I]", (json_int_t) i, (json_int_t) hist_lower(i),
+                                            (json_int_t) h->buckets[i]));
     json_t *o = json_pack("{s:I,s:I,s:f,s:f,s:I,s:I,s:I,s:I,s:I}", "ops", (json_int_t) row->ops,
-                          "errors", (json_int_t) row->errors, "seconds", row->seconds,
-                          "throughput", throughput(row), "min_ns",
-                          (json_int_t) (h->count ? h->min : 0), "p50_ns",
+                          "errors", (json_int_t) row->errors, "seconds", row->seconds, "throughput",
+                          throughput(row), "min_ns", (json_int_t) (h->count ? h->min : 0), "p50_ns",
                           (json_int_t) hist_percentile(h, 50), "p99_ns",
                           (json_int_t) hist_percentile(h, 99), "p999_ns",
                           (json_int_t) hist_percentile(h, 99.9), "max_ns", (json_int_t) h->max);
@@ -377,8 +378,8 @@ static json_t *row_json(const bench_row_t *row)
 }
 
 int report_json(const char *path, const bench_config_t *cfg, const bench_results_t *r,
-                const char *const *backends, size_t nbackends, const char *libversion,
-                char *err, size_t errlen)
+                const char *const *backends, size_t nbackends, const char *libversion, char *err,
+                size_t errlen)
 {
     json_t *ops = json_array(), *bes = json_array(), *sizes = json_array();
     for (unsigned op = 0; op < OP__COUNT; op++)
@@ -388,21 +389,21 @@ int report_json(const char *path, const bench_config_t *cfg, const bench_results
         json_array_append_new(bes, json_string(backends[b]));
     for (unsigned i = 0; i < cfg->n_here_now_sizes; i++)
         json_array_append_new(sizes, json_integer(cfg->here_now_sizes[i]));
-    json_t *config = json_pack(
-        "{s:I,s:o,s:o,s:f,s:I,s:f,s:I,s:I,s:I,s:o,s:I}", "procs", (json_int_t) cfg->procs, "ops",
-        ops, "backends", bes, "duration_s", cfg->duration_s, "count", (json_int_t) cfg->count,
-        "warmup_s", cfg->warmup_s, "seed", (json_int_t) cfg->seed, "rooms",
-        (json_int_t) cfg->rooms, "room_size", (json_int_t) cfg->room_size, "here_now_sizes",
-        sizes, "prune_size", (json_int_t) cfg->prune_size);
+    json_t *config = json_pack("{s:I,s:o,s:o,s:f,s:I,s:f,s:I,s:I,s:I,s:o,s:I}", "procs",
+                               (json_int_t) cfg->procs, "ops", ops, "backends", bes, "duration_s",
+                               cfg->duration_s, "count", (json_int_t) cfg->count, "warmup_s",
+                               cfg->warmup_s, "seed", (json_int_t) cfg->seed, "rooms",
+                               (json_int_t) cfg->rooms, "room_size", (json_int_t) cfg->room_size,
+                               "here_now_sizes", sizes, "prune_size", (json_int_t) cfg->prune_size);
     struct utsname un;
     int have_un = uname(&un) == 0;
     json_t *root = json_pack(
-        "{s:s,s:s,s:{s:s,s:s,s:b,s:b},s:{s:I,s:s,s:s},s:o,s:I,s:{s:s,s:i,s:i,s:s,s:s}}",
-        "tool", "presence-bench", "version", PRESENCE_BENCH_VERSION, "build", "type",
-        report_build_type(), "compiler", BENCH_COMPILER, "optimized", BENCH_OPTIMIZED,
-        "sanitizers", BENCH_SANITIZED, "host", "cpus", (json_int_t) sysconf(_SC_NPROCESSORS_ONLN),
-        "kernel", have_un ? un.release : "unknown", "machine", have_un ? un.machine : "unknown",
-        "config", config, "clock_overhead_ns", (json_int_t) cfg->clock_ns, "histogram", "scheme",
+        "{s:s,s:s,s:{s:s,s:s,s:b,s:b},s:{s:I,s:s,s:s},s:o,s:I,s:{s:s,s:i,s:i,s:s,s:s}}", "tool",
+        "presence-bench", "version", PRESENCE_BENCH_VERSION, "build", "type", report_build_type(),
+        "compiler", BENCH_COMPILER, "optimized", BENCH_OPTIMIZED, "sanitizers", BENCH_SANITIZED,
+        "host", "cpus", (json_int_t) sysconf(_SC_NPROCESSORS_ONLN), "kernel",
+        have_un ? un.release : "unknown", "machine", have_un ? un.machine : "unknown", "config",
+        config, "clock_overhead_ns", (json_int_t) cfg->clock_ns, "histogram", "scheme",
         "log-linear", "sub_bucket_bits", HIST_SUB_BITS, "buckets", HIST_BUCKETS, "unit", "ns",
         "bucket_format", "[index, lower_ns, count]");
     if (root == NULL) {
@@ -425,9 +426,9 @@ int report_json(const char *path, const bench_config_t *cfg, const bench_results
     json_object_set_new(root, "results", results);
     json_t *fails = json_array();
     for (size_t i = 0; i < r->nfail; i++)
-        json_array_append_new(fails, json_pack("{s:s,s:s,s:s}", "backend", r->failures[i].backend,
-                                               "op", r->failures[i].op, "error",
-                                               r->failures[i].err));
+        json_array_append_new(fails,
+                              json_pack("{s:s,s:s,s:s}", "backend", r->failures[i].backend, "op",
+                                        r->failures[i].op, "error", r->failures[i].err));
     json_object_set_new(root, "failures", fails);
 
     int rc;

@@ -39,8 +39,7 @@ typedef struct bench_results {
 
 /** Appends an empty row (with an empty histogram). NULL when out of memory. */
 bench_row_t *results_add(bench_results_t *r, const char *backend, const char *op);
-void results_add_failure(bench_results_t *r, const char *backend, const char *op,
-                         const char *err);
+void results_add_failure(bench_results_t *r, const char *backend, const char *op, const char *err);
 void results_free(bench_results_t *r);
 
 /** The build: CMAKE_BUILD_TYPE, and whether it is optimized and sanitizer-free. */
@@ -60,8 +59,8 @@ void report_results(FILE *out, const bench_config_t *cfg, const bench_results_t 
 
 /** Writes the --json document ("-" = stdout). @return 0 or -1 with @p err. */
 int report_json(const char *path, const bench_config_t *cfg, const bench_results_t *r,
-                const char *const *backends, size_t nbackends, const char *libversion,
-                char *err, size_t errlen);
+                const char *const *backends, size_t nbackends, const char *libversion, char *err,
+                size_t errlen);
 
 /** Checks a --json document: parses, every row has ops > 0, no errors,
  *  p50 <= p99 <= p99.9 <= max, buckets summing to ops. @return 0 valid, 1 not. */

@@ -127,7 +127,8 @@ int runner_run(const bench_config_t *cfg, const bench_backend_t *be, const workl
     int ret = -1;
     pid_t *pids = calloc(n, sizeof *pids);
     size_t ctl_size = sizeof(run_ctl_t) + n * sizeof(run_worker_t);
-    run_ctl_t *ctl = mmap(NULL, ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    run_ctl_t *ctl =
+        mmap(NULL, ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (pids == NULL || ctl == MAP_FAILED) {
         snprintf(err, errlen, "out of memory");
         ctl = MAP_FAILED;
@@ -223,8 +224,7 @@ int runner_run(const bench_config_t *cfg, const bench_backend_t *be, const workl
         goto out;
     for (unsigned i = 0; i < n; i++) {
         if (ctl->w[i].failed) {
-            snprintf(err, errlen, "worker %u: %s", i,
-                     ctl->w[i].err[0] ? ctl->w[i].err : "failed");
+            snprintf(err, errlen, "worker %u: %s", i, ctl->w[i].err[0] ? ctl->w[i].err : "failed");
             goto out;
         }
     }

@@ -18,18 +18,20 @@
 #include <string.h>
 
 #define WL_NAME_CAP      24
-#define WL_LIVE_TIMEOUT  3600000u /* ms: nothing of the population expires during a run */
-#define WL_OLD_TIMEOUT   1u       /* ms: the prune workload's expired presences */
-#define WL_HERE_NOW_CAP  200000u  /* most presences a here_now population holds */
-#define WL_PIPE_ELEMENTS 100000u  /* pipelined here_now: at most this many members per batch */
+#define WL_LIVE_TIMEOUT  3600000u   /* ms: nothing of the population expires during a run */
+#define WL_OLD_TIMEOUT   1u         /* ms: the prune workload's expired presences */
+#define WL_HERE_NOW_CAP  200000u    /* most presences a here_now population holds */
+#define WL_PIPE_ELEMENTS 100000u    /* pipelined here_now: at most this many members per batch */
 #define WL_EWRONG        (-1000000) /* an operation answered something unexpected */
 
 static const char *const g_state = "{\"mood\":\"ok\",\"device\":\"web\",\"typing\":false}";
 
 static const char *const g_op_names[OP__COUNT] = {
-    [OP_TOUCH] = "touch",         [OP_TOUCH_HANDLE] = "touch_handle", [OP_JOIN_LEAVE] = "join_leave",
-    [OP_HERE_NOW] = "here_now",   [OP_WHERE_NOW] = "where_now",       [OP_GET_STATE] = "get_state",
-    [OP_PRUNE] = "prune",         [OP_MIXED] = "mixed",               [OP_EVENTS] = "events",
+    [OP_TOUCH] = "touch",           [OP_TOUCH_HANDLE] = "touch_handle",
+    [OP_JOIN_LEAVE] = "join_leave", [OP_HERE_NOW] = "here_now",
+    [OP_WHERE_NOW] = "where_now",   [OP_GET_STATE] = "get_state",
+    [OP_PRUNE] = "prune",           [OP_MIXED] = "mixed",
+    [OP_EVENTS] = "events",
 };
 
 const char *bench_op_name(bench_op_t op)

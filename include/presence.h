@@ -178,7 +178,9 @@ enum {
  * @return PRESENCE_JOINED or PRESENCE_REFRESHED, or PRESENCE_ENAME* (bad name),
  *   PRESENCE_EUSERCONFLICT (the connection exists with another user; nothing
  *   changed), -ENOSPC (a capacity is exhausted; nothing left behind),
- *   -EROFS (read-only attachment). May block briefly.
+ *   -EROFS (read-only attachment). May block briefly; when a capacity is
+ *   exhausted but retired records are waiting for their grace period, it
+ *   reclaims and retries for up to 200 ms before answering -ENOSPC.
  */
 PRESENCE_EXTERN int presence_join(presence_t *p, const char *room, const char *conn,
                                   const char *user);

@@ -127,8 +127,10 @@ static int mark_all(struct presence *p, struct marks *m)
             cur = pr_load(&g->bucket_next);
         }
     }
-    /* limbo */
-    uint32_t it = (uint32_t) (pr_load(&h->limbo_head) >> 32);
+    /* limbo: the pushed stack and the lease holder's batches */
+    for (uint32_t b = 0; b <= h->nbatch && b <= PR_NBATCH; b++) {
+    uint32_t it = b == 0 ? (uint32_t) (pr_load(&h->limbo_head) >> 32)
+                         : h->batch[(h->batch_first + b - 1) % PR_NBATCH].head;
     for (uint64_t s = 0; it && s <= m->nunits + PR_MAX_RECORDS; s++) {
         unsigned kind = PR_ITEM_KIND(it);
         uint32_t idx = PR_ITEM_IDX(it);
@@ -148,6 +150,7 @@ static int mark_all(struct presence *p, struct marks *m)
             next = pr_load(&r->link);
         }
         it = next;
+    }
     }
     /* blobs held by any record that is not FREE */
     for (uint32_t i = 0; i < h->cap_rooms; i++)
@@ -175,22 +178,48 @@ static int mark_all(struct presence *p, struct marks *m)
     return 0;
 }
 
-static bool on_free_stack(struct presence *p, unsigned kind, uint32_t idx, uint8_t **cache)
+/* Marks the records on @kind's free stack. The walk is trusted only if the head
+ * word did not change while it ran and every node it met was FREE (pops run
+ * concurrently; only the lease holder pushes). Returns false if no stable
+ * snapshot could be had, in which case callers must not act on it. */
+static bool stack_snapshot(struct presence *p, unsigned kind, uint8_t *marks)
+{
+    uint32_t cap = pr__kind_cap(p, kind);
+    for (int tries = 0; tries < 64; tries++) {
+        memset(marks, 0, cap ? cap : 1);
+        uint64_t hw = pr_load(&p->h->free_head[kind]);
+        uint32_t cur = PR_FH_IDX1(hw);
+        bool torn = false;
+        for (uint32_t s = 0; cur && !torn; s++) {
+            struct pr_rec *r = pr__rec(p, kind, cur - 1);
+            if (!r || s > cap || marks[cur - 1] || PR_ST_STATE(pr_load(&r->state)) != PR_FREE) {
+                torn = true;
+                break;
+            }
+            marks[cur - 1] = 1;
+            cur = pr_load(&r->link);
+        }
+        if (!torn && pr_load(&p->h->free_head[kind]) == hw)
+            return true;
+    }
+    return false;
+}
+
+/* Whether record @idx is on its free stack; *cache holds the snapshot (NULL
+ * before the first call). *stable tells whether the answer can be acted on. */
+static bool on_free_stack(struct presence *p, unsigned kind, uint32_t idx, uint8_t **cache,
+                          bool *stable)
 {
     if (!*cache) {
         uint32_t cap = pr__kind_cap(p, kind);
-        *cache = calloc(cap ? cap : 1, 1);
-        if (!*cache)
+        *cache = calloc(cap ? cap + 1 : 2, 1);
+        if (!*cache) {
+            *stable = false;
             return true;
-        uint32_t cur = PR_FH_IDX1(pr_load(&p->h->free_head[kind]));
-        for (uint32_t s = 0; cur && s <= cap; s++) {
-            struct pr_rec *r = pr__rec(p, kind, cur - 1);
-            if (!r)
-                break;
-            (*cache)[cur - 1] = 1;
-            cur = pr_load(&r->link);
         }
+        (*cache)[cap] = stack_snapshot(p, kind, *cache) ? 1 : 0;
     }
+    *stable = (*cache)[pr__kind_cap(p, kind)] != 0;
     return (*cache)[idx] != 0;
 }
 
@@ -242,10 +271,15 @@ static void check_records(struct presence *p, struct marks *m, struct report *re
         for (uint32_t i = 0; i < pr__kind_cap(p, kind); i++) {
             uint64_t st = pr_load(&pr__rec(p, kind, i)->state);
             switch (PR_ST_STATE(st)) {
-            case PR_FREE:
-                if (!on_free_stack(p, kind, i, &stack))
+            case PR_FREE: {
+                bool stable;
+                if (!on_free_stack(p, kind, i, &stack, &stable) && stable)
                     viol(rep, "%s %u is free but not on its free stack (leaked)", kind_name(kind), i);
+                else if (!stable && i == 0)
+                    viol(rep, "%s free stack changed during every walk (not quiescent)",
+                         kind_name(kind));
                 break;
+            }
             case PR_LIVE:
                 live[kind]++;
                 if (!reach[i])
@@ -522,7 +556,8 @@ static int sweep_suspect(struct presence *p)
         for (uint32_t i = 0; i < pr__kind_cap(p, kind); i++) {
             uint64_t st = pr_load(&pr__rec(p, kind, i)->state);
             unsigned s = PR_ST_STATE(st);
-            bool odd = (s == PR_FREE && !on_free_stack(p, kind, i, &stack)) ||
+            bool stable = false;
+            bool odd = (s == PR_FREE && !on_free_stack(p, kind, i, &stack, &stable) && stable) ||
                        (s == PR_RETIRED && !m.limbo_rec[kind][i]) ||
                        ((s == PR_CLAIMED || s == PR_DEAD || s == PR_LIVE) && !reach[i]);
             if (odd && !sweep_push(p, &cap, PR_ITEM(kind, i), st))
@@ -592,7 +627,8 @@ static int sweep_act(struct presence *p)
             continue;
         unsigned s = PR_ST_STATE(st);
         if (s == PR_FREE) {
-            if (!on_free_stack(p, kind, i, &stacks[kind])) {
+            bool stable;
+            if (!on_free_stack(p, kind, i, &stacks[kind], &stable) && stable) {
                 pr__rec_push_free(p, kind, i);
                 fixed++;
             }

@@ -23,7 +23,13 @@
  * A live process stuck inside a read section only delays reclamation.
  *
  * The limbo is a stack: any process pushes at the head (CAS on {item, tag});
- * only the lease holder removes, so non-head unlinks are plain stores.
+ * only the lease holder removes: it takes the whole stack with one CAS as a
+ * batch stamped with its newest epoch (header.batch[], a FIFO), and frees
+ * whole batches once that stamp is older than every reader. A batch taken off
+ * the stack is unlinked from nothing else, so if the holder dies mid-free the
+ * next holder finds the rest in the batch list (the batch is dropped from the
+ * list before it is freed: what a crash then strands is RETIRED in no limbo,
+ * which the sweep puts back).
  * The maintenance lease is {proc generation : 32 | proc + 1 : 32} in the header,
  * taken by CAS, and stolen from a holder whose process is dead.
  */
@@ -243,59 +249,80 @@ static uint64_t min_active_epoch(struct presence *p, uint64_t global)
     return min;
 }
 
+/* Frees the chain @head..tail (items linked through their link field). */
+static int free_chain(struct presence *p, uint32_t head, uint64_t budget)
+{
+    int freed = 0;
+    uint32_t cur = head;
+    while (cur != 0 && budget-- > 0) {
+        uint64_t *ep;
+        uint32_t *link = item_link(p, cur, &ep);
+        if (!link)
+            break; /* corrupted: stop; check reports what is left */
+        uint32_t next = pr_load(link);
+        pr__free_item(p, cur);
+        freed++;
+        cur = next;
+    }
+    return freed;
+}
+
 int pr__reclaim(struct presence *p)
 {
     struct pr_header *h = p->h;
     uint64_t global = pr_fetch_add(&h->global_epoch, 1) + 1; /* full fence */
     uint64_t min = min_active_epoch(p, global);
-    int freed = 0;
-    uint64_t hw = pr_load(&h->limbo_head);
-    uint32_t prev = 0; /* 0: the head word */
-    uint32_t cur = (uint32_t) (hw >> 32);
     uint64_t budget = (uint64_t) h->cap_rooms + h->cap_conns + h->cap_pres + h->cap_groups +
                       h->cap_gmembers + (uint64_t) h->arena_pages * PR_UNITS_PAGE + 16;
-    while (cur != 0 && budget-- > 0) {
-        uint64_t *ep;
-        uint32_t *link = item_link(p, cur, &ep);
-        if (!link)
-            break; /* corrupted limbo: stop, check reports it */
-        uint32_t next = pr_load(link);
-        if (pr_load(ep) >= min) {
-            prev = cur;
-            cur = next;
-            continue;
+    int freed = 0;
+
+    /* Take what was pushed since last time as one batch (one walk per item to
+     * find its newest stamp), so that no item is walked again until it is freed:
+     * reclamation costs O(items), however long a reader pins the epoch. */
+    uint64_t hw;
+    do {
+        hw = pr_load(&h->limbo_head);
+    } while ((uint32_t) (hw >> 32) != 0 &&
+             !pr_cas(&h->limbo_head, hw, (uint64_t) (uint32_t) ((uint32_t) hw + 1)));
+    uint32_t head = (uint32_t) (hw >> 32);
+    if (head != 0) {
+        uint32_t tail = head, cur = head;
+        uint64_t maxs = 0;
+        for (uint64_t n = 0; cur != 0 && n < budget; n++) {
+            uint64_t *ep;
+            uint32_t *link = item_link(p, cur, &ep);
+            if (!link)
+                break;
+            uint64_t e = pr_load(ep);
+            maxs = e > maxs ? e : maxs;
+            tail = cur;
+            cur = pr_load(link);
         }
-        if (prev == 0) {
-            uint64_t now = pr_load(&h->limbo_head);
-            if ((uint32_t) (now >> 32) == cur &&
-                pr_cas(&h->limbo_head, now, ((uint64_t) next << 32) | (uint32_t) ((uint32_t) now + 1))) {
-                /* unlinked at the head */
-            } else {
-                /* Items were pushed above cur: find its predecessor. */
-                uint32_t it = (uint32_t) (pr_load(&h->limbo_head) >> 32), pred = 0;
-                while (it != 0 && it != cur) {
-                    uint64_t *e2;
-                    uint32_t *l2 = item_link(p, it, &e2);
-                    if (!l2)
-                        return freed;
-                    pred = it;
-                    it = pr_load(l2);
-                }
-                if (it != cur || pred == 0)
-                    return freed;
-                uint64_t *e3;
-                pr_store(item_link(p, pred, &e3), next);
-                prev = pred;
-            }
+        if (h->nbatch == PR_NBATCH) { /* full: append to the newest batch */
+            struct pr_batch *b = &h->batch[(h->batch_first + h->nbatch - 1) % PR_NBATCH];
+            uint64_t *e2;
+            pr_store(item_link(p, b->tail, &e2), head);
+            b->tail = tail;
+            b->max_stamp = maxs > b->max_stamp ? maxs : b->max_stamp;
         } else {
-            uint64_t *e4;
-            pr_store(item_link(p, prev, &e4), next);
+            struct pr_batch *b = &h->batch[(h->batch_first + h->nbatch) % PR_NBATCH];
+            b->head = head;
+            b->tail = tail;
+            b->max_stamp = maxs;
+            pr_store(&h->nbatch, h->nbatch + 1);
         }
-        pr__free_item(p, cur);
-        pr_fetch_add(&h->limbo_count, -1);
-        freed++;
-        cur = next;
     }
+    /* Free whole batches, oldest first, while they are older than every reader. */
+    while (h->nbatch > 0) {
+        struct pr_batch *b = &h->batch[h->batch_first % PR_NBATCH];
+        if (b->max_stamp >= min)
+            break;
+        uint32_t first = b->head;
+        h->batch_first = (h->batch_first + 1) % PR_NBATCH;
+        pr_store(&h->nbatch, h->nbatch - 1);
+        freed += free_chain(p, first, budget);
+    }
+    pr_fetch_add(&h->limbo_count, -(uint64_t) freed);
     pr_fetch_add(&h->st_reclaimed, (uint64_t) freed);
     return freed;
 }

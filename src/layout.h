@@ -23,6 +23,7 @@
 #define PR_MAGIC          0x31434e4553455250ull /* "PRESENC1" little-endian */
 #define PR_LAYOUT_VERSION 1u
 #define PR_CACHELINE      128
+#define PR_NBATCH         32
 
 /* ---- record state word: {gen:32 | state:8 | slot:24} ------------------- */
 /* gen is bumped each time the record is claimed, so a stale handle or a stale
@@ -213,6 +214,13 @@ struct pr_header {
 
     uint64_t limbo_head __attribute__((aligned(PR_CACHELINE))); /* {item:32 | tag:32} */
     uint64_t limbo_count;
+    /* Batches taken off limbo_head by the lease holder, oldest first, each
+     * freed whole once its newest stamp is older than every reader. */
+    struct pr_batch {
+        uint32_t head, tail; /* item ids; chained through their link */
+        uint64_t max_stamp;
+    } batch[PR_NBATCH];
+    uint32_t batch_first, nbatch;
 
     uint64_t lease __attribute__((aligned(PR_CACHELINE))); /* {gen:32 | proc+1:32} */
     uint32_t needs_sweep;  /* a process died or a lock was recovered */

@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct pr_name {
     const char *s;
@@ -650,16 +651,34 @@ int presence_join_ex(presence_t *p, const char *room, const char *conn, const ch
         return PRESENCE_EOPTION;
     if (p->rdonly)
         return -EROFS;
-    for (int attempt = 0;; attempt++) {
+    /* Out of space: reclaim what has passed its grace period (outside our own
+     * read section, which would pin it) and try again. A reader process that
+     * is descheduled inside its read section delays reclamation, so keep at it
+     * for up to 200 ms while the limbo holds something; with the limbo empty
+     * and the join still failing, the segment is really full. */
+    uint64_t deadline = 0;
+    bool nothing_left = false;
+    for (;;) {
         struct pr_tls *t = pr__enter(p);
         if (!t)
             return -EUSERS;
         rc = join_once(p, &rn, &cn, user ? &un : NULL, timeout_ms, flags, handle_out);
         pr__exit(p, t);
-        /* Out of space: reclaim what has passed its grace period (outside our own
-         * read section, which would pin it), then try again. */
-        if (rc != -ENOSPC || attempt == 2 || pr__reclaim_for_space(p) <= 0)
+        if (rc != -ENOSPC || nothing_left)
             return rc;
+        uint64_t now = pr__now_ns();
+        if (deadline == 0)
+            deadline = now + 200000000ull;
+        else if (now > deadline)
+            return rc;
+        int freed = pr__reclaim_for_space(p);
+        if (freed < 0)
+            return rc;
+        nothing_left = freed == 0 && pr_load(&p->h->limbo_count) == 0;
+        if (freed == 0 && !nothing_left) {
+            struct timespec ts = {0, 200000}; /* 0.2 ms: let the pinning reader run */
+            nanosleep(&ts, NULL);
+        }
     }
 }
 
@@ -860,7 +879,8 @@ int presence_set_state(presence_t *p, const char *const *rooms, size_t nrooms,
     if (!json)
         return PRESENCE_ESTATEJSON;
     json_error_t jerr;
-    json_t *doc = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+    /* "\u0000" is valid JSON: accept it (the compact text we store escapes it again). */
+    json_t *doc = json_loads(json, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!doc || !json_is_object(doc)) {
         json_decref(doc);
         return PRESENCE_ESTATEJSON;

@@ -73,8 +73,8 @@ static int setup(void **state)
     presence_options_init(&o);
     o.flags = PRESENCE_CREATE | PRESENCE_EXCL;
     o.rooms = 256;
-    o.connections = 16384;
-    o.presences = 16384;
+    o.connections = 1024; /* tight: reclamation must keep up with the churn */
+    o.presences = 4096;
     o.readers = 256;
     presence_t *p;
     int rc = presence_open(seg, &o, &p);

@@ -1051,6 +1051,13 @@ static void test_state_replace(void **state)
     /* whitespace is not kept */
     assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", " { \"k\" : [1, 2] } "), 1);
     expect_state(p, "r1", "u", "{\"k\":[1,2]}");
+    /* any JSON object is accepted, kept in compact form */
+    assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", "{\"n\":{\"m\":[null,true,\"x\"]}}"), 1);
+    expect_state(p, "r1", "u", "{\"n\":{\"m\":[null,true,\"x\"]}}");
+    assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", "{\"s\":\"caf\xc3\xa9\"}"), 1);
+    expect_state(p, "r1", "u", "{\"s\":\"caf\xc3\xa9\"}");
+    assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", "{\"nul\":\"a\\u0000b\"}"), 1);
+    expect_state(p, "r1", "u", "{\"nul\":\"a\\u0000b\"}");
     /* a connection that is nowhere, and one that does not exist */
     assert_rc(presence_set_state(p, rooms + 2, 1, NULL, 0, "c", "{\"x\":1}"), 0);
     assert_rc(presence_set_state(p, rooms, 2, NULL, 0, "nobody", "{\"x\":1}"), 0);

@@ -1,0 +1,196 @@
+/*
+ * attach.c -- presencectl: attaching the segment (read-only for queries, so an
+ * inspector can never write to a live registry; read-write for the commands that
+ * change it) and turning library errors into messages on stderr that name the
+ * segment, the command and the reason (from presence_strerror()). Also the
+ * tool's own out-of-memory policy: report and exit 1.
+ */
+#include "ctl.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- memory ----------------------------------------------------------------------- */
+
+_Noreturn void ctl_oom(void)
+{
+    fprintf(stderr, "%s: out of memory\n", CTL_PROG);
+    exit(CTL_ERROR);
+}
+
+void *ctl_xmalloc(size_t n)
+{
+    void *m = malloc(n ? n : 1);
+    if (!m)
+        ctl_oom();
+    return m;
+}
+
+void *ctl_xrealloc(void *ptr, size_t n)
+{
+    void *m = realloc(ptr, n ? n : 1);
+    if (!m)
+        ctl_oom();
+    return m;
+}
+
+char *ctl_xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        ctl_oom();
+    return d;
+}
+
+/* ---- attaching ------------------------------------------------------------------------ */
+
+int ctl_open(struct ctl *c, bool write, presence_t **out)
+{
+    presence_options_t opts;
+    presence_options_init(&opts);
+    /* Inspecting another user's segment is fine when the file mode lets us read it;
+     * changing it is not done behind its owner's back. */
+    opts.flags = write ? 0 : (PRESENCE_RDONLY | PRESENCE_ANY_OWNER);
+    int rc = presence_open(c->segment, &opts, out);
+    if (rc == 0)
+        return CTL_OK;
+    if (rc == -ENOENT)
+        fprintf(stderr, "%s: segment '%s' does not exist\n", CTL_PROG, c->segment);
+    else
+        fprintf(stderr, "%s: segment '%s': %s\n", CTL_PROG, c->segment, presence_strerror(rc));
+    return CTL_ERROR;
+}
+
+/* ---- errors ----------------------------------------------------------------------------- */
+
+int ctl_error(const struct ctl *c, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: %s: ", CTL_PROG, c->cmd_name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return CTL_ERROR;
+}
+
+static bool is_name_error(int rc)
+{
+    return rc == PRESENCE_ENAMELEN || rc == PRESENCE_ENAMEUTF8 || rc == PRESENCE_ENAMECTRL;
+}
+
+/* The library's own verdict on one name: where_now() validates its argument with
+ * the same rules as every other call, reads only, and changes nothing. */
+static int name_verdict(presence_t *p, const char *name)
+{
+    if (!name)
+        return PRESENCE_ENAMELEN;
+    presence_strlist_t *l = NULL;
+    int rc = presence_where_now(p, name, &l);
+    presence_strlist_free(l);
+    return is_name_error(rc) ? rc : 0;
+}
+
+/* "room name is longer than 255 bytes (300)", built from presence_strerror(). */
+static int name_message(const struct ctl *c, const char *label, const char *name, int rc)
+{
+    size_t len = name ? strlen(name) : 0;
+    if (rc == PRESENCE_ENAMELEN && len == 0)
+        return ctl_error(c, "%s name is empty", label);
+    if (rc == PRESENCE_ENAMELEN)
+        return ctl_error(c, "%s name is longer than %d bytes (%zu)", label, PRESENCE_NAME_MAX,
+                         len);
+    const char *msg = presence_strerror(rc); /* "name is not valid UTF-8" */
+    if (strncmp(msg, "name ", 5) == 0)
+        return ctl_error(c, "%s %s", label, msg);
+    return ctl_error(c, "%s name: %s", label, msg);
+}
+
+static int generic_failure(const struct ctl *c, int rc)
+{
+    if (rc == -EROFS)
+        return ctl_error(c, "segment '%s' is attached read-only", c->segment);
+    if (rc == PRESENCE_ECORRUPT)
+        return ctl_error(c, "segment '%s': %s (run '%s -s %s check')", c->segment,
+                         presence_strerror(rc), CTL_PROG, c->segment);
+    if (rc == -ENOSPC)
+        return ctl_error(c, "segment '%s' is full: %s (see '%s stat')", c->segment,
+                         presence_strerror(rc), CTL_PROG);
+    if (is_name_error(rc) || rc == PRESENCE_ESTATEJSON || rc == PRESENCE_ESTATESIZE ||
+        rc == PRESENCE_EGROUPFULL || rc == PRESENCE_EUSERCONFLICT)
+        return ctl_error(c, "%s", presence_strerror(rc));
+    return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
+}
+
+/* Picks the rejected name among (label, value) pairs: the first one failing the same
+ * way as the call, else the first one failing at all. */
+static void pick_bad(presence_t *p, int rc, va_list ap, const char **label, const char **name,
+                     int *found)
+{
+    for (;;) {
+        const char *l = va_arg(ap, const char *);
+        if (!l)
+            break;
+        const char *v = va_arg(ap, const char *);
+        int verdict = name_verdict(p, v);
+        if (verdict && (!*label || (*found != rc && verdict == rc))) {
+            *label = l;
+            *name = v;
+            *found = verdict;
+        }
+    }
+}
+
+int ctl_fail(const struct ctl *c, presence_t *p, int rc, ...)
+{
+    if (!is_name_error(rc) || !p)
+        return generic_failure(c, rc);
+    const char *label = NULL, *name = NULL;
+    int found = 0;
+    va_list ap;
+    va_start(ap, rc);
+    pick_bad(p, rc, ap, &label, &name, &found);
+    va_end(ap);
+    if (!label)
+        return generic_failure(c, rc);
+    return name_message(c, label, name, found);
+}
+
+int ctl_fail_groups(const struct ctl *c, presence_t *p, int rc, const struct ctl_strv *rooms,
+                    const struct ctl_strv *groups, ...)
+{
+    if (rc == PRESENCE_ENOGROUP) {
+        for (size_t i = 0; groups && i < groups->n; i++) {
+            presence_strlist_t *l = NULL;
+            int r = presence_group_list(p, groups->v[i], &l);
+            presence_strlist_free(l);
+            if (r == PRESENCE_ENOGROUP)
+                return ctl_error(c, "no such group '%s'", groups->v[i]);
+        }
+        return generic_failure(c, rc);
+    }
+    if (!is_name_error(rc))
+        return generic_failure(c, rc);
+    const char *label = NULL, *name = NULL;
+    int found = 0;
+    va_list ap;
+    va_start(ap, groups);
+    pick_bad(p, rc, ap, &label, &name, &found);
+    va_end(ap);
+    if (label)
+        return name_message(c, label, name, found);
+    for (size_t i = 0; rooms && i < rooms->n; i++) {
+        int v = name_verdict(p, rooms->v[i]);
+        if (v)
+            return name_message(c, "room", rooms->v[i], v);
+    }
+    for (size_t i = 0; groups && i < groups->n; i++) {
+        int v = name_verdict(p, groups->v[i]);
+        if (v)
+            return name_message(c, "group", groups->v[i], v);
+    }
+    return generic_failure(c, rc);
+}
