@@ -70,7 +70,10 @@ extern "C" {
     XX(EUSERCONFLICT, -30116, "connection is already joined with a different user")                \
     XX(ESTALE, -30117, "connection handle is stale (the connection was removed)")                  \
     XX(ENOGROUP, -30118, "no such group")                                                          \
-    XX(EOPTION, -30119, "invalid option or capacity")
+    XX(EOPTION, -30119, "invalid option or capacity")                                              \
+    XX(ELAPPED, -30120, "subscriber fell behind the event ring (re-read the rooms)")               \
+    XX(EREAPER, -30121, "another presence-reaper is running on this segment")                      \
+    XX(ENOSUBS, -30122, "no free subscriber slot in the segment")
 
 typedef enum {
 #define PRESENCE_XX_(name, val, msg) PRESENCE_##name = (val),
@@ -385,10 +388,49 @@ typedef struct presence_stats {
     int32_t reaper_pid;   /**< 0 when none */
     uint64_t ring_tail;   /**< next event sequence number */
     uint32_t ring_entries;
+    uint64_t ring_oldest; /**< oldest seq that may still be in the ring */
+    uint32_t subscribers; /**< subscriber slots in use */
+    uint32_t ring_waiters;
+    uint64_t lapped;      /**< times subscribers were lapped */
+    uint64_t reaper_last_sweep_ns; /**< CLOCK_REALTIME of the reaper's last sweep (0: never) */
+    uint64_t reaper_sweeps, reaper_expired, reaper_reclaimed;
+    uint32_t layout_version;
+    int32_t creator_pid;
+    uint32_t owner_uid, mode;
+    uint64_t created_ns;  /**< CLOCK_REALTIME */
 } presence_stats_t;
 
 /** Counts and capacities. Never blocks. */
 PRESENCE_EXTERN int presence_stats(presence_t *p, presence_stats_t *out);
+
+/** One attached process (presence_procs). */
+typedef struct presence_proc_info {
+    uint32_t slot;        /**< process slot */
+    pid_t pid;
+    int alive;            /**< 1 while its liveness lock is held */
+    int is_reaper;
+    uint64_t attached_ns; /**< CLOCK_REALTIME */
+    uint32_t readers;     /**< reader (thread) slots it holds */
+    uint64_t oldest_epoch;/**< smallest epoch its readers announce (0: none inside a read section) */
+    uint32_t subscribers; /**< subscriptions it holds */
+} presence_proc_info_t;
+
+typedef struct presence_proc_list {
+    size_t count;
+    presence_proc_info_t *items;
+    uint64_t global_epoch;
+} presence_proc_list_t;
+
+/** Attached processes with their reader slots and liveness. Never blocks. */
+PRESENCE_EXTERN int presence_procs(presence_t *p, presence_proc_list_t **out);
+PRESENCE_EXTERN void presence_proc_list_free(presence_proc_list_t *list);
+
+/** Every group's name, sorted. Never blocks. */
+PRESENCE_EXTERN int presence_groups(presence_t *p, presence_strlist_t **out);
+
+/** 0 if @p name is a valid room, connection, user or group name, else the
+ *  PRESENCE_ENAME* code saying why not. Never blocks. */
+PRESENCE_EXTERN int presence_validate_name(const char *name);
 
 /**
  * Verifies every invariant of the segment: indexes agree with each other, counters
@@ -407,6 +449,126 @@ PRESENCE_EXTERN int presence_check(presence_t *p, presence_strlist_t **out);
  * @return items reclaimed. May block briefly.
  */
 PRESENCE_EXTERN int presence_maintain(presence_t *p);
+
+
+/* ------------------------------------------------------------------------ */
+/* Events                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** Event types (and, for removals, the reason). */
+enum {
+    PRESENCE_EV_JOIN = 1,
+    PRESENCE_EV_LEAVE = 2,
+    PRESENCE_EV_TIMEOUT = 3,
+    PRESENCE_EV_OWNER_DIED = 4,
+    PRESENCE_EV_STATE_CHANGE = 5,
+    PRESENCE_EV_ROOM_CREATED = 6,
+    PRESENCE_EV_ROOM_DELETED = 7,
+};
+
+/** One event. The strings stay valid until the next call on the subscription. */
+typedef struct presence_event {
+    uint64_t seq;       /**< position in the ring: one global order, strictly increasing */
+    uint64_t time_ns;   /**< CLOCK_REALTIME when it was produced */
+    int type;           /**< PRESENCE_EV_* */
+    int reason;         /**< for removals the type again (leave, timeout, owner_died,
+                             room_deleted), else 0 */
+    uint32_t occupancy; /**< the room's occupancy after the event */
+    const char *room;   /**< never NULL */
+    const char *conn;   /**< "" for room events */
+    const char *user;   /**< "" when anonymous or for room events */
+} presence_event_t;
+
+/** "join", "leave", "timeout", "owner_died", "state_change", "room_created",
+ *  "room_deleted", or "unknown". */
+PRESENCE_EXTERN const char *presence_event_name(int type);
+
+typedef struct presence_sub presence_sub_t; /**< Opaque: one subscription. */
+
+/** presence_subscribe(): start at the next event produced. */
+#define PRESENCE_SEQ_NOW UINT64_MAX
+
+/**
+ * Subscribes to the event ring from @p from_seq (an event's seq still in the
+ * ring) or PRESENCE_SEQ_NOW, optionally only events of room @p room (NULL: all).
+ * Producers never wait for subscribers; one that falls a whole ring behind is
+ * told so (PRESENCE_ELAPPED from presence_sub_next) and carries on from the
+ * oldest event still there.
+ * On a read-only attachment the subscription writes nothing to the segment and
+ * gets no wake-ups (its descriptor never becomes readable): poll on a timer.
+ * @return 0, PRESENCE_ELAPPED (from_seq is no longer in the ring), -EINVAL
+ *   (from_seq is not an event's seq), PRESENCE_ENAME*, PRESENCE_ENOSUBS,
+ *   -ENOMEM, -EMFILE. Never blocks (the registration with a running reaper is a
+ *   local socket round trip).
+ */
+PRESENCE_EXTERN int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room,
+                                       presence_sub_t **out);
+
+/**
+ * A file descriptor (an eventfd) that becomes readable when events may be
+ * waiting: poll it with poll/epoll/libuv, then call presence_sub_next() until it
+ * returns 0, which re-arms the wake-up. Wake-ups come from presence-reaper; with
+ * no reaper running, poll with a timeout. Never blocks.
+ */
+PRESENCE_EXTERN int presence_sub_fd(const presence_sub_t *s);
+
+/**
+ * The next event into @p ev. @return 1 (an event), 0 (none yet: the wake-up is
+ * armed), PRESENCE_ELAPPED (the subscription was lapped: events were lost; re-read
+ * the rooms you care about, then continue calling). Never blocks.
+ */
+PRESENCE_EXTERN int presence_sub_next(presence_sub_t *s, presence_event_t *ev);
+
+/** The seq the next call will look at. */
+PRESENCE_EXTERN uint64_t presence_sub_position(const presence_sub_t *s);
+
+/** Ends the subscription. NULL is a no-op. */
+PRESENCE_EXTERN void presence_sub_close(presence_sub_t *s);
+
+/* ------------------------------------------------------------------------ */
+/* The reaper's side (used by presence-reaper; any process may call them)    */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Makes this attachment the segment's reaper and records @p socket_path, where
+ * it accepts registrations. @return 0, PRESENCE_EREAPER (another live reaper;
+ * its pid in *other_pid), -EROFS, -EINVAL (path too long).
+ */
+PRESENCE_EXTERN int presence_reaper_claim(presence_t *p, const char *socket_path,
+                                          pid_t *other_pid);
+/** Stops being the reaper (the segment and its presences stay). */
+PRESENCE_EXTERN void presence_reaper_release(presence_t *p);
+
+/** What one presence_reaper_sweep() did. */
+typedef struct presence_sweep_stats {
+    int expired;       /**< connections removed with reason timeout */
+    int owner_died;    /**< connections removed with reason owner_died */
+    int rooms_deleted; /**< empty rooms removed */
+    int reclaimed;     /**< records and blobs freed after their grace period */
+    uint64_t duration_ns;
+} presence_sweep_stats_t;
+
+/**
+ * One maintenance sweep: expire connections past their timeout, remove
+ * connections bound to dead processes, remove empty rooms, clear reader slots
+ * of dead processes, repair and reclaim. Updates the reaper statistics in the
+ * segment header. @p st may be NULL. May block briefly.
+ */
+PRESENCE_EXTERN int presence_reaper_sweep(presence_t *p, presence_sweep_stats_t *st);
+
+/**
+ * Calls @p wake for every subscriber slot armed to wait whose position is behind
+ * the ring, after disarming it. The reaper writes that slot's eventfd. Never blocks.
+ * @return the number woken.
+ */
+PRESENCE_EXTERN int presence_reaper_wake(presence_t *p, void (*wake)(void *ctx, uint32_t slot),
+                                         void *ctx);
+
+/** Whether subscriber slot @p slot belongs to a live process (1), or not (0). */
+PRESENCE_EXTERN int presence_reaper_sub_alive(presence_t *p, uint32_t slot);
+
+/** This attachment's process slot and its generation (for registration). */
+PRESENCE_EXTERN void presence_proc_id(const presence_t *p, uint32_t *slot, uint32_t *generation);
 
 #ifdef __cplusplus
 }

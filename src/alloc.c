@@ -116,6 +116,7 @@ int64_t pr__rec_claim(struct presence *p, unsigned kind)
         uint64_t st = pr_load(&r->state);
         if (PR_ST_STATE(st) != PR_CLAIMED || PR_ST_SLOT(st) != me)
             return PRESENCE_ECORRUPT;
+        PR_KILL_POINT("alloc");
         return top1 - 1;
     }
 }

@@ -493,9 +493,73 @@ int presence_stats(presence_t *p, presence_stats_t *s)
     s->leaves = pr_load(&h->st_leaves);
     s->expired = pr_load(&h->st_expired);
     s->reclaimed = pr_load(&h->st_reclaimed);
-    s->reaper_pid = h->reaper_pid;
+    uint64_t ro = pr_load(&h->reaper_owner);
+    s->reaper_pid = ro && pr__proc_alive(p, (uint32_t) ro - 1, (uint32_t) (ro >> 32)) ? h->reaper_pid : 0;
     s->ring_tail = pr_load(&h->ring_tail);
     s->ring_entries = h->ring_entries;
+    s->ring_oldest = s->ring_tail > h->ring_entries ? s->ring_tail - h->ring_entries : 0;
+    for (uint32_t i = 0; i < PR_NSUBS; i++)
+        s->subscribers += pr_load(&h->subs[i].owner) != 0;
+    s->ring_waiters = pr_load(&h->ring_waiters);
+    s->lapped = pr_load(&h->reaper_lapped);
+    s->reaper_last_sweep_ns = pr_load(&h->reaper_last_sweep_ns);
+    s->reaper_sweeps = pr_load(&h->reaper_sweeps);
+    s->reaper_expired = pr_load(&h->reaper_expired);
+    s->reaper_reclaimed = pr_load(&h->reaper_reclaimed);
+    s->layout_version = h->layout_version;
+    s->creator_pid = (int32_t) h->creator_pid;
+    s->owner_uid = h->uid;
+    s->mode = h->mode;
+    s->created_ns = h->created_realtime_ns;
+    return 0;
+}
+
+void presence_proc_list_free(presence_proc_list_t *l)
+{
+    if (l) {
+        free(l->items);
+        free(l);
+    }
+}
+
+int presence_procs(presence_t *p, presence_proc_list_t **out)
+{
+    const struct pr_header *h = p->h;
+    presence_proc_list_t *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->items = calloc(h->cap_procs ? h->cap_procs : 1, sizeof *l->items);
+    if (!l->items) {
+        free(l);
+        return -ENOMEM;
+    }
+    l->global_epoch = pr_load(&h->global_epoch);
+    uint64_t reaper = pr_load(&h->reaper_owner);
+    for (uint32_t i = 0; i < h->cap_procs; i++) {
+        uint64_t owner = pr_load(&pr__proc(p, i)->owner);
+        if ((uint32_t) owner == 0)
+            continue;
+        presence_proc_info_t *it = &l->items[l->count++];
+        uint32_t gen = (uint32_t) (owner >> 32);
+        uint64_t word = ((uint64_t) gen << 32) | (i + 1);
+        it->slot = i;
+        it->pid = (pid_t) (uint32_t) owner;
+        it->alive = pr__proc_alive(p, i, gen);
+        it->is_reaper = reaper == word;
+        it->attached_ns = pr_load(&pr__proc(p, i)->attached_ns);
+        for (uint32_t r = 0; r < h->cap_readers; r++) {
+            struct pr_reader *rd = pr__reader(p, r);
+            if (pr_load(&rd->owner) != word)
+                continue;
+            it->readers++;
+            uint64_t e = pr_load(&rd->epoch);
+            if (e && (it->oldest_epoch == 0 || e < it->oldest_epoch))
+                it->oldest_epoch = e;
+        }
+        for (uint32_t k = 0; k < PR_NSUBS; k++)
+            it->subscribers += pr_load(&h->subs[k].owner) == word;
+    }
+    *out = l;
     return 0;
 }
 

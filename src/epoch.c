@@ -320,6 +320,7 @@ int pr__reclaim(struct presence *p)
         uint32_t first = b->head;
         h->batch_first = (h->batch_first + 1) % PR_NBATCH;
         pr_store(&h->nbatch, h->nbatch - 1);
+        PR_KILL_POINT("reclaim");
         freed += free_chain(p, first, budget);
     }
     pr_fetch_add(&h->limbo_count, -(uint64_t) freed);

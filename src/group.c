@@ -304,3 +304,41 @@ int presence_group_delete(presence_t *p, const char *group)
     pr__exit(p, t);
     return gi < 0 && gi != -ENOENT ? (int) gi : deleted;
 }
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int presence_groups(presence_t *p, presence_strlist_t **out)
+{
+    presence_strlist_t *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->items = calloc(p->h->cap_groups ? p->h->cap_groups : 1, sizeof *l->items);
+    if (!l->items) {
+        free(l);
+        return -ENOMEM;
+    }
+    struct pr_tls *t = pr__enter(p);
+    for (uint32_t gi = 0; gi < p->h->cap_groups; gi++) {
+        struct pr_group *g = pr__group(p, gi);
+        if (PR_ST_STATE(pr_load(&g->h.state)) != PR_LIVE)
+            continue;
+        uint32_t len;
+        const char *d = pr__blob_get(p, g->name_blob, &len);
+        if (!d || len != g->name_len)
+            continue;
+        char *s = malloc((size_t) len + 1);
+        if (!s)
+            break;
+        memcpy(s, d, len);
+        s[len] = '\0';
+        l->items[l->count++] = s;
+    }
+    if (t)
+        pr__exit(p, t);
+    qsort(l->items, l->count, sizeof *l->items, cmp_name);
+    *out = l;
+    return 0;
+}

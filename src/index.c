@@ -64,6 +64,11 @@ int pr__validate_name(const char *s, size_t *len)
     return 0;
 }
 
+int presence_validate_name(const char *name)
+{
+    return pr__validate_name(name, NULL);
+}
+
 uint32_t pr__hash(const struct presence *p, const char *s, size_t n)
 {
     return (uint32_t) XXH3_64bits_withSeed(s, n, p->h->hash_seed);

@@ -45,6 +45,11 @@ struct presence {
     uint64_t *sweep_states; /* their state words when suspected */
     size_t nsweep;
     uint64_t sweep_epoch;   /* global epoch when they were suspected */
+    /* registration with the reaper (ipc.c) */
+    pthread_mutex_t ipc_lock;
+    int ipc_fd;             /* connection to the reaper, -1 if none */
+    int doorbell_fd;        /* the reaper's doorbell eventfd, -1 if none */
+    uint64_t ipc_reaper;    /* header.reaper_owner when we registered */
 };
 
 /* ---- bounds-checked access -------------------------------------------- */
@@ -158,6 +163,14 @@ enum pr_event_type {
 /* Every change goes through here (the event ring completes it). */
 void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32_t conn,
               uint32_t occupancy);
+/* Subscribers of processes that died: free their slots (reaper sweep). */
+void pr__subs_collect(struct presence *p);
+
+/* ---- reaper registration (ipc.c) ------------------------------------------ */
+int pr__ipc_register(struct presence *p);
+int pr__ipc_subscribe(struct presence *p, uint32_t slot, int efd);
+void pr__doorbell(struct presence *p);
+void pr__ipc_close(struct presence *p);
 
 /* ---- misc ------------------------------------------------------------------ */
 uint64_t pr__now_ns(void);      /* CLOCK_MONOTONIC */
@@ -169,5 +182,17 @@ uint64_t pr__realtime_ns(void); /* CLOCK_REALTIME */
 extern int pr__test_no_tags;
 extern int pr__test_eager_free;
 extern int pr__test_poison; /* PRESENCE_TEST_POISON: overwrite what is freed */
+
+/* Test-only crash injection (the crash suite): PRESENCE_TEST_KILL_AT=NAME[:N]
+ * makes the process SIGKILL itself the N-th time (default 1) it passes the
+ * kill point NAME. Unset, a kill point costs one predictable branch. */
+extern int pr__kill_armed;
+void pr__kill_point_hit(const char *name);
+#define PR_KILL_POINT(name)                                                                        \
+    do {                                                                                           \
+        if (PR_UNLIKELY(pr__kill_armed))                                                           \
+            pr__kill_point_hit(name);                                                              \
+    } while (0)
+void pr__kill_point_init(void);
 
 #endif /* PR_INTERNAL_H */

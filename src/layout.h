@@ -24,6 +24,7 @@
 #define PR_LAYOUT_VERSION 1u
 #define PR_CACHELINE      128
 #define PR_NBATCH         32
+#define PR_NSUBS          64
 
 /* ---- record state word: {gen:32 | state:8 | slot:24} ------------------- */
 /* gen is bumped each time the record is claimed, so a stale handle or a stale
@@ -234,10 +235,44 @@ struct pr_header {
     uint32_t pad2;
     uint64_t reaper_last_sweep_ns, reaper_sweeps;
 
+    /* reaper: one per segment, proven alive by its process slot's OFD lock */
+    uint64_t reaper_owner; /* {proc gen : 32 | proc + 1 : 32}, 0 = none */
+    uint64_t reaper_expired, reaper_reclaimed, reaper_lapped;
+    char reaper_socket[108];
+
     /* event ring positions */
     uint64_t ring_tail __attribute__((aligned(PR_CACHELINE)));
-    uint64_t ring_waiters;
+    uint32_t ring_waiters __attribute__((aligned(PR_CACHELINE))); /* subscribers armed to wait */
+    uint32_t pad3;
+    struct pr_sub {
+        uint64_t owner;   /* {proc gen : 32 | proc + 1 : 32}, 0 = free */
+        uint32_t waiting; /* armed: wants an eventfd wake-up */
+        uint32_t lapped;  /* times it was lapped */
+        uint64_t pos;     /* its read position (for presencectl) */
+    } subs[PR_NSUBS];
 } __attribute__((aligned(PR_CACHELINE)));
+
+/* The event ring: entries of 64 bytes, a record spans 1..PR_RING_MAXENT
+ * consecutive entries (wrapping freely). An entry's stamp is its absolute
+ * position + 1 once committed (PR_RING_START on a record's first entry), or
+ * PR_RING_WRITING | producer process + 1 while it is being written. */
+#define PR_RING_START   (1ull << 62)
+#define PR_RING_WRITING (1ull << 63)
+#define PR_RING_POSMASK (PR_RING_START - 1)
+#define PR_RING_DATA    56u
+#define PR_RING_MAXENT  15u
+struct pr_ring_entry {
+    uint64_t stamp;
+    uint8_t data[PR_RING_DATA];
+};
+struct pr_ring_hdr { /* at the start of a record's data */
+    uint64_t time_ns;  /* CLOCK_REALTIME */
+    uint32_t occupancy;
+    uint16_t type, reason, nentries, room_len, conn_len, user_len;
+    uint32_t pad;
+};
+_Static_assert(sizeof(struct pr_ring_entry) == 64, "ring entry");
+_Static_assert(sizeof(struct pr_ring_hdr) == 32, "ring record header");
 
 _Static_assert(sizeof(struct pr_rec) == 24, "pr_rec");
 _Static_assert(sizeof(struct pr_pres) == 64, "presence record is 64 bytes");

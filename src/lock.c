@@ -43,3 +43,36 @@ void pr__unlock(pthread_mutex_t *m)
 {
     pthread_mutex_unlock(m);
 }
+
+/* ---- test-only crash injection ----------------------------------------- */
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+int pr__kill_armed;
+static char kill_name[64];
+static long kill_countdown;
+
+void pr__kill_point_init(void)
+{
+    const char *e = getenv("PRESENCE_TEST_KILL_AT");
+    if (!e || !*e)
+        return;
+    const char *colon = strchr(e, ':');
+    size_t n = colon ? (size_t) (colon - e) : strlen(e);
+    if (n >= sizeof kill_name)
+        return;
+    memcpy(kill_name, e, n);
+    kill_name[n] = '\0';
+    kill_countdown = colon ? strtol(colon + 1, NULL, 10) : 1;
+    if (kill_countdown < 1)
+        kill_countdown = 1;
+    pr__kill_armed = 1;
+}
+
+void pr__kill_point_hit(const char *name)
+{
+    if (strcmp(name, kill_name) == 0 && __atomic_sub_fetch(&kill_countdown, 1, __ATOMIC_SEQ_CST) == 0)
+        raise(SIGKILL);
+}

@@ -79,8 +79,10 @@ static void retire_rec(struct presence *p, unsigned kind, uint32_t idx)
     unsigned s = PR_ST_STATE(st);
     if (s != PR_DEAD && s != PR_CLAIMED)
         return;
-    if (pr_cas(&r->state, st, PR_ST(PR_ST_GEN(st), PR_RETIRED, PR_ST_SLOT(st))))
+    if (pr_cas(&r->state, st, PR_ST(PR_ST_GEN(st), PR_RETIRED, PR_ST_SLOT(st)))) {
+        PR_KILL_POINT("retire");
         pr__retire(p, PR_ITEM(kind, idx));
+    }
 }
 
 static void mark_dead(struct presence *p, struct pr_rec *r)
@@ -286,6 +288,7 @@ static int64_t conn_get_or_create(struct presence *p, const struct pr_name *cn,
     pr_store(&c->last_seen, pr__now_ns());
     uint64_t st = pr_load(&c->h.state);
     pr_store(&c->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
+    PR_KILL_POINT("create_conn");
     if (un) {
         rc = pr__stripe_lock(p, PR_T_USER, un->hash);
         if (rc == 0) {
@@ -453,6 +456,7 @@ static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uin
     }
     if (next)
         next->room_prev = q->room_prev;
+    PR_KILL_POINT("unlink");
     /* connection list: short, walk it */
     uint32_t *slot = &c->presences;
     for (uint32_t steps = 0; *slot != 0 && steps <= p->h->cap_pres; steps++) {
@@ -615,10 +619,12 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
                 first->room_prev = (uint32_t) pi + 1;
         }
         pr_store(&r->members, (uint32_t) pi + 1);
+        PR_KILL_POINT("link");
         q->conn_next = c->presences;
         pr_store(&c->presences, (uint32_t) pi + 1);
         uint64_t st = pr_load(&q->h.state);
         pr_store(&q->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
+        PR_KILL_POINT("counter");
         r->occupancy++;
         r->anonymous += q->h.aux;
         c->npres++;
@@ -944,6 +950,7 @@ int presence_set_state(presence_t *p, const char *const *rooms, size_t nrooms,
                 b->owner = PR_ITEM(PR_K_PRES, (uint32_t) pi);
                 room_write_begin(r);
                 uint32_t old = pr_xchg(&q->state_blob, refs[i]);
+                PR_KILL_POINT("state_swap");
                 room_write_end(r);
                 pr__emit(p, PR_EV_STATE_CHANGE, (uint32_t) ri, (uint32_t) ci, r->occupancy);
                 pr__unlock(&r->lock);

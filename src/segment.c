@@ -439,6 +439,7 @@ int presence_open(const char *name, const presence_options_t *opts, presence_t *
     pr__test_no_tags = getenv("PRESENCE_TEST_NO_TAGS") != NULL;
     pr__test_eager_free = getenv("PRESENCE_TEST_EAGER_FREE") != NULL;
     pr__test_poison = getenv("PRESENCE_TEST_POISON") != NULL;
+    pr__kill_point_init();
 
     if (opts->flags & PRESENCE_CREATE) {
         if (rdonly)
@@ -499,13 +500,18 @@ int presence_open(const char *name, const presence_options_t *opts, presence_t *
         goto fail;
     }
     pthread_mutex_init(&p->local, NULL);
+    pthread_mutex_init(&p->ipc_lock, NULL);
+    p->ipc_fd = p->doorbell_fd = -1;
     if (!rdonly) {
         rc = claim_proc(p);
         if (rc) {
             pthread_key_delete(p->tls_key);
             pthread_mutex_destroy(&p->local);
+            pthread_mutex_destroy(&p->ipc_lock);
             goto fail;
         }
+        /* Best effort: a running reaper learns of our death through our pidfd. */
+        (void) pr__ipc_register(p);
     }
     *out = p;
     return 0;
@@ -521,7 +527,9 @@ void presence_close(presence_t *p)
 {
     if (!p)
         return;
+    pr__ipc_close(p);
     if (!p->rdonly) {
+        presence_reaper_release(p);
         pr__readers_release(p);
         struct pr_proc *pp = pr__proc(p, p->proc);
         if (pp)
@@ -535,6 +543,7 @@ void presence_close(presence_t *p)
     }
     pthread_key_delete(p->tls_key);
     pthread_mutex_destroy(&p->local);
+    pthread_mutex_destroy(&p->ipc_lock);
     free(p->sweep_items);
     free(p->sweep_states);
     munmap(p->base, p->size);

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- help and usage ------------------------------------------------------------ */
+/* ---- help and usage ------------------------------------------------------------------ */
 
 void ctl_print_usage(const struct ctl *c, const struct ctl_cmd *cmd)
 {
@@ -47,7 +47,7 @@ int ctl_usage_error(struct ctl *c, const char *fmt, ...)
     return CTL_USAGE;
 }
 
-/* ---- getopt --------------------------------------------------------------------- */
+/* ---- getopt -------------------------------------------------------------------------- */
 
 int ctl_getopt(struct ctl *c, int argc, char **argv, const char *shortopts,
                const struct option *longopts)
@@ -83,7 +83,7 @@ int ctl_getopt(struct ctl *c, int argc, char **argv, const char *shortopts,
     }
 }
 
-/* ---- value parsers ------------------------------------------------------------------ */
+/* ---- value parsers ------------------------------------------------------------------- */
 
 /* Unsigned integer with an optional binary suffix (K, M, G, T; optional "iB"/"B"). */
 static int parse_scaled(const char *s, uint64_t *out)
@@ -199,7 +199,7 @@ int ctl_parse_mode(struct ctl *c, const char *opt, const char *s, uint32_t *out)
     return 0;
 }
 
-/* ---- string vectors ----------------------------------------------------------------- */
+/* ---- string vectors ------------------------------------------------------------------ */
 
 void ctl_strv_push(struct ctl_strv *sv, const char *s)
 {

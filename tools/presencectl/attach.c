@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- memory ----------------------------------------------------------------------- */
+/* ---- memory -------------------------------------------------------------------------- */
 
 _Noreturn void ctl_oom(void)
 {
@@ -45,7 +45,7 @@ char *ctl_xstrdup(const char *s)
     return d;
 }
 
-/* ---- attaching ------------------------------------------------------------------------ */
+/* ---- attaching ----------------------------------------------------------------------- */
 
 int ctl_open(struct ctl *c, bool write, presence_t **out)
 {
@@ -64,7 +64,7 @@ int ctl_open(struct ctl *c, bool write, presence_t **out)
     return CTL_ERROR;
 }
 
-/* ---- errors ----------------------------------------------------------------------------- */
+/* ---- errors -------------------------------------------------------------------------- */
 
 int ctl_error(const struct ctl *c, const char *fmt, ...)
 {
@@ -101,8 +101,7 @@ static int name_message(const struct ctl *c, const char *label, const char *name
     if (rc == PRESENCE_ENAMELEN && len == 0)
         return ctl_error(c, "%s name is empty", label);
     if (rc == PRESENCE_ENAMELEN)
-        return ctl_error(c, "%s name is longer than %d bytes (%zu)", label, PRESENCE_NAME_MAX,
-                         len);
+        return ctl_error(c, "%s name is longer than %d bytes (%zu)", label, PRESENCE_NAME_MAX, len);
     const char *msg = presence_strerror(rc); /* "name is not valid UTF-8" */
     if (strncmp(msg, "name ", 5) == 0)
         return ctl_error(c, "%s %s", label, msg);

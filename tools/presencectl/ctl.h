@@ -31,12 +31,11 @@ enum { CTL_OK = 0, CTL_ERROR = 1, CTL_USAGE = 2 };
 /* Option values of the long-only options every command accepts. */
 enum { CTL_OPT_JSON = 0x100, CTL_OPT_FIRST_FREE = 0x110 };
 
-/* Entries every command's long-option table ends with. */
-#define CTL_COMMON_LONGOPTS                                                                        \
-    {"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, CTL_OPT_JSON},                   \
-    {                                                                                              \
-        NULL, 0, NULL, 0                                                                           \
-    }
+/* The entries every command's long-option table ends with, terminator included. */
+/* clang-format off */
+#define CTL_COMMON_LONGOPTS \
+    {"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, CTL_OPT_JSON}, {NULL, 0, NULL, 0}
+/* clang-format on */
 
 struct ctl;
 
@@ -60,7 +59,7 @@ struct ctl {
     int stop;                  /* exit status when ctl_getopt() answered CTL_STOP */
 };
 
-/* ---- commands (cmd_*.c) ----------------------------------------------------- */
+/* ---- commands (cmd_*.c) -------------------------------------------------------------- */
 extern const struct ctl_cmd ctl_cmd_create, ctl_cmd_destroy, ctl_cmd_stat, ctl_cmd_check;
 extern const struct ctl_cmd ctl_cmd_rooms, ctl_cmd_here_now, ctl_cmd_where_now, ctl_cmd_users;
 extern const struct ctl_cmd ctl_cmd_get_state, ctl_cmd_set_state;
@@ -69,7 +68,19 @@ extern const struct ctl_cmd ctl_cmd_prune, ctl_cmd_prune_rooms;
 extern const struct ctl_cmd ctl_cmd_group, ctl_cmd_dump;
 extern const struct ctl_cmd ctl_cmd_watch, ctl_cmd_top, ctl_cmd_procs;
 
-/* ---- options and values (args.c) --------------------------------------------- */
+/* ---- shared by commands (cmd_query.c) ------------------------------------------------ */
+
+/* The PubNub-shaped here-now document: {"total_channels", "total_occupancy",
+ * "channels": {ROOM: {"occupancy", "occupants": [{"uuid"[, "conn"][, "state"]}]}}}.
+ * Occupants are listed when @uuids; "state" (an object) when @state and set;
+ * "conn" (the connection id) when @conns. */
+json_t *ctl_here_now_json(const presence_here_now_t *hn, bool uuids, bool state, bool conns);
+/* A one-column list: a table with @header, raw lines, or JSON {key: arg, listkey: [...]}
+ * (key NULL: no such member). */
+int ctl_print_strlist(const struct ctl *c, const presence_strlist_t *l, const char *header,
+                      const char *key, const char *arg, const char *listkey);
+
+/* ---- options and values (args.c) ----------------------------------------------------- */
 
 /* getopt_long() over a command's argv (argv[0] = its name), GNU order (options may
  * follow positionals). Handles -h/--help (prints the help on stdout) and --json
@@ -97,7 +108,7 @@ struct ctl_strv {
 void ctl_strv_push(struct ctl_strv *sv, const char *s);
 void ctl_strv_free(struct ctl_strv *sv);
 
-/* ---- attaching and errors (attach.c) -------------------------------------------- */
+/* ---- attaching and errors (attach.c) ------------------------------------------------- */
 
 /* Attaches c->segment: read-only (PRESENCE_RDONLY, never writes) or read-write.
  * On failure prints "presencectl: segment 'x' ..." and returns CTL_ERROR. */
@@ -118,7 +129,7 @@ void *ctl_xmalloc(size_t n);
 void *ctl_xrealloc(void *ptr, size_t n);
 char *ctl_xstrdup(const char *s);
 
-/* ---- output (out.c) ---------------------------------------------------------------- */
+/* ---- output (out.c) ------------------------------------------------------------------ */
 
 /* Decides table/raw mode and colours from stdout and the environment. */
 void ctl_out_init(struct ctl *c);

@@ -1,0 +1,435 @@
+/*
+ * ring.c -- the event ring and subscriptions.
+ *
+ * Every change goes through pr__emit(): one global order, producers in any
+ * process, never waiting for anyone.
+ *   - claim: pos = fetch_add(ring_tail, k) reserves k entries of 64 bytes;
+ *   - write: each entry's stamp becomes WRITING|producer, then its data is
+ *     written, then its stamp becomes pos+i+1 (START on the first): a store
+ *     with release ordering, so a reader that sees the stamp sees the data;
+ *   - wake: a full fence, then, if a subscriber is armed, the reaper's doorbell.
+ * A reader at position r copies a record only between two reads of each
+ * entry's stamp that both say "r+i+1": anything else is "not yet" (older
+ * stamp), "lapped" (newer stamp, or the tail is a whole ring ahead), or a gap
+ * left by a producer that died between claim and commit: a WRITING stamp of a
+ * dead process, or an entry still unwritten while later records are committed
+ * for PR_GAP_NS, is skipped to the next record start. So a dead producer never
+ * blocks anyone, and a slow subscriber never slows producers.
+ *
+ * Wake-ups (design-anchors §4.8): a subscriber that finds nothing arms itself
+ * (waiting = 1, ring_waiters++), fences, and looks again before reporting
+ * "none"; a producer publishes, fences, and rings only if ring_waiters != 0. At
+ * least one of the two sees the other. The reaper disarms and writes the
+ * eventfd of each armed subscriber that is behind.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define PR_GAP_NS 500000000ull /* an unwritten entry this old, with later ones written, is a dead claim */
+
+struct presence_sub {
+    struct presence *p;
+    uint32_t slot;
+    int efd;
+    uint64_t pos;
+    bool armed;
+    uint64_t reaper; /* reaper_owner we registered our eventfd with */
+    char *filter;
+    size_t filter_len;
+    uint64_t gap_pos, gap_since; /* a stalled entry and since when */
+    char buf[3 * 256 + PR_RING_DATA * PR_RING_MAXENT];
+};
+
+static struct pr_ring_entry *ring_entry(const struct presence *p, uint64_t pos)
+{
+    return PR_REGION(p, off_ring, struct pr_ring_entry) + (pos & (p->h->ring_entries - 1));
+}
+
+const char *presence_event_name(int type)
+{
+    static const char *names[] = {"unknown",      "join",         "leave",       "timeout",
+                                  "owner_died",   "state_change", "room_created", "room_deleted"};
+    return type >= 1 && type <= 7 ? names[type] : names[0];
+}
+
+/* ---- producing ------------------------------------------------------------ */
+
+static void put_bytes(struct presence *p, uint64_t pos, size_t off, const void *src, size_t n)
+{
+    const uint8_t *s = src;
+    while (n > 0) {
+        struct pr_ring_entry *e = ring_entry(p, pos + off / PR_RING_DATA);
+        size_t in = off % PR_RING_DATA, take = PR_RING_DATA - in;
+        if (take > n)
+            take = n;
+        memcpy(e->data + in, s, take);
+        s += take;
+        off += take;
+        n -= take;
+    }
+}
+
+void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32_t conn,
+              uint32_t occupancy)
+{
+    struct pr_header *h = p->h;
+    const char *rn = "", *cn = "", *un = "";
+    uint32_t rl = 0, cl = 0, ul = 0;
+    struct pr_room *r = pr__room(p, room);
+    struct pr_conn *c = pr__conn(p, conn);
+    if (r && !(rn = pr__blob_get(p, r->name_blob, &rl)))
+        rn = "", rl = 0;
+    if (c) {
+        if (!(cn = pr__blob_get(p, c->name_blob, &cl)))
+            cn = "", cl = 0;
+        if (c->user_len == 0 || !(un = pr__blob_get(p, c->user_blob, &ul)))
+            un = "", ul = 0;
+    }
+    struct pr_ring_hdr rh;
+    memset(&rh, 0, sizeof rh);
+    size_t total = sizeof rh + rl + cl + ul;
+    uint32_t k = (uint32_t) ((total + PR_RING_DATA - 1) / PR_RING_DATA);
+    rh.time_ns = pr__realtime_ns();
+    rh.occupancy = occupancy;
+    rh.type = (uint16_t) type;
+    rh.reason = (type == PR_EV_LEAVE || type == PR_EV_TIMEOUT || type == PR_EV_OWNER_DIED ||
+                 type == PR_EV_ROOM_DELETED)
+                    ? (uint16_t) type
+                    : 0;
+    rh.nentries = (uint16_t) k;
+    rh.room_len = (uint16_t) rl;
+    rh.conn_len = (uint16_t) cl;
+    rh.user_len = (uint16_t) ul;
+
+    uint64_t pos = pr_fetch_add(&h->ring_tail, (uint64_t) k);
+    PR_KILL_POINT("ring_claim");
+    for (uint32_t i = 0; i < k; i++)
+        pr_store(&ring_entry(p, pos + i)->stamp, PR_RING_WRITING | (p->proc + 1));
+    pr_barrier();
+    put_bytes(p, pos, 0, &rh, sizeof rh);
+    put_bytes(p, pos, sizeof rh, rn, rl);
+    put_bytes(p, pos, sizeof rh + rl, cn, cl);
+    put_bytes(p, pos, sizeof rh + rl + cl, un, ul);
+    PR_KILL_POINT("ring_commit");
+    for (uint32_t i = k; i-- > 0;) /* first entry last: its START publishes the record */
+        pr_store(&ring_entry(p, pos + i)->stamp, (pos + i + 1) | (i == 0 ? PR_RING_START : 0));
+    pr_smp_mb();
+    if (PR_UNLIKELY(pr_load(&h->ring_waiters) != 0))
+        pr__doorbell(p);
+}
+
+/* ---- subscribing ------------------------------------------------------------ */
+
+static uint64_t me_word(const struct presence *p)
+{
+    return ((uint64_t) p->proc_gen << 32) | (p->proc + 1);
+}
+
+/* Whether the record starting at @pos is committed (START stamp for pos). */
+static bool is_start(const struct presence *p, uint64_t pos)
+{
+    return pr_load(&ring_entry(p, pos)->stamp) == ((pos + 1) | PR_RING_START);
+}
+
+int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room, presence_sub_t **out)
+{
+    size_t fl = 0;
+    if (room) {
+        int rc = pr__validate_name(room, &fl);
+        if (rc)
+            return rc;
+    }
+    struct pr_header *h = p->h;
+    uint64_t tail = pr_load(&h->ring_tail);
+    if (from_seq != PRESENCE_SEQ_NOW) {
+        if (from_seq > tail)
+            return -EINVAL;
+        if (tail - from_seq > h->ring_entries - PR_RING_MAXENT)
+            return PRESENCE_ELAPPED;
+        if (from_seq < tail && !is_start(p, from_seq))
+            return -EINVAL;
+    }
+    presence_sub_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->p = p;
+    s->pos = from_seq == PRESENCE_SEQ_NOW ? tail : from_seq;
+    s->slot = UINT32_MAX;
+    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->efd < 0) {
+        int rc = -errno;
+        free(s);
+        return rc;
+    }
+    if (room && !(s->filter = strdup(room))) {
+        close(s->efd);
+        free(s);
+        return -ENOMEM;
+    }
+    s->filter_len = fl;
+    if (p->rdonly) { /* an inspector: no slot, no wake-ups, it polls */
+        *out = s;
+        return 0;
+    }
+    for (uint32_t i = 0; i < PR_NSUBS; i++) {
+        if (pr_load(&h->subs[i].owner) == 0 && pr_cas(&h->subs[i].owner, 0, me_word(p))) {
+            s->slot = i;
+            break;
+        }
+    }
+    if (s->slot == UINT32_MAX) {
+        close(s->efd);
+        free(s->filter);
+        free(s);
+        return PRESENCE_ENOSUBS;
+    }
+    h->subs[s->slot].waiting = 0;
+    h->subs[s->slot].lapped = 0;
+    pr_store(&h->subs[s->slot].pos, s->pos);
+    s->reaper = pr_load(&h->reaper_owner);
+    if (pr__ipc_subscribe(p, s->slot, s->efd) != 0)
+        s->reaper = 0; /* no reaper now: retried when arming */
+    *out = s;
+    return 0;
+}
+
+int presence_sub_fd(const presence_sub_t *s)
+{
+    return s->efd;
+}
+
+uint64_t presence_sub_position(const presence_sub_t *s)
+{
+    return s->pos;
+}
+
+/* Our slot in the segment, or NULL for a read-only subscription. */
+static struct pr_sub *sub_slot(presence_sub_t *s)
+{
+    return s->slot < PR_NSUBS ? &s->p->h->subs[s->slot] : NULL;
+}
+
+static void disarm(presence_sub_t *s)
+{
+    struct pr_sub *ss = sub_slot(s);
+    if (ss && s->armed) {
+        s->armed = false;
+        if (pr_xchg(&ss->waiting, 0u) == 1u)
+            pr_fetch_add(&s->p->h->ring_waiters, (uint32_t) -1);
+    }
+}
+
+void presence_sub_close(presence_sub_t *s)
+{
+    if (!s)
+        return;
+    disarm(s);
+    if (sub_slot(s))
+        pr_store(&sub_slot(s)->owner, 0);
+    close(s->efd);
+    free(s->filter);
+    free(s);
+}
+
+/* Skips from s->pos to the next committed record start at or before @tail. */
+static void skip_to_start(presence_sub_t *s, uint64_t tail)
+{
+    while (s->pos < tail && !is_start(s->p, s->pos))
+        s->pos++;
+}
+
+enum { RD_EVENT = 1, RD_NONE = 0, RD_LAPPED = -1, RD_GAP = -2 };
+
+/* Reads the record at s->pos into s->buf / *ev. */
+static int read_record(presence_sub_t *s, uint64_t tail, presence_event_t *ev)
+{
+    struct presence *p = s->p;
+    uint64_t r = s->pos;
+    struct pr_ring_entry *e0 = ring_entry(p, r);
+    uint64_t st = pr_load(&e0->stamp);
+    if (st != ((r + 1) | PR_RING_START)) {
+        if (!(st & PR_RING_WRITING) && (st & PR_RING_POSMASK) > r + 1)
+            return RD_LAPPED; /* overwritten by a later lap */
+        if (!(st & PR_RING_WRITING) && (st & PR_RING_POSMASK) == r + 1)
+            return RD_GAP; /* a continuation entry: we are misaligned */
+        /* Not committed yet. A dead producer's claim is skipped. */
+        bool dead = false;
+        if (st & PR_RING_WRITING) {
+            uint32_t proc1 = (uint32_t) (st & 0xffffffffu);
+            struct pr_proc *pp = proc1 ? pr__proc(p, proc1 - 1) : NULL;
+            dead = !pp || !pr__proc_alive(p, proc1 - 1, (uint32_t) (pr_load(&pp->owner) >> 32)) ||
+                   (uint32_t) pr_load(&pp->owner) == 0;
+        }
+        if (!dead && tail > r + PR_RING_MAXENT) {
+            uint64_t now = pr__now_ns();
+            if (s->gap_pos != r) {
+                s->gap_pos = r;
+                s->gap_since = now;
+            } else if (now - s->gap_since > PR_GAP_NS) {
+                dead = true;
+            }
+        }
+        return dead ? RD_GAP : RD_NONE;
+    }
+    pr_smp_mb();
+    struct pr_ring_hdr rh;
+    memcpy(&rh, e0->data, sizeof rh);
+    uint32_t k = rh.nentries;
+    size_t names = (size_t) rh.room_len + rh.conn_len + rh.user_len;
+    if (k == 0 || k > PR_RING_MAXENT || rh.room_len > 255 || rh.conn_len > 255 ||
+        rh.user_len > 255 || sizeof rh + names > (size_t) k * PR_RING_DATA)
+        return pr_load(&e0->stamp) == st ? RD_GAP : RD_LAPPED;
+    for (uint32_t i = 1; i < k; i++)
+        if (pr_load(&ring_entry(p, r + i)->stamp) != r + i + 1)
+            return RD_LAPPED; /* committed records are whole; a mismatch is a lap */
+    /* copy the names */
+    size_t off = sizeof rh, done = 0;
+    while (done < names) {
+        struct pr_ring_entry *e = ring_entry(p, r + (off + done) / PR_RING_DATA);
+        size_t in = (off + done) % PR_RING_DATA, take = PR_RING_DATA - in;
+        if (take > names - done)
+            take = names - done;
+        memcpy(s->buf + done, e->data + in, take);
+        done += take;
+    }
+    pr_smp_mb();
+    for (uint32_t i = 0; i < k; i++) /* still ours after the copy? */
+        if ((pr_load(&ring_entry(p, r + i)->stamp) & ~PR_RING_START) != r + i + 1)
+            return RD_LAPPED;
+    /* lay the three strings out NUL-terminated */
+    char *room = s->buf + names + 3, *conn, *user;
+    memmove(room, s->buf, rh.room_len);
+    room[rh.room_len] = '\0';
+    conn = room + rh.room_len + 1;
+    memmove(conn, s->buf + rh.room_len, rh.conn_len);
+    conn[rh.conn_len] = '\0';
+    user = conn + rh.conn_len + 1;
+    memmove(user, s->buf + rh.room_len + rh.conn_len, rh.user_len);
+    user[rh.user_len] = '\0';
+    ev->seq = r;
+    ev->time_ns = rh.time_ns;
+    ev->type = rh.type;
+    ev->reason = rh.reason;
+    ev->occupancy = rh.occupancy;
+    ev->room = room;
+    ev->conn = conn;
+    ev->user = user;
+    s->pos = r + k;
+    return RD_EVENT;
+}
+
+static void note_lapped(presence_sub_t *s)
+{
+    struct pr_sub *ss = sub_slot(s);
+    if (ss) {
+        pr_fetch_add(&ss->lapped, 1u);
+        pr_fetch_add(&s->p->h->reaper_lapped, 1);
+        pr_store(&ss->pos, s->pos);
+    }
+}
+
+int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
+{
+    struct presence *p = s->p;
+    struct pr_header *h = p->h;
+    uint64_t drain;
+    if (read(s->efd, &drain, sizeof drain) < 0) {
+        /* EAGAIN: no wake-up pending */
+    }
+    for (unsigned rounds = 0; rounds < 1000000; rounds++) {
+        uint64_t tail = pr_load(&h->ring_tail);
+        if (tail - s->pos > h->ring_entries - PR_RING_MAXENT && tail > s->pos) {
+            /* a whole ring behind: continue from the oldest safe record */
+            s->pos = tail - (h->ring_entries - PR_RING_MAXENT);
+            skip_to_start(s, tail);
+            note_lapped(s);
+            return PRESENCE_ELAPPED;
+        }
+        int rc = s->pos < tail ? read_record(s, tail, ev) : RD_NONE;
+        if (rc == RD_EVENT) {
+            disarm(s);
+            if (sub_slot(s))
+                pr_store(&sub_slot(s)->pos, s->pos);
+            if (s->filter && (strlen(ev->room) != s->filter_len || strcmp(ev->room, s->filter) != 0))
+                continue;
+            return 1;
+        }
+        if (rc == RD_LAPPED) {
+            s->pos = pr_load(&h->ring_tail);
+            s->pos = s->pos > h->ring_entries - PR_RING_MAXENT
+                         ? s->pos - (h->ring_entries - PR_RING_MAXENT)
+                         : 0;
+            skip_to_start(s, pr_load(&h->ring_tail));
+            note_lapped(s);
+            return PRESENCE_ELAPPED;
+        }
+        if (rc == RD_GAP) {
+            s->pos++;
+            skip_to_start(s, tail);
+            continue;
+        }
+        /* none yet: arm, fence, look once more (the producer fences too) */
+        if (!s->armed && sub_slot(s)) {
+            if (pr_load(&h->reaper_owner) != s->reaper) {
+                s->reaper = pr_load(&h->reaper_owner);
+                if (pr__ipc_subscribe(p, s->slot, s->efd) != 0)
+                    s->reaper = 0;
+            }
+            s->armed = true;
+            pr_store(&h->subs[s->slot].pos, s->pos);
+            if (pr_xchg(&h->subs[s->slot].waiting, 1u) == 0u)
+                pr_fetch_add(&h->ring_waiters, 1u);
+            pr_smp_mb();
+            continue;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+/* ---- the reaper's side ------------------------------------------------------ */
+
+int presence_reaper_wake(presence_t *p, void (*wake)(void *ctx, uint32_t slot), void *ctx)
+{
+    struct pr_header *h = p->h;
+    uint64_t tail = pr_load(&h->ring_tail);
+    int n = 0;
+    for (uint32_t i = 0; i < PR_NSUBS; i++) {
+        struct pr_sub *ss = &h->subs[i];
+        if (pr_load(&ss->waiting) == 0 || pr_load(&ss->owner) == 0)
+            continue;
+        if (pr_load(&ss->pos) >= tail)
+            continue;
+        if (pr_xchg(&ss->waiting, 0u) == 1u) {
+            pr_fetch_add(&h->ring_waiters, (uint32_t) -1);
+            wake(ctx, i);
+            n++;
+        }
+    }
+    return n;
+}
+
+int presence_reaper_sub_alive(presence_t *p, uint32_t slot)
+{
+    if (slot >= PR_NSUBS)
+        return 0;
+    uint64_t owner = pr_load(&p->h->subs[slot].owner);
+    return owner != 0 && pr__proc_alive(p, (uint32_t) owner - 1, (uint32_t) (owner >> 32));
+}
+
+void pr__subs_collect(struct presence *p)
+{
+    struct pr_header *h = p->h;
+    for (uint32_t i = 0; i < PR_NSUBS; i++) {
+        uint64_t owner = pr_load(&h->subs[i].owner);
+        if (owner == 0 || pr__proc_alive(p, (uint32_t) owner - 1, (uint32_t) (owner >> 32)))
+            continue;
+        if (pr_xchg(&h->subs[i].waiting, 0u) == 1u)
+            pr_fetch_add(&h->ring_waiters, (uint32_t) -1);
+        pr_cas(&h->subs[i].owner, owner, 0);
+    }
+}

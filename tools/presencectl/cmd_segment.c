@@ -1,0 +1,424 @@
+/*
+ * cmd_segment.c -- presencectl: the segment as a whole. `create` and `destroy`
+ * (its lifecycle), `stat` (capacities, counts, processes, reaper and ring, from
+ * presence_stats() and presence_get_options()) and `check` (presence_check():
+ * exit 0 when consistent, 1 with one line per violation).
+ */
+#include "ctl.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- create -------------------------------------------------------------------------- */
+
+enum {
+    OPT_ROOMS = CTL_OPT_FIRST_FREE,
+    OPT_CONNS,
+    OPT_PRES,
+    OPT_GROUPS,
+    OPT_GMEMBERS,
+    OPT_ARENA,
+    OPT_RING,
+    OPT_PROCS,
+    OPT_READERS,
+    OPT_STATE_MAX,
+    OPT_MAX_AGE,
+    OPT_MODE,
+    OPT_FORCE,
+};
+
+static int create_option(struct ctl *c, int o, presence_options_t *opts)
+{
+    uint64_t v = 0;
+    int rc = 0;
+    switch (o) {
+    case OPT_ROOMS:
+        return ctl_parse_u32(c, "--rooms", optarg, &opts->rooms);
+    case OPT_CONNS:
+        return ctl_parse_u32(c, "--connections", optarg, &opts->connections);
+    case OPT_PRES:
+        return ctl_parse_u32(c, "--presences", optarg, &opts->presences);
+    case OPT_GROUPS:
+        return ctl_parse_u32(c, "--groups", optarg, &opts->groups);
+    case OPT_GMEMBERS:
+        return ctl_parse_u32(c, "--group-members", optarg, &opts->group_members);
+    case OPT_ARENA:
+        return ctl_parse_size(c, "--arena", optarg, &opts->arena_bytes);
+    case OPT_RING:
+        return ctl_parse_u32(c, "--ring", optarg, &opts->ring_entries);
+    case OPT_PROCS:
+        return ctl_parse_u32(c, "--procs", optarg, &opts->procs);
+    case OPT_READERS:
+        return ctl_parse_u32(c, "--readers", optarg, &opts->readers);
+    case OPT_STATE_MAX:
+        rc = ctl_parse_size(c, "--state-max", optarg, &v);
+        if (rc == 0 && v > UINT32_MAX)
+            rc = ctl_usage_error(c, "--state-max: '%s' is too large", optarg);
+        opts->state_max = (uint32_t) v;
+        return rc;
+    case OPT_MAX_AGE:
+        return ctl_parse_duration_ms(c, "--max-age", optarg, &opts->max_age_ms);
+    case OPT_MODE:
+        return ctl_parse_mode(c, "--mode", optarg, &opts->mode);
+    default:
+        return c->stop;
+    }
+}
+
+static int cmd_create(struct ctl *c, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"rooms", required_argument, NULL, OPT_ROOMS},
+        {"connections", required_argument, NULL, OPT_CONNS},
+        {"presences", required_argument, NULL, OPT_PRES},
+        {"groups", required_argument, NULL, OPT_GROUPS},
+        {"group-members", required_argument, NULL, OPT_GMEMBERS},
+        {"arena", required_argument, NULL, OPT_ARENA},
+        {"ring", required_argument, NULL, OPT_RING},
+        {"procs", required_argument, NULL, OPT_PROCS},
+        {"readers", required_argument, NULL, OPT_READERS},
+        {"state-max", required_argument, NULL, OPT_STATE_MAX},
+        {"max-age", required_argument, NULL, OPT_MAX_AGE},
+        {"mode", required_argument, NULL, OPT_MODE},
+        CTL_COMMON_LONGOPTS,
+    };
+    presence_options_t opts;
+    presence_options_init(&opts);
+    int o;
+    while ((o = ctl_getopt(c, argc, argv, "", longopts)) != -1) {
+        int rc = create_option(c, o, &opts);
+        if (rc != 0 || o == CTL_STOP)
+            return o == CTL_STOP ? c->stop : rc;
+    }
+    if (optind < argc)
+        return ctl_usage_error(c, "unexpected argument '%s' (the segment is named by -s)",
+                               argv[optind]);
+    opts.flags = PRESENCE_CREATE | PRESENCE_EXCL;
+    presence_t *p = NULL;
+    int rc = presence_open(c->segment, &opts, &p);
+    if (rc == -EEXIST)
+        return ctl_error(c, "segment '%s' already exists", c->segment);
+    if (rc < 0)
+        return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
+    presence_stats_t st;
+    rc = presence_stats(p, &st);
+    presence_close(p);
+    if (rc < 0)
+        return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
+    if (c->json) {
+        json_t *doc = json_object();
+        ctl_json_set(doc, "segment", ctl_json_str(c->segment));
+        ctl_json_set(doc, "created", json_true());
+        ctl_json_set(doc, "segment_bytes", ctl_json_u64(st.segment_bytes));
+        return ctl_json_print(c, doc);
+    }
+    if (c->tty) {
+        char size[32];
+        printf("Created segment '%s' (%s): %" PRIu32 " rooms, %" PRIu32 " connections, %" PRIu32
+               " presences.\n",
+               c->segment, ctl_fmt_bytes(size, sizeof size, st.segment_bytes), st.rooms_cap,
+               st.connections_cap, st.presences_cap);
+    }
+    return CTL_OK;
+}
+
+const struct ctl_cmd ctl_cmd_create = {
+    "create",
+    cmd_create,
+    "[--rooms N] [--connections N] [--presences N] [--groups N] [--arena BYTES] [--ring N]\n"
+    "       [--max-age S] [--mode OCTAL] [--group-members N] [--procs N] [--readers N]\n"
+    "       [--state-max BYTES]",
+    "Create the segment (fails if it exists)",
+    "Capacities are fixed at creation. Counts and sizes accept K, M, G suffixes\n"
+    "(powers of 1024); durations are seconds, or take ms, s, m, h.\n"
+    "\n"
+    "  --rooms N           room records (default 4096)\n"
+    "  --connections N     connection records (default 16384)\n"
+    "  --presences N       presence records (default 65536)\n"
+    "  --groups N          group records (default 256)\n"
+    "  --group-members N   rooms in all groups together (default 16384)\n"
+    "  --arena BYTES       bytes for names and state (default 16M)\n"
+    "  --ring N            event ring entries, a power of two (default 65536)\n"
+    "  --procs N           attached-process slots (default 128)\n"
+    "  --readers N         reader (thread) slots (default 512)\n"
+    "  --state-max BYTES   largest state document (default 32K)\n"
+    "  --max-age S         default connection timeout (default 60)\n"
+    "  --mode OCTAL        file mode of the segment (default 0600; umask ignored)\n"
+    "\n"
+    "Example: presencectl -s chat create --rooms 64K --presences 1M --arena 256M\n",
+};
+
+/* ---- destroy ------------------------------------------------------------------------- */
+
+static int cmd_destroy(struct ctl *c, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"force", no_argument, NULL, OPT_FORCE},
+        CTL_COMMON_LONGOPTS,
+    };
+    bool force = false;
+    int o;
+    while ((o = ctl_getopt(c, argc, argv, "f", longopts)) != -1) {
+        if (o == OPT_FORCE || o == 'f')
+            force = true;
+        else
+            return c->stop;
+    }
+    if (optind < argc)
+        return ctl_usage_error(c, "unexpected argument '%s' (the segment is named by -s)",
+                               argv[optind]);
+    /* Look before removing: never unlink an object that is not a presence segment. A
+     * presence segment that cannot be used (old layout, unfinished, corrupt) is exactly
+     * what destroy is for, so only a bad magic stops it. */
+    presence_options_t opts;
+    presence_options_init(&opts);
+    opts.flags = PRESENCE_RDONLY | PRESENCE_ANY_OWNER;
+    opts.attach_timeout_ms = 0;
+    presence_t *p = NULL;
+    uint32_t attached = 0;
+    int rc = presence_open(c->segment, &opts, &p);
+    if (rc == -ENOENT)
+        return ctl_error(c, "segment '%s' does not exist", c->segment);
+    if (rc == PRESENCE_EBADMAGIC && !force)
+        return ctl_error(c, "'%s' is not a presence segment (bad magic); --force removes it anyway",
+                         c->segment);
+    if (rc == 0) {
+        presence_stats_t st;
+        if (presence_stats(p, &st) == 0)
+            attached = st.procs_attached;
+        presence_close(p);
+    }
+    rc = presence_unlink(c->segment);
+    if (rc == -ENOENT)
+        return ctl_error(c, "segment '%s' does not exist", c->segment);
+    if (rc < 0)
+        return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
+    if (c->json) {
+        json_t *doc = json_object();
+        ctl_json_set(doc, "segment", ctl_json_str(c->segment));
+        ctl_json_set(doc, "destroyed", json_true());
+        ctl_json_set(doc, "procs_attached", ctl_json_u64(attached));
+        return ctl_json_print(c, doc);
+    }
+    if (c->tty) {
+        printf("Destroyed segment '%s'.\n", c->segment);
+        if (attached)
+            printf("%" PRIu32 " attached process(es) keep their mapping until they detach.\n",
+                   attached);
+    }
+    return CTL_OK;
+}
+
+const struct ctl_cmd ctl_cmd_destroy = {
+    "destroy",
+    cmd_destroy,
+    "[--force]",
+    "Remove the segment's name (attached processes keep their mapping)",
+    "Refuses an object that is not a presence segment unless --force is given.\n",
+};
+
+/* ---- stat ---------------------------------------------------------------------------- */
+
+/* "3 / 4096 (0.1%)" on a terminal; raw mode and JSON get KEY and CAPKEY (the names
+ * of presence_stats_t). */
+static void usage_pair(const struct ctl *c, struct ctl_kv *kv, json_t *doc, const char *key,
+                       const char *capkey, const char *label, uint64_t used, uint64_t cap,
+                       bool bytes)
+{
+    if (doc) {
+        ctl_json_set(doc, key, ctl_json_u64(used));
+        ctl_json_set(doc, capkey, ctl_json_u64(cap));
+        return;
+    }
+    if (!c->tty) {
+        ctl_kv_add(kv, key, label, "%" PRIu64, used);
+        ctl_kv_add(kv, capkey, label, "%" PRIu64, cap);
+        return;
+    }
+    double pct = cap ? 100.0 * (double) used / (double) cap : 0.0;
+    if (bytes) {
+        char a[32], b[32];
+        ctl_kv_add(kv, key, label, "%s / %s (%.1f%%)", ctl_fmt_bytes(a, sizeof a, used),
+                   ctl_fmt_bytes(b, sizeof b, cap), pct);
+    } else {
+        ctl_kv_add(kv, key, label, "%" PRIu64 " / %" PRIu64 " (%.1f%%)", used, cap, pct);
+    }
+}
+
+/* "running", "not running" (the recorded pid is gone) or "none". */
+static const char *reaper_status(int32_t pid)
+{
+    if (pid <= 0)
+        return "none";
+    if (kill(pid, 0) == 0 || errno == EPERM)
+        return "running";
+    return "not running";
+}
+
+static void one(const struct ctl *c, struct ctl_kv *kv, json_t *doc, const char *key,
+                const char *label, uint64_t v)
+{
+    if (doc)
+        ctl_json_set(doc, key, ctl_json_u64(v));
+    else
+        ctl_kv_add(kv, key, label, "%" PRIu64, v);
+    (void) c;
+}
+
+static int cmd_stat(struct ctl *c, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        CTL_COMMON_LONGOPTS,
+    };
+    if (ctl_getopt(c, argc, argv, "", longopts) != -1)
+        return c->stop;
+    if (optind < argc)
+        return ctl_usage_error(c, "unexpected argument '%s'", argv[optind]);
+    presence_t *p = NULL;
+    if (ctl_open(c, false, &p) != CTL_OK)
+        return CTL_ERROR;
+    presence_stats_t st;
+    presence_options_t opts;
+    int rc = presence_stats(p, &st);
+    presence_get_options(p, &opts);
+    presence_close(p);
+    if (rc < 0)
+        return ctl_fail(c, NULL, rc, NULL);
+
+    json_t *doc = c->json ? json_object() : NULL;
+    struct ctl_kv *kv = doc ? NULL : ctl_kv_new();
+    char buf[64], buf2[32];
+    if (doc) {
+        ctl_json_set(doc, "segment", ctl_json_str(c->segment));
+        ctl_json_set(doc, "segment_bytes", ctl_json_u64(st.segment_bytes));
+    } else {
+        ctl_kv_add(kv, "segment", "Segment", "%s", c->segment);
+        if (c->tty)
+            ctl_kv_add(kv, "segment_bytes", "Size", "%s (%" PRIu64 " bytes)",
+                       ctl_fmt_bytes(buf, sizeof buf, st.segment_bytes), st.segment_bytes);
+        else
+            ctl_kv_add(kv, "segment_bytes", "Size", "%" PRIu64, st.segment_bytes);
+    }
+    usage_pair(c, kv, doc, "rooms", "rooms_cap", "Rooms", st.rooms, st.rooms_cap, false);
+    usage_pair(c, kv, doc, "connections", "connections_cap", "Connections", st.connections,
+               st.connections_cap, false);
+    usage_pair(c, kv, doc, "presences", "presences_cap", "Presences", st.presences,
+               st.presences_cap, false);
+    usage_pair(c, kv, doc, "groups", "groups_cap", "Groups", st.groups, st.groups_cap, false);
+    usage_pair(c, kv, doc, "group_members", "group_members_cap", "Group members", st.group_members,
+               st.group_members_cap, false);
+    usage_pair(c, kv, doc, "arena_used", "arena_cap", "Arena (names, state)", st.arena_used,
+               st.arena_cap, true);
+    one(c, kv, doc, "bytes_per_presence", "Bytes per presence", st.bytes_per_presence);
+    if (st.presences && !doc && c->tty)
+        ctl_kv_add(kv, "arena_per_presence", "Arena bytes per presence", "%.1f (average)",
+                   (double) st.arena_used / (double) st.presences);
+    usage_pair(c, kv, doc, "procs_attached", "procs_cap", "Processes attached", st.procs_attached,
+               st.procs_cap, false);
+    usage_pair(c, kv, doc, "readers_active", "readers_cap", "Reader slots in use",
+               st.readers_active, st.readers_cap, false);
+    if (doc || !c->tty) {
+        one(c, kv, doc, "state_max", "State max", st.state_max);
+        one(c, kv, doc, "max_age_ms", "Max age", st.max_age_ms);
+    } else {
+        ctl_kv_add(kv, "state_max", "State max", "%s",
+                   ctl_fmt_bytes(buf, sizeof buf, st.state_max));
+        ctl_kv_add(kv, "max_age_ms", "Max age", "%s", ctl_fmt_ms(buf2, sizeof buf2, st.max_age_ms));
+    }
+    snprintf(buf, sizeof buf, "%04" PRIo32, opts.mode);
+    if (doc)
+        ctl_json_set(doc, "mode", ctl_json_str(buf));
+    else
+        ctl_kv_add(kv, "mode", "Mode", "%s", buf);
+    one(c, kv, doc, "epoch", "Epoch", st.epoch);
+    one(c, kv, doc, "limbo", "Limbo (to reclaim)", st.limbo);
+    one(c, kv, doc, "joins", "Joins", st.joins);
+    one(c, kv, doc, "leaves", "Leaves", st.leaves);
+    one(c, kv, doc, "expired", "Expired", st.expired);
+    one(c, kv, doc, "reclaimed", "Reclaimed", st.reclaimed);
+    const char *reaper = reaper_status(st.reaper_pid);
+    if (doc) {
+        ctl_json_set(doc, "reaper_pid", json_integer(st.reaper_pid));
+        ctl_json_set(doc, "reaper", ctl_json_str(reaper));
+    } else if (c->tty) {
+        if (st.reaper_pid > 0)
+            ctl_kv_add(kv, "reaper", "Reaper", "%s (pid %" PRId32 ")", reaper, st.reaper_pid);
+        else
+            ctl_kv_add(kv, "reaper", "Reaper", "%s", reaper);
+    } else {
+        ctl_kv_add(kv, "reaper_pid", "Reaper pid", "%" PRId32, st.reaper_pid);
+        ctl_kv_add(kv, "reaper", "Reaper", "%s", reaper);
+    }
+    one(c, kv, doc, "ring_tail", "Ring tail (next event)", st.ring_tail);
+    one(c, kv, doc, "ring_entries", "Ring entries", st.ring_entries);
+    if (doc)
+        return ctl_json_print(c, doc);
+    ctl_kv_print(c, kv);
+    ctl_kv_free(kv);
+    return CTL_OK;
+}
+
+const struct ctl_cmd ctl_cmd_stat = {
+    "stat",
+    cmd_stat,
+    "",
+    "Show capacities, counts, bytes used, processes, reaper and ring positions",
+    "Terminal: 'Label: used / capacity (percent)' lines. Piped: 'key<TAB>value' lines\n"
+    "with the keys of the JSON document (the names of presence_stats_t).\n",
+};
+
+/* ---- check --------------------------------------------------------------------------- */
+
+static int cmd_check(struct ctl *c, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        CTL_COMMON_LONGOPTS,
+    };
+    if (ctl_getopt(c, argc, argv, "", longopts) != -1)
+        return c->stop;
+    if (optind < argc)
+        return ctl_usage_error(c, "unexpected argument '%s'", argv[optind]);
+    presence_t *p = NULL;
+    if (ctl_open(c, false, &p) != CTL_OK)
+        return CTL_ERROR;
+    presence_strlist_t *list = NULL;
+    int n = presence_check(p, &list);
+    presence_close(p);
+    if (n < 0)
+        return ctl_fail(c, NULL, n, NULL);
+    if (c->json) {
+        json_t *doc = json_object(), *arr = json_array();
+        for (size_t i = 0; list && i < list->count; i++)
+            if (json_array_append_new(arr, ctl_json_str(list->items[i])) != 0)
+                ctl_oom();
+        ctl_json_set(doc, "segment", ctl_json_str(c->segment));
+        ctl_json_set(doc, "clean", json_boolean(n == 0));
+        ctl_json_set(doc, "count", json_integer(n));
+        ctl_json_set(doc, "violations", arr);
+        ctl_json_print(c, doc);
+    } else {
+        for (size_t i = 0; list && i < list->count; i++)
+            puts(list->items[i]);
+        if (n == 0 && c->tty)
+            printf("Segment '%s' is consistent.\n", c->segment);
+    }
+    presence_strlist_free(list);
+    if (n > 0) {
+        fflush(stdout);
+        return ctl_error(c, "segment '%s': %d violation%s", c->segment, n, n == 1 ? "" : "s");
+    }
+    return CTL_OK;
+}
+
+const struct ctl_cmd ctl_cmd_check = {
+    "check",
+    cmd_check,
+    "",
+    "Verify every invariant of the segment (exit 1 and one line per violation)",
+    "Meaningful on a quiet registry: writers running meanwhile can cause transient\n"
+    "reports, so run it again before concluding.\n",
+};
