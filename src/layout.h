@@ -81,7 +81,8 @@ struct pr_pres {
     uint32_t state_blob;   /* arena ref of the state JSON (0 = none); swapped under room lock */
     uint32_t room_prev;    /* previous presence of the room (index+1), under the room lock */
     uint64_t joined_ns;    /* CLOCK_MONOTONIC */
-    uint8_t pad1[8];
+    uint32_t conn_blob;    /* copies of the connection's name and user refs, so that a */
+    uint32_t user_blob;    /* room walk reads no connection record (they live as long) */
 };
 
 /* A room, 128 bytes. */

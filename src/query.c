@@ -100,13 +100,6 @@ static int64_t room_lookup(struct presence *p, const char *room)
     return pr__room_find(p, room, n, pr__hash(p, room, n));
 }
 
-/* uuid of a presence's connection: its user if set, else its id. */
-static char *conn_uuid(const struct presence *p, const struct pr_conn *c)
-{
-    return c->user_len ? dup_blob(p, c->user_blob, c->user_len)
-                       : dup_blob(p, c->name_blob, c->name_len);
-}
-
 /* Expands rooms and groups into distinct room names (strings point into the
  * caller's arrays or are owned by the returned list's second half). */
 int pr__expand_rooms(struct presence *p, const char *const *rooms, size_t nrooms,
@@ -241,37 +234,62 @@ void presence_here_now_free(presence_here_now_t *res)
     if (!res)
         return;
     for (size_t i = 0; i < res->nrooms; i++) {
-        presence_room_result_t *r = &res->rooms[i];
-        for (size_t j = 0; j < r->noccupants; j++) {
-            free(r->occupants[j].uuid);
-            free(r->occupants[j].conn);
-            free(r->occupants[j].state);
-        }
-        free(r->occupants);
-        free(r->name);
+        free(res->rooms[i].occupants); /* one block: the array and its strings */
+        free(res->rooms[i].name);
     }
     free(res->rooms);
     free(res);
 }
 
-static void occupants_free(presence_room_result_t *rr)
+/* Per-thread scratch for a room walk: occupant string offsets and bytes, reused
+ * across calls so that a here_now costs one allocation per room. */
+struct walk_scratch {
+    char *bytes;
+    size_t nbytes, capbytes;
+    struct occ_off {
+        size_t uuid, conn, state; /* offsets into bytes; SIZE_MAX: none */
+    } *occ;
+    size_t nocc, capocc;
+};
+static __thread struct walk_scratch scratch __attribute__((tls_model("initial-exec")));
+
+static size_t scratch_put(const char *s, uint32_t n)
 {
-    for (size_t j = 0; j < rr->noccupants; j++) {
-        free(rr->occupants[j].uuid);
-        free(rr->occupants[j].conn);
-        free(rr->occupants[j].state);
+    if (scratch.nbytes + n + 1 > scratch.capbytes) {
+        size_t nc = scratch.capbytes ? scratch.capbytes * 2 : 4096;
+        while (nc < scratch.nbytes + n + 1)
+            nc *= 2;
+        char *nb = realloc(scratch.bytes, nc);
+        if (!nb)
+            return SIZE_MAX;
+        scratch.bytes = nb;
+        scratch.capbytes = nc;
     }
-    free(rr->occupants);
-    rr->occupants = NULL;
-    rr->noccupants = 0;
+    size_t off = scratch.nbytes;
+    memcpy(scratch.bytes + off, s, n);
+    scratch.bytes[off + n] = '\0';
+    scratch.nbytes += (size_t) n + 1;
+    return off;
 }
 
-/* One walk of room @ri's members into @rr. Returns 0 or an error. */
+static size_t scratch_blob(const struct presence *p, uint32_t ref, uint32_t want_len, bool any)
+{
+    uint32_t n;
+    const char *d = pr__blob_get(p, ref, &n);
+    if (!d || (!any && n != want_len))
+        return SIZE_MAX;
+    return scratch_put(d, n);
+}
+
+/* One walk of room @ri's members into the scratch. Returns 0 or an error. */
 static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t limit, size_t offset,
-                     presence_room_result_t *rr)
+                     uint32_t *occupancy)
 {
     struct pr_room *r = pr__room(p, ri);
-    size_t cap = 0, seen = 0;
+    size_t seen = 0;
+    scratch.nbytes = 0;
+    scratch.nocc = 0;
+    bool list = (flags & (PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE)) != 0;
     uint32_t cur = pr_load(&r->members);
     for (uint32_t s = 0; cur && s <= p->h->cap_pres; s++) {
         struct pr_pres *q = pr__pres(p, cur - 1);
@@ -279,32 +297,52 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
             return PRESENCE_ECORRUPT;
         if (PR_ST_STATE(pr_load(&q->h.state)) == PR_LIVE && q->room == ri) {
             size_t k = seen++;
-            bool want = (flags & (PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE)) &&
-                        k >= offset && (limit == 0 || k - offset < limit);
-            if (want) {
-                struct pr_conn *c = pr__conn(p, q->conn);
-                if (!c)
-                    return PRESENCE_ECORRUPT;
-                if (rr->noccupants == cap) {
-                    size_t nc = cap ? cap * 2 : 16;
-                    presence_occupant_t *no = realloc(rr->occupants, nc * sizeof *no);
+            if (list && k >= offset && (limit == 0 || k - offset < limit)) {
+                if (scratch.nocc == scratch.capocc) {
+                    size_t nc = scratch.capocc ? scratch.capocc * 2 : 64;
+                    struct occ_off *no = realloc(scratch.occ, nc * sizeof *scratch.occ);
                     if (!no)
                         return -ENOMEM;
-                    rr->occupants = no;
-                    cap = nc;
+                    scratch.occ = no;
+                    scratch.capocc = nc;
                 }
-                presence_occupant_t *o = &rr->occupants[rr->noccupants++];
-                o->uuid = conn_uuid(p, c);
-                o->conn = dup_blob(p, c->name_blob, c->name_len);
+                size_t conn = scratch_blob(p, q->conn_blob, 0, true);
+                size_t uuid = q->user_blob ? scratch_blob(p, q->user_blob, 0, true) : conn;
                 uint32_t sb = pr_load(&q->state_blob);
-                o->state = (flags & PRESENCE_INCLUDE_STATE) && sb ? dup_blob_any(p, sb) : NULL;
-                if (!o->uuid || !o->conn)
-                    return PRESENCE_ECORRUPT;
+                size_t state = (flags & PRESENCE_INCLUDE_STATE) && sb ? scratch_blob(p, sb, 0, true)
+                                                                       : SIZE_MAX;
+                if (conn == SIZE_MAX || uuid == SIZE_MAX)
+                    return PRESENCE_ECORRUPT; /* changed under us (or out of memory) */
+                scratch.occ[scratch.nocc].uuid = uuid;
+                scratch.occ[scratch.nocc].conn = conn;
+                scratch.occ[scratch.nocc].state = state;
+                scratch.nocc++;
             }
         }
         cur = pr_load(&q->room_next);
     }
-    rr->occupancy = (uint32_t) seen;
+    *occupancy = (uint32_t) seen;
+    return 0;
+}
+
+/* Copies the scratch into one block: the occupant array, then the strings. */
+static int room_result_from_scratch(presence_room_result_t *rr)
+{
+    size_t arr = scratch.nocc * sizeof(presence_occupant_t);
+    char *block = malloc(arr + scratch.nbytes + 1);
+    if (!block)
+        return -ENOMEM;
+    presence_occupant_t *o = (presence_occupant_t *) (void *) block;
+    char *str = block + arr;
+    if (scratch.nbytes)
+        memcpy(str, scratch.bytes, scratch.nbytes);
+    for (size_t i = 0; i < scratch.nocc; i++) {
+        o[i].uuid = str + scratch.occ[i].uuid;
+        o[i].conn = str + scratch.occ[i].conn;
+        o[i].state = scratch.occ[i].state == SIZE_MAX ? NULL : str + scratch.occ[i].state;
+    }
+    rr->occupants = o;
+    rr->noccupants = scratch.nocc;
     return 0;
 }
 
@@ -313,16 +351,21 @@ static int room_snapshot(struct presence *p, uint32_t ri, unsigned flags, size_t
 {
     struct pr_room *r = pr__room(p, ri);
     int rc = 0;
+    uint32_t occ = 0;
     for (int attempt = 0; attempt < 8; attempt++) {
         uint32_t v1 = pr_load(&r->version);
-        occupants_free(rr);
-        rc = walk_room(p, ri, flags, limit, offset, rr);
+        rc = walk_room(p, ri, flags, limit, offset, &occ);
         pr_smp_mb();
         uint32_t v2 = pr_load(&r->version);
-        if (rc || (v1 == v2 && !(v1 & 1u)))
+        if (v1 == v2 && !(v1 & 1u))
+            break; /* an exact snapshot (or a real error) */
+        if (rc != 0 && rc != PRESENCE_ECORRUPT)
             break;
     }
-    return rc;
+    if (rc)
+        return rc;
+    rr->occupancy = occ;
+    return room_result_from_scratch(rr);
 }
 
 int presence_here_now(presence_t *p, const char *const *rooms, size_t nrooms,
@@ -596,6 +639,46 @@ void presence_state_list_free(presence_state_list_t *l)
     free(l);
 }
 
+/* The connections a uuid names: the connection with that id, and every
+ * connection whose user is that uuid. Appends indexes to *v (grown as needed). */
+static int uuid_conns(struct presence *p, const char *uuid, size_t n, uint32_t **v, size_t *nv)
+{
+    size_t cap = 0;
+    *v = NULL;
+    *nv = 0;
+    uint32_t hash = pr__hash(p, uuid, n);
+    int64_t ci = pr__conn_find(p, uuid, n, hash);
+    uint32_t cur = pr_load(pr__bucket(p, PR_T_USER, hash));
+    for (uint32_t s = 0; s <= p->h->cap_conns + 1; s++) {
+        int64_t pick = -1;
+        if (s == 0) {
+            pick = ci >= 0 ? ci : -1;
+        } else {
+            if (!cur)
+                break;
+            struct pr_conn *c = pr__conn(p, cur - 1);
+            if (!c)
+                return PRESENCE_ECORRUPT;
+            if (c->user_hash == hash && PR_ST_STATE(pr_load(&c->h.state)) == PR_LIVE &&
+                pr__blob_eq(p, c->user_blob, c->user_len, uuid, n) && (int64_t) (cur - 1) != ci)
+                pick = cur - 1;
+            cur = pr_load(&c->user_next);
+        }
+        if (pick < 0)
+            continue;
+        if (*nv == cap) {
+            size_t nc = cap ? cap * 2 : 4;
+            uint32_t *nvv = realloc(*v, nc * sizeof **v);
+            if (!nvv)
+                return -ENOMEM;
+            *v = nvv;
+            cap = nc;
+        }
+        (*v)[(*nv)++] = (uint32_t) pick;
+    }
+    return 0;
+}
+
 int presence_get_state(presence_t *p, const char *const *rooms, size_t nrooms,
                        const char *const *groups, size_t ngroups, const char *uuid,
                        presence_state_list_t **out)
@@ -612,46 +695,51 @@ int presence_get_state(presence_t *p, const char *const *rooms, size_t nrooms,
     struct pr_tls *t = rc ? NULL : pr__enter(p);
     if (!rc && !t)
         rc = -EUSERS;
-    size_t cap = 0;
-    for (size_t i = 0; !rc && i < names.count; i++) {
+    uint32_t *conns = NULL;
+    size_t nconns = 0, cap = 0;
+    if (!rc)
+        rc = uuid_conns(p, uuid, un, &conns, &nconns);
+    for (size_t i = 0; !rc && nconns && i < names.count; i++) {
         int64_t ri = room_lookup(p, names.items[i]);
         if (ri < 0)
             continue;
-        struct pr_room *r = pr__room(p, (uint32_t) ri);
-        uint32_t cur = pr_load(&r->members);
-        for (uint32_t s = 0; !rc && cur && s <= p->h->cap_pres; s++) {
-            struct pr_pres *q = pr__pres(p, cur - 1);
-            struct pr_conn *c = q ? pr__conn(p, q->conn) : NULL;
-            if (!q || !c) {
-                rc = PRESENCE_ECORRUPT;
-                break;
-            }
-            bool match = c->user_len ? pr__blob_eq(p, c->user_blob, c->user_len, uuid, un)
-                                     : pr__blob_eq(p, c->name_blob, c->name_len, uuid, un);
-            if (match && PR_ST_STATE(pr_load(&q->h.state)) == PR_LIVE && q->room == (uint32_t) ri) {
-                if (l->count == cap) {
-                    size_t nc = cap ? cap * 2 : 8;
-                    presence_state_item_t *ni = realloc(l->items, nc * sizeof *ni);
-                    if (!ni) {
-                        rc = -ENOMEM;
-                        break;
-                    }
-                    l->items = ni;
-                    cap = nc;
+        for (size_t j = 0; !rc && j < nconns; j++) {
+            struct pr_conn *c = pr__conn(p, conns[j]);
+            uint32_t cur = pr_load(&c->presences);
+            for (uint32_t s = 0; cur && s <= p->h->cap_pres; s++) {
+                struct pr_pres *q = pr__pres(p, cur - 1);
+                if (!q) {
+                    rc = PRESENCE_ECORRUPT;
+                    break;
                 }
-                presence_state_item_t *it = &l->items[l->count++];
-                it->room = strdup(names.items[i]);
-                it->uuid = strdup(uuid);
-                uint32_t sb = pr_load(&q->state_blob);
-                it->state = sb ? dup_blob_any(p, sb) : NULL;
-                if (!it->room || !it->uuid)
-                    rc = -ENOMEM;
+                if (q->room == (uint32_t) ri && q->conn == conns[j] &&
+                    PR_ST_STATE(pr_load(&q->h.state)) == PR_LIVE) {
+                    if (l->count == cap) {
+                        size_t nc = cap ? cap * 2 : 8;
+                        presence_state_item_t *ni = realloc(l->items, nc * sizeof *ni);
+                        if (!ni) {
+                            rc = -ENOMEM;
+                            break;
+                        }
+                        l->items = ni;
+                        cap = nc;
+                    }
+                    presence_state_item_t *it = &l->items[l->count++];
+                    it->room = strdup(names.items[i]);
+                    it->uuid = strdup(uuid);
+                    uint32_t sb = pr_load(&q->state_blob);
+                    it->state = sb ? dup_blob_any(p, sb) : NULL;
+                    if (!it->room || !it->uuid)
+                        rc = -ENOMEM;
+                    break;
+                }
+                cur = pr_load(&q->conn_next);
             }
-            cur = pr_load(&q->room_next);
         }
     }
     if (t)
         pr__exit(p, t);
+    free(conns);
     for (size_t i = 0; i < names.count; i++)
         free(names.items[i]);
     free(names.items);

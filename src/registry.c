@@ -445,6 +445,10 @@ static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uin
     struct pr_pres *q = pr__pres(p, pi);
     room_write_begin(r);
     mark_dead(p, &q->h);
+    /* The global count changes with the record's state, not after the event: a
+     * process killed anywhere later (the unlink, the event ring's claim or
+     * commit) leaves it right; the room's repair recounts the rest. */
+    pr_fetch_add(&p->h->n_pres, -1);
     /* room list: doubly linked, O(1) */
     struct pr_pres *next = q->room_next ? pr__pres(p, q->room_next - 1) : NULL;
     if (q->room_prev) {
@@ -474,7 +478,6 @@ static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uin
     c->npres--;
     room_write_end(r);
     pr__emit(p, why, ri, ci, r->occupancy);
-    pr_fetch_add(&p->h->n_pres, -1);
     if (why == PR_EV_TIMEOUT)
         pr_fetch_add(&p->h->st_expired, 1);
     else
@@ -610,6 +613,8 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         q->state_blob = 0;
         q->joined_ns = pr__now_ns();
         q->h.aux = c->user_len == 0 ? 1u : 0u;
+        q->conn_blob = c->name_blob;
+        q->user_blob = c->user_blob;
         q->room_prev = 0;
         room_write_begin(r);
         q->room_next = r->members;
@@ -624,6 +629,7 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         pr_store(&c->presences, (uint32_t) pi + 1);
         uint64_t st = pr_load(&q->h.state);
         pr_store(&q->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
+        pr_fetch_add(&p->h->n_pres, 1); /* with the state, as in pres_remove_locked() */
         PR_KILL_POINT("counter");
         r->occupancy++;
         r->anonymous += q->h.aux;
@@ -635,7 +641,6 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         pr__emit(p, PR_EV_JOIN, (uint32_t) ri, (uint32_t) ci, r->occupancy);
         pr__unlock(&c->lock);
         pr__unlock(&r->lock);
-        pr_fetch_add(&p->h->n_pres, 1);
         pr_fetch_add(&p->h->st_joins, 1);
         return PRESENCE_JOINED;
     }

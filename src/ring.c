@@ -372,8 +372,11 @@ int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
             skip_to_start(s, tail);
             continue;
         }
-        /* none yet: arm, fence, look once more (the producer fences too) */
-        if (!s->armed && sub_slot(s)) {
+        /* none yet: arm, fence, look once more (the producer fences too). Re-arm
+         * when the reaper disarmed us to wake us while nothing could be read yet
+         * (a record claimed but not committed, a dead producer's gap not yet
+         * old enough): otherwise nobody would ever wake us again. */
+        if (sub_slot(s) && (!s->armed || pr_load(&h->subs[s->slot].waiting) == 0)) {
             if (pr_load(&h->reaper_owner) != s->reaper) {
                 s->reaper = pr_load(&h->reaper_owner);
                 if (pr__ipc_subscribe(p, s->slot, s->efd) != 0)

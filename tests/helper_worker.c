@@ -198,6 +198,29 @@ static int do_read(presence_t *p, int secs, bool hot)
         }
         int bad = check_snapshot(hn, !hot);
         presence_here_now_free(hn);
+        if (hot) {
+            /* get_state walks a connection's list and reads state without the
+             * room's seqlock: only the grace period protects it. */
+            char conn[32];
+            snprintf(conn, sizeof conn, "w0-c%lu", snaps % NCONNS);
+            const char *hr[] = {"hot"};
+            presence_state_list_t *sl = NULL;
+            rc = presence_get_state(p, hr, 1, NULL, 0, conn, &sl);
+            if (rc != 0) {
+                bad++;
+            } else {
+                for (size_t i = 0; i < sl->count; i++) {
+                    if (!sl->items[i].state)
+                        continue;
+                    json_t *doc = json_loads(sl->items[i].state, 0, NULL);
+                    json_t *cv = doc ? json_object_get(doc, "c") : NULL;
+                    if (!json_is_string(cv) || strcmp(json_string_value(cv), conn) != 0)
+                        bad++;
+                    json_decref(doc);
+                }
+                presence_state_list_free(sl);
+            }
+        }
         if (bad)
             damage++;
         snaps++;

@@ -187,6 +187,17 @@ bad:
                            s ? s : "");
 }
 
+int ctl_parse_u64(struct ctl *c, const char *opt, const char *s, uint64_t *out)
+{
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = (s && *s >= '0' && *s <= '9') ? strtoull(s, &end, 10) : 0;
+    if (!s || *s < '0' || *s > '9' || errno || *end)
+        return ctl_usage_error(c, "%s: '%s' is not a number", opt, s ? s : "");
+    *out = (uint64_t) v;
+    return 0;
+}
+
 int ctl_parse_mode(struct ctl *c, const char *opt, const char *s, uint32_t *out)
 {
     errno = 0;

@@ -82,16 +82,10 @@ static bool is_name_error(int rc)
     return rc == PRESENCE_ENAMELEN || rc == PRESENCE_ENAMEUTF8 || rc == PRESENCE_ENAMECTRL;
 }
 
-/* The library's own verdict on one name: where_now() validates its argument with
- * the same rules as every other call, reads only, and changes nothing. */
-static int name_verdict(presence_t *p, const char *name)
+/* The library's own verdict on one name (the rules every call applies). */
+static int name_verdict(const char *name)
 {
-    if (!name)
-        return PRESENCE_ENAMELEN;
-    presence_strlist_t *l = NULL;
-    int rc = presence_where_now(p, name, &l);
-    presence_strlist_free(l);
-    return is_name_error(rc) ? rc : 0;
+    return name ? presence_validate_name(name) : PRESENCE_ENAMELEN;
 }
 
 /* "room name is longer than 255 bytes (300)", built from presence_strerror(). */
@@ -126,15 +120,14 @@ static int generic_failure(const struct ctl *c, int rc)
 
 /* Picks the rejected name among (label, value) pairs: the first one failing the same
  * way as the call, else the first one failing at all. */
-static void pick_bad(presence_t *p, int rc, va_list ap, const char **label, const char **name,
-                     int *found)
+static void pick_bad(int rc, va_list ap, const char **label, const char **name, int *found)
 {
     for (;;) {
         const char *l = va_arg(ap, const char *);
         if (!l)
             break;
         const char *v = va_arg(ap, const char *);
-        int verdict = name_verdict(p, v);
+        int verdict = name_verdict(v);
         if (verdict && (!*label || (*found != rc && verdict == rc))) {
             *label = l;
             *name = v;
@@ -143,15 +136,15 @@ static void pick_bad(presence_t *p, int rc, va_list ap, const char **label, cons
     }
 }
 
-int ctl_fail(const struct ctl *c, presence_t *p, int rc, ...)
+int ctl_fail(const struct ctl *c, int rc, ...)
 {
-    if (!is_name_error(rc) || !p)
+    if (!is_name_error(rc))
         return generic_failure(c, rc);
     const char *label = NULL, *name = NULL;
     int found = 0;
     va_list ap;
     va_start(ap, rc);
-    pick_bad(p, rc, ap, &label, &name, &found);
+    pick_bad(rc, ap, &label, &name, &found);
     va_end(ap);
     if (!label)
         return generic_failure(c, rc);
@@ -177,17 +170,17 @@ int ctl_fail_groups(const struct ctl *c, presence_t *p, int rc, const struct ctl
     int found = 0;
     va_list ap;
     va_start(ap, groups);
-    pick_bad(p, rc, ap, &label, &name, &found);
+    pick_bad(rc, ap, &label, &name, &found);
     va_end(ap);
     if (label)
         return name_message(c, label, name, found);
     for (size_t i = 0; rooms && i < rooms->n; i++) {
-        int v = name_verdict(p, rooms->v[i]);
+        int v = name_verdict(rooms->v[i]);
         if (v)
             return name_message(c, "room", rooms->v[i], v);
     }
     for (size_t i = 0; groups && i < groups->n; i++) {
-        int v = name_verdict(p, groups->v[i]);
+        int v = name_verdict(groups->v[i]);
         if (v)
             return name_message(c, "group", groups->v[i], v);
     }

@@ -24,7 +24,7 @@ static int dump_batch(const struct ctl *c, presence_t *p, const presence_room_in
                                PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE, 0, 0, &hn);
     free(names);
     if (rc < 0)
-        return ctl_fail(c, NULL, rc, NULL);
+        return ctl_fail(c, rc, NULL);
     json_t *part = ctl_here_now_json(hn, true, true, true);
     json_t *pch = json_object_get(part, "channels");
     for (size_t i = 0; i < hn->nrooms; i++) {
@@ -59,7 +59,7 @@ static int cmd_dump(struct ctl *c, int argc, char **argv)
     int rc = presence_rooms(p, NULL, &rooms);
     if (rc < 0) {
         presence_close(p);
-        return ctl_fail(c, NULL, rc, NULL);
+        return ctl_fail(c, rc, NULL);
     }
     json_t *doc = json_object(), *channels = json_object();
     uint64_t total = 0;

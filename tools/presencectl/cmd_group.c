@@ -87,14 +87,14 @@ static int cmd_group(struct ctl *c, int argc, char **argv)
         if (rc == PRESENCE_ENOGROUP)
             status = ctl_error(c, "no such group '%s'", group);
         else if (rc < 0)
-            status = ctl_fail(c, p, rc, "group", group, NULL);
+            status = ctl_fail(c, rc, "group", group, NULL);
         else
             status = ctl_print_strlist(c, l, "ROOM", "group", group, "rooms");
         presence_strlist_free(l);
     } else {
         int rc = presence_group_delete(p, group);
         if (rc < 0) {
-            status = ctl_fail(c, p, rc, "group", group, NULL);
+            status = ctl_fail(c, rc, "group", group, NULL);
         } else if (c->json) {
             json_t *doc = json_object();
             ctl_json_set(doc, "group", ctl_json_str(group));

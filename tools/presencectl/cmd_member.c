@@ -74,7 +74,7 @@ static int cmd_join(struct ctl *c, int argc, char **argv)
     if (rc == PRESENCE_EUSERCONFLICT)
         status = ctl_error(c, "connection '%s' is already joined with a different user", conn);
     else if (rc < 0)
-        status = ctl_fail(c, p, rc, "room", room, "connection", conn, "user", user, NULL);
+        status = ctl_fail(c, rc, "room", room, "connection", conn, "user", user, NULL);
     presence_close(p);
     if (status != CTL_OK)
         return status;
@@ -121,7 +121,7 @@ static int cmd_leave(struct ctl *c, int argc, char **argv)
         return CTL_ERROR;
     int rc = presence_leave(p, room, conn);
     if (rc < 0)
-        status = ctl_fail(c, p, rc, "room", room, "connection", conn, NULL);
+        status = ctl_fail(c, rc, "room", room, "connection", conn, NULL);
     presence_close(p);
     if (rc < 0)
         return status;
@@ -161,7 +161,7 @@ static int cmd_touch(struct ctl *c, int argc, char **argv)
         return CTL_ERROR;
     int rc = presence_touch(p, conn);
     if (rc < 0)
-        status = ctl_fail(c, p, rc, "connection", conn, NULL);
+        status = ctl_fail(c, rc, "connection", conn, NULL);
     presence_close(p);
     if (rc < 0)
         return status;
@@ -201,7 +201,7 @@ static int cmd_leave_all(struct ctl *c, int argc, char **argv)
         return CTL_ERROR;
     int rc = presence_leave_all(p, conn);
     if (rc < 0)
-        status = ctl_fail(c, p, rc, "connection", conn, NULL);
+        status = ctl_fail(c, rc, "connection", conn, NULL);
     presence_close(p);
     if (rc < 0)
         return status;
@@ -247,7 +247,7 @@ static int cmd_prune(struct ctl *c, int argc, char **argv)
     int rc = presence_prune(p, max_age_ms);
     presence_close(p);
     if (rc < 0)
-        return ctl_fail(c, NULL, rc, NULL);
+        return ctl_fail(c, rc, NULL);
     json_t *doc = json_object();
     ctl_json_set(doc, "max_age_ms", ctl_json_u64(max_age_ms));
     char sentence[96];
@@ -276,7 +276,7 @@ static int cmd_prune_rooms(struct ctl *c, int argc, char **argv)
     int rc = presence_prune_rooms(p);
     presence_close(p);
     if (rc < 0)
-        return ctl_fail(c, NULL, rc, NULL);
+        return ctl_fail(c, rc, NULL);
     char sentence[64];
     snprintf(sentence, sizeof sentence, "Removed %d empty room%s.", rc, rc == 1 ? "" : "s");
     return print_count(c, json_object(), "removed", rc, sentence);

@@ -38,7 +38,7 @@ static int cmd_rooms(struct ctl *c, int argc, char **argv)
     int rc = presence_rooms(p, prefix, &l);
     presence_close(p);
     if (rc < 0)
-        return ctl_fail(c, NULL, rc, NULL);
+        return ctl_fail(c, rc, NULL);
     int status = CTL_OK;
     if (c->json) {
         json_t *doc = json_object(), *arr = json_array();
@@ -284,7 +284,7 @@ static int one_name_query(struct ctl *c, int argc, char **argv, const char *what
     int rc = users ? presence_users(p, name, &l) : presence_where_now(p, name, &l);
     int status;
     if (rc < 0)
-        status = ctl_fail(c, p, rc, users ? "room" : "uuid", name, NULL);
+        status = ctl_fail(c, rc, users ? "room" : "uuid", name, NULL);
     else if (users)
         status = ctl_print_strlist(c, l, "USER", "room", name, "users");
     else

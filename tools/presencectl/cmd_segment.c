@@ -287,7 +287,7 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
     presence_get_options(p, &opts);
     presence_close(p);
     if (rc < 0)
-        return ctl_fail(c, NULL, rc, NULL);
+        return ctl_fail(c, rc, NULL);
 
     json_t *doc = c->json ? json_object() : NULL;
     struct ctl_kv *kv = doc ? NULL : ctl_kv_new();
@@ -389,7 +389,7 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
     int n = presence_check(p, &list);
     presence_close(p);
     if (n < 0)
-        return ctl_fail(c, NULL, n, NULL);
+        return ctl_fail(c, n, NULL);
     if (c->json) {
         json_t *doc = json_object(), *arr = json_array();
         for (size_t i = 0; list && i < list->count; i++)

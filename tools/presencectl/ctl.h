@@ -2,8 +2,9 @@
  * ctl.h -- presencectl: what the files of the inspector share. The run context
  * (struct ctl), the command table entry (struct ctl_cmd) and the commands each
  * file defines, option and value parsing (args.c), attaching a segment and
- * reporting errors (attach.c), and output: tables, key/value lists and JSON
- * (out.c).
+ * reporting errors (attach.c), output: tables, key/value lists and JSON (out.c),
+ * and what the live views share: signals, clocks, replaying the event ring
+ * (live.c) and the terminal of `top` (term.c).
  *
  * Conventions: a command is `int run(struct ctl *c, int argc, char **argv)`
  * with argv[0] the command's name; it returns the exit status (CTL_OK,
@@ -99,6 +100,7 @@ int ctl_parse_size(struct ctl *c, const char *opt, const char *s, uint64_t *out)
 int ctl_parse_count(struct ctl *c, const char *opt, const char *s, size_t *out);
 int ctl_parse_duration_ms(struct ctl *c, const char *opt, const char *s, uint64_t *out);
 int ctl_parse_mode(struct ctl *c, const char *opt, const char *s, uint32_t *out);
+int ctl_parse_u64(struct ctl *c, const char *opt, const char *s, uint64_t *out); /* decimal */
 
 /* A growing array of borrowed strings (repeated -g options, room lists). */
 struct ctl_strv {
@@ -117,8 +119,9 @@ int ctl_open(struct ctl *c, bool write, presence_t **out);
 int ctl_error(const struct ctl *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Reports a failed call (rc < 0) of the command. When rc is a name error, the
  * name arguments (label, value pairs ended by NULL, e.g. "room", room, NULL) are
- * checked one by one so the message names the bad one. Returns CTL_ERROR. */
-int ctl_fail(const struct ctl *c, presence_t *p, int rc, ...) __attribute__((sentinel));
+ * checked one by one (presence_validate_name()) so the message names the bad one.
+ * Returns CTL_ERROR. */
+int ctl_fail(const struct ctl *c, int rc, ...) __attribute__((sentinel));
 /* ctl_fail() for a call that took rooms and groups (and the name pairs after them):
  * PRESENCE_ENOGROUP names the missing group, a name error the bad name. */
 int ctl_fail_groups(const struct ctl *c, presence_t *p, int rc, const struct ctl_strv *rooms,
@@ -168,9 +171,41 @@ char *ctl_state_line(const char *text);
 /* A plain message line on stdout for a terminal ("joined"), or the raw form. */
 void ctl_say(const struct ctl *c, const char *human, const char *raw);
 
+/* Columns a UTF-8 string takes on a terminal (wide characters count 2). */
+size_t ctl_display_width(const char *s);
+
 /* Human formatting into a caller buffer (returns buf). */
 const char *ctl_fmt_bytes(char *buf, size_t n, uint64_t bytes);
 const char *ctl_fmt_ms(char *buf, size_t n, uint64_t ms);
+/* A CLOCK_REALTIME time in ns as ISO-8601 UTC with milliseconds:
+ * "2024-05-01T12:00:00.123Z" (needs 25 bytes). */
+const char *ctl_fmt_time(char *buf, size_t n, uint64_t realtime_ns);
+/* How long ago a CLOCK_REALTIME time was: "0.25 s ago", "3 min ago", "never" (0). */
+const char *ctl_fmt_ago(char *buf, size_t n, uint64_t realtime_ns);
+
+/* ---- live views (live.c, term.c) ---------------------------------------------------- */
+
+/* SIGINT and SIGTERM (and SIGWINCH when @winch) set flags instead of killing us;
+ * system calls they interrupt fail with EINTR, so waits end at once. */
+void ctl_live_signals(bool winch);
+bool ctl_live_stopped(void);         /* SIGINT or SIGTERM arrived */
+bool ctl_live_resized(void);         /* SIGWINCH arrived since the last call (clears it) */
+void ctl_live_sleep_ms(unsigned ms); /* returns early on a signal */
+uint64_t ctl_now_ns(void);           /* CLOCK_REALTIME */
+uint64_t ctl_mono_ns(void);          /* CLOCK_MONOTONIC */
+/* Subscribes (on any attachment) from the oldest event still in the ring, or
+ * from now when the ring is empty. Returns 0 or the library's error. */
+int ctl_sub_oldest(presence_t *p, const char *room, presence_sub_t **out);
+
+/* The terminal of an interactive view: raw input (no echo, no line buffering;
+ * Ctrl-C still signals), the alternate screen, the cursor hidden. Restored by
+ * ctl_term_leave() and, should the process exit first, by an atexit handler. */
+bool ctl_term_enter(void); /* false when stdin or stdout is not a terminal */
+void ctl_term_leave(void);
+/* Waits up to @ms for a key; returns it (0..255), or -1 (timeout, a signal, no input). */
+int ctl_term_key(unsigned ms);
+/* The terminal's size (24x80 when unknown). */
+void ctl_term_size(unsigned *rows, unsigned *cols);
 
 /* Flushes stdout; a write error (EPIPE, ENOSPC) is reported and gives CTL_ERROR. */
 int ctl_out_finish(int status);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <wchar.h>
 
@@ -32,8 +33,7 @@ void ctl_out_init(struct ctl *c)
     c->color = real && c->tty && !getenv("NO_COLOR") && !(term && strcmp(term, "dumb") == 0);
 }
 
-/* Columns a UTF-8 string takes on a terminal (wide characters count 2). */
-static size_t display_width(const char *s)
+size_t ctl_display_width(const char *s)
 {
     size_t w = 0;
     const unsigned char *u = (const unsigned char *) s;
@@ -74,7 +74,7 @@ static void line_text(struct line *ln, const char *s)
 
 static void line_cell(struct line *ln, bool first, const char *s, size_t width, char align)
 {
-    size_t w = display_width(s);
+    size_t w = ctl_display_width(s);
     size_t pad = width > w ? width - w : 0;
     if (!first)
         ln->pending += 2;
@@ -167,9 +167,9 @@ void ctl_table_print(const struct ctl *c, const struct ctl_table *t)
     }
     size_t *width = ctl_xmalloc(t->ncols * sizeof *width);
     for (size_t col = 0; col < t->ncols; col++)
-        width[col] = display_width(t->headers[col]);
+        width[col] = ctl_display_width(t->headers[col]);
     for (size_t i = 0; i < t->ncells; i++) {
-        size_t w = t->cells[i] ? display_width(t->cells[i]) : 0;
+        size_t w = t->cells[i] ? ctl_display_width(t->cells[i]) : 0;
         if (w > width[i % t->ncols])
             width[i % t->ncols] = w;
     }
@@ -236,13 +236,13 @@ void ctl_kv_print(const struct ctl *c, const struct ctl_kv *kv)
     const struct ctl_table *t = kv->t;
     size_t rows = ctl_table_rows(t), width = 0;
     for (size_t r = 0; r < rows; r++) {
-        size_t w = display_width(t->cells[r * 3 + 1]);
+        size_t w = ctl_display_width(t->cells[r * 3 + 1]);
         width = w > width ? w : width;
     }
     for (size_t r = 0; r < rows; r++) {
         if (c->tty) {
             const char *label = t->cells[r * 3 + 1];
-            printf("%s:%*s %s\n", label, (int) (width - display_width(label)), "",
+            printf("%s:%*s %s\n", label, (int) (width - ctl_display_width(label)), "",
                    t->cells[r * 3 + 2]);
         } else {
             put_raw(t->cells[r * 3]);
@@ -350,6 +350,39 @@ const char *ctl_fmt_ms(char *buf, size_t n, uint64_t ms)
         snprintf(buf, n, "%" PRIu64 " s", ms / 1000);
     else
         snprintf(buf, n, "%.3f s", (double) ms / 1000.0);
+    return buf;
+}
+
+const char *ctl_fmt_time(char *buf, size_t n, uint64_t realtime_ns)
+{
+    time_t secs = (time_t) (realtime_ns / 1000000000u);
+    unsigned ms = (unsigned) (realtime_ns % 1000000000u / 1000000u);
+    struct tm tm;
+    char day[32];
+    if (!gmtime_r(&secs, &tm) || strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        snprintf(day, sizeof day, "@%lld", (long long) secs);
+    snprintf(buf, n, "%s.%03uZ", day, ms);
+    return buf;
+}
+
+const char *ctl_fmt_ago(char *buf, size_t n, uint64_t realtime_ns)
+{
+    if (realtime_ns == 0) {
+        snprintf(buf, n, "never");
+        return buf;
+    }
+    uint64_t now = ctl_now_ns();
+    double s = now > realtime_ns ? (double) (now - realtime_ns) / 1e9 : 0.0;
+    if (s < 10.0)
+        snprintf(buf, n, "%.2f s ago", s);
+    else if (s < 120.0)
+        snprintf(buf, n, "%.0f s ago", s);
+    else if (s < 7200.0)
+        snprintf(buf, n, "%.0f min ago", s / 60.0);
+    else if (s < 172800.0)
+        snprintf(buf, n, "%.0f h ago", s / 3600.0);
+    else
+        snprintf(buf, n, "%.0f days ago", s / 86400.0);
     return buf;
 }
 

@@ -1,0 +1,870 @@
+/*
+ * test_reaper.c -- presence-reaper and the event ring across processes: expiry
+ * (segment max_age and per-connection timeouts), owner_died for a killed worker's
+ * bound connections (< 1 s) while its unbound ones survive a restart, the reaper
+ * killed and restarted under load, a second reaper refused, a libuv subscriber in
+ * another process receiving every event in order, a stalled subscriber lapped
+ * without slowing producers, producers killed between claim and commit, and the
+ * wake-up latency figures.
+ *
+ * Children are exec'd: presence-reaper itself and helper_events (never cmocka in a
+ * child); the parent asserts on their exit statuses and output. Every wait is
+ * bounded; every process started is tracked by pid and killed by pid in teardown.
+ * Names: segment pr-test-<pid>-<test>, socket /tmp/pr-test-<pid>-<test>.sock.
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#ifndef PRESENCE_REAPER
+#    define PRESENCE_REAPER "presence-reaper"
+#endif
+
+static char seg[64], sock_path[108], err_path[128];
+static presence_t *P;          /* the parent's attachment */
+static presence_sub_t *SUB;    /* the parent's subscription */
+static uint64_t last_seq;      /* the last seq it returned (UINT64_MAX: none) */
+static pid_t procs[64];
+static int nprocs;
+
+/* ---- processes ------------------------------------------------------------ */
+
+static const char *helper_path(void)
+{
+    const char *e = getenv("PRESENCE_HELPER_EVENTS");
+    return e ? e : PRESENCE_HELPER_EVENTS;
+}
+
+static const char *reaper_path(void)
+{
+    const char *e = getenv("PRESENCE_REAPER");
+    return e ? e : PRESENCE_REAPER;
+}
+
+static uint64_t mono_ms(void)
+{
+    return pr__now_ns() / 1000000ull;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t) (ms / 1000u), (long) (ms % 1000u) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void track(pid_t pid)
+{
+    if (pid > 0 && nprocs < (int) (sizeof procs / sizeof procs[0]))
+        procs[nprocs++] = pid;
+}
+
+static void untrack(pid_t pid)
+{
+    for (int i = 0; i < nprocs; i++)
+        if (procs[i] == pid) {
+            procs[i] = procs[--nprocs];
+            return;
+        }
+}
+
+struct child {
+    pid_t pid;
+    int in;  /* its stdin (write end), -1 if not piped */
+    int out; /* its stdout (read end), -1 if not piped */
+};
+
+enum { PIPE_IN = 1, PIPE_OUT = 2 };
+
+/* Starts @exe with the NULL-terminated @args (argv[1..]), extra environment
+ * entries @env ("K=V", NULL-terminated, may be NULL); stderr appended to @errf
+ * when not NULL. */
+static struct child spawn_v(const char *exe, const char *const *env, unsigned pipes,
+                            const char *errf, const char *const *args)
+{
+    struct child c = {-1, -1, -1};
+    int in[2] = {-1, -1}, out[2] = {-1, -1};
+    if ((pipes & PIPE_IN) && pipe2(in, O_CLOEXEC) != 0)
+        return c;
+    if ((pipes & PIPE_OUT) && pipe2(out, O_CLOEXEC) != 0)
+        return c;
+    const char *argv[24];
+    int n = 0;
+    argv[n++] = exe;
+    for (int i = 0; args[i] && n < 23; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (int i = 0; env && env[i]; i++)
+            putenv((char *) env[i]);
+        if (in[0] >= 0)
+            dup2(in[0], 0);
+        if (out[1] >= 0)
+            dup2(out[1], 1);
+        if (errf) {
+            int fd = open(errf, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            if (fd >= 0)
+                dup2(fd, 2);
+        }
+        execv(exe, (char *const *) argv);
+        _exit(127);
+    }
+    if (in[0] >= 0)
+        close(in[0]);
+    if (out[1] >= 0)
+        close(out[1]);
+    c.pid = pid;
+    c.in = in[1];
+    c.out = out[0];
+    track(pid);
+    return c;
+}
+
+#define SPAWN(exe, env, pipes, errf, ...)                                                          \
+    spawn_v((exe), (env), (pipes), (errf), (const char *const[]){__VA_ARGS__, NULL})
+#define HELPER(env, pipes, ...) SPAWN(helper_path(), (env), (pipes), NULL, __VA_ARGS__)
+
+/* Exit code of @pid (128 + signal when killed), or -1 when it did not end within
+ * @timeout_ms (it is then killed). */
+static int wait_code(pid_t pid, unsigned timeout_ms)
+{
+    uint64_t end = mono_ms() + timeout_ms;
+    int st;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            untrack(pid);
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (r < 0) {
+            untrack(pid);
+            return -2;
+        }
+        if (mono_ms() >= end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            untrack(pid);
+            printf("# pid %d did not finish in %u ms: killed\n", (int) pid, timeout_ms);
+            return -1;
+        }
+        sleep_ms(2);
+    }
+}
+
+/* One line of @fd (without the newline) within @timeout_ms; 0 or -1. */
+static int read_line(int fd, char *buf, size_t n, unsigned timeout_ms)
+{
+    uint64_t end = mono_ms() + timeout_ms;
+    size_t len = 0;
+    for (;;) {
+        uint64_t now = mono_ms();
+        if (now >= end)
+            return -1;
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, (int) (end - now)) != 1)
+            continue;
+        char ch;
+        ssize_t r = read(fd, &ch, 1);
+        if (r <= 0)
+            return -1;
+        if (ch == '\n') {
+            buf[len] = '\0';
+            return 0;
+        }
+        if (len + 1 < n)
+            buf[len++] = ch;
+    }
+}
+
+/* Reads lines until one starts with @prefix; 0 or -1. */
+static int expect_line(int fd, const char *prefix, char *buf, size_t n, unsigned timeout_ms)
+{
+    uint64_t end = mono_ms() + timeout_ms;
+    while (mono_ms() < end) {
+        if (read_line(fd, buf, n, (unsigned) (end - mono_ms() + 1)) != 0)
+            return -1;
+        if (strncmp(buf, prefix, strlen(prefix)) == 0)
+            return 0;
+        printf("# child: %s\n", buf);
+    }
+    return -1;
+}
+
+/* ---- the reaper ------------------------------------------------------------ */
+
+static bool socket_answers(void)
+{
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, sock_path, strlen(sock_path));
+    bool ok = s >= 0 && connect(s, (struct sockaddr *) &sa, sizeof sa) == 0;
+    if (s >= 0)
+        close(s);
+    return ok;
+}
+
+static int32_t reaper_pid_now(void)
+{
+    presence_stats_t st;
+    return presence_stats(P, &st) == 0 ? st.reaper_pid : -1;
+}
+
+/* Starts presence-reaper on the test segment (sweep every 50 ms); returns once
+ * it has claimed the segment and answers on its socket; *claim_ms (if not NULL)
+ * receives how long that took. */
+static pid_t start_reaper(uint64_t *claim_ms)
+{
+    uint64_t t0 = mono_ms();
+    struct child c = SPAWN(reaper_path(), NULL, 0, err_path, "-s", seg, "--sweep-ms", "50",
+                           "--socket", sock_path, "-v");
+    assert_true(c.pid > 0);
+    uint64_t end = t0 + 3000;
+    while (mono_ms() < end) {
+        if (reaper_pid_now() == c.pid && socket_answers()) {
+            if (claim_ms)
+                *claim_ms = mono_ms() - t0;
+            return c.pid;
+        }
+        int st;
+        if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
+            untrack(c.pid);
+            fail_msg("presence-reaper exited at start (status %d)", st);
+        }
+        sleep_ms(2);
+    }
+    fail_msg("presence-reaper %d did not claim the segment within 3 s", (int) c.pid);
+    return -1;
+}
+
+static void stop_reaper(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    assert_int_equal(wait_code(pid, 5000), 0);
+}
+
+/* ---- fixtures ---------------------------------------------------------------- */
+
+static void names(const char *tag)
+{
+    snprintf(seg, sizeof seg, "pr-test-%d-%s", (int) getpid(), tag);
+    snprintf(sock_path, sizeof sock_path, "/tmp/pr-test-%d-%s.sock", (int) getpid(), tag);
+    snprintf(err_path, sizeof err_path, "/tmp/pr-test-%d-%s.err", (int) getpid(), tag);
+}
+
+/* Creates the test segment and attaches the parent to it. */
+static void make_segment(const char *tag, uint32_t ring, uint64_t max_age_ms)
+{
+    names(tag);
+    presence_unlink(seg);
+    unlink(sock_path);
+    unlink(err_path);
+    presence_options_t o;
+    presence_options_init(&o);
+    o.flags = PRESENCE_CREATE | PRESENCE_EXCL;
+    o.rooms = 1024;
+    o.connections = 4096;
+    o.presences = 16384;
+    o.arena_bytes = 4u << 20;
+    if (ring)
+        o.ring_entries = ring;
+    if (max_age_ms)
+        o.max_age_ms = max_age_ms;
+    assert_int_equal(presence_open(seg, &o, &P), 0);
+}
+
+static int teardown(void **state)
+{
+    (void) state;
+    while (nprocs > 0) {
+        pid_t pid = procs[0];
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        untrack(pid);
+    }
+    if (SUB) {
+        presence_sub_close(SUB);
+        SUB = NULL;
+    }
+    if (P) {
+        presence_close(P);
+        P = NULL;
+    }
+    if (seg[0])
+        presence_unlink(seg);
+    if (sock_path[0])
+        unlink(sock_path);
+    if (err_path[0]) {
+        FILE *f = fopen(err_path, "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            printf("# reaper: %s", line);
+        if (f)
+            fclose(f);
+        unlink(err_path);
+    }
+    seg[0] = sock_path[0] = err_path[0] = '\0';
+    return 0;
+}
+
+static void assert_check_clean(void)
+{
+    for (int i = 0; i < 4; i++)
+        presence_maintain(P);
+    presence_strlist_t *v = NULL;
+    int n = presence_check(P, &v);
+    for (size_t i = 0; v && i < v->count && i < 20; i++)
+        printf("# violation: %s\n", v->items[i]);
+    presence_strlist_free(v);
+    assert_int_equal(n, 0);
+}
+
+/* ---- the parent's subscription ------------------------------------------------- */
+
+typedef bool (*event_fn)(const presence_event_t *ev, void *ctx); /* true: done */
+
+/* Subscribes from now and arms the wake-up. */
+static void subscribe_now(void)
+{
+    assert_int_equal(presence_subscribe(P, PRESENCE_SEQ_NOW, NULL, &SUB), 0);
+    last_seq = UINT64_MAX;
+    presence_event_t ev;
+    assert_int_equal(presence_sub_next(SUB, &ev), 0);
+}
+
+/* Feeds events to @fn, waking only through the subscription's eventfd, until @fn
+ * says done (1) or @deadline_ms (mono) passes (0). Fails on a lap or an error. */
+static int collect(uint64_t deadline_ms, event_fn fn, void *ctx)
+{
+    for (;;) {
+        presence_event_t ev;
+        int rc;
+        while ((rc = presence_sub_next(SUB, &ev)) == 1) {
+            if (last_seq != UINT64_MAX && ev.seq <= last_seq)
+                fail_msg("seq went from %llu to %llu", (unsigned long long) last_seq,
+                         (unsigned long long) ev.seq);
+            last_seq = ev.seq;
+            if (fn(&ev, ctx))
+                return 1;
+        }
+        if (rc != 0)
+            fail_msg("presence_sub_next -> %d (%s)", rc, presence_strerror(rc));
+        uint64_t now = mono_ms();
+        if (now >= deadline_ms)
+            return 0;
+        struct pollfd pf = {presence_sub_fd(SUB), POLLIN, 0};
+        poll(&pf, 1, (int) (deadline_ms - now));
+    }
+}
+
+/* A model of rooms' members rebuilt from events: checks each occupancy. */
+struct model {
+    struct {
+        char room[32], conn[32];
+    } m[64];
+    int n;
+};
+
+static int model_occ(const struct model *md, const char *room)
+{
+    int k = 0;
+    for (int i = 0; i < md->n; i++)
+        k += strcmp(md->m[i].room, room) == 0;
+    return k;
+}
+
+static void model_apply(struct model *md, const presence_event_t *ev)
+{
+    int at = -1;
+    for (int i = 0; i < md->n; i++)
+        if (strcmp(md->m[i].room, ev->room) == 0 && strcmp(md->m[i].conn, ev->conn) == 0)
+            at = i;
+    if (ev->type == PRESENCE_EV_JOIN) {
+        assert_true(at < 0);
+        assert_true(md->n < 64);
+        snprintf(md->m[md->n].room, sizeof md->m[0].room, "%s", ev->room);
+        snprintf(md->m[md->n].conn, sizeof md->m[0].conn, "%s", ev->conn);
+        md->n++;
+    } else if (ev->type == PRESENCE_EV_LEAVE || ev->type == PRESENCE_EV_TIMEOUT ||
+               ev->type == PRESENCE_EV_OWNER_DIED) {
+        if (at < 0)
+            fail_msg("%s %s %s: not a member", presence_event_name(ev->type), ev->room, ev->conn);
+        assert_int_equal(ev->reason, ev->type);
+        md->m[at] = md->m[--md->n];
+    } else {
+        return;
+    }
+    assert_int_equal(ev->occupancy, model_occ(md, ev->room));
+}
+
+/* ==== expiry ===================================================================== */
+
+struct expiry_ctx {
+    struct model md;
+    uint64_t t_join_ns; /* CLOCK_REALTIME just before the joins */
+    int timeouts, want;
+    char seen[16][64];
+};
+
+static uint64_t conn_timeout_ms(const char *conn)
+{
+    return conn[0] == 't' ? 1000 : conn[0] == 's' ? 150 : 300;
+}
+
+static bool on_expiry_event(const presence_event_t *ev, void *v)
+{
+    struct expiry_ctx *x = v;
+    model_apply(&x->md, ev);
+    if (ev->type != PRESENCE_EV_TIMEOUT) {
+        if (ev->type == PRESENCE_EV_LEAVE || ev->type == PRESENCE_EV_OWNER_DIED)
+            fail_msg("unexpected %s %s %s", presence_event_name(ev->type), ev->room, ev->conn);
+        return false;
+    }
+    char key[64];
+    snprintf(key, sizeof key, "%s/%s", ev->room, ev->conn);
+    for (int i = 0; i < x->timeouts; i++)
+        if (strcmp(x->seen[i], key) == 0)
+            fail_msg("second timeout event for %s", key);
+    assert_true(x->timeouts < 16);
+    snprintf(x->seen[x->timeouts++], sizeof x->seen[0], "%s", key);
+    /* never before its timeout (1 ms of slack for the two clocks) */
+    uint64_t after_ms = (ev->time_ns - x->t_join_ns) / 1000000ull;
+    uint64_t t = conn_timeout_ms(ev->conn);
+    printf("# timeout %-8s %-3s after %4llu ms (timeout %llu ms), occupancy %u\n", ev->room,
+           ev->conn, (unsigned long long) after_ms, (unsigned long long) t, ev->occupancy);
+    assert_true(ev->time_ns + 1000000ull >= x->t_join_ns + t * 1000000ull);
+    return x->timeouts == x->want;
+}
+
+static void test_expiry(void **state)
+{
+    (void) state;
+    make_segment("expiry", 0, 300); /* segment max_age 300 ms */
+    pid_t r = start_reaper(NULL);
+    subscribe_now();
+    static struct expiry_ctx x;
+    memset(&x, 0, sizeof x);
+    x.t_join_ns = pr__realtime_ns();
+    /* d*: the segment's max_age (300 ms); s0: its own 150 ms; t*: their own 1000 ms */
+    static const struct {
+        const char *room, *conn;
+        uint64_t timeout_ms;
+    } joins[] = {
+        {"e0", "d0", 0},   {"e0", "d1", 0},   {"e0", "d2", 0},   {"e0", "t0", 1000},
+        {"e1", "d3", 0},   {"e1", "d4", 0},   {"e1", "d5", 0},   {"e1", "d0", 0},
+        {"e1", "t1", 1000}, {"e0", "s0", 150}, {"e1", "s0", 150},
+    };
+    for (size_t i = 0; i < sizeof joins / sizeof joins[0]; i++)
+        assert_int_equal(presence_join_ex(P, joins[i].room, joins[i].conn, NULL,
+                                          joins[i].timeout_ms, 0, NULL),
+                         PRESENCE_JOINED);
+    x.want = (int) (sizeof joins / sizeof joins[0]);
+    assert_int_equal(collect(mono_ms() + 4000, on_expiry_event, &x), 1);
+    assert_int_equal(x.timeouts, x.want);
+    assert_int_equal(presence_occupancy(P, "e0"), 0);
+    assert_int_equal(presence_occupancy(P, "e1"), 0);
+    assert_int_equal(presence_touch(P, "t0"), PRESENCE_NOT_PRESENT);
+    stop_reaper(r);
+    assert_check_clean();
+}
+
+/* ==== owner_died, and unbound connections surviving a restart ======================= */
+
+struct died_ctx {
+    struct model md;
+    int joins, died;
+    uint64_t t_kill_ms, t_done_ms;
+};
+
+static bool on_join_event(const presence_event_t *ev, void *v)
+{
+    struct died_ctx *d = v;
+    model_apply(&d->md, ev);
+    if (ev->type == PRESENCE_EV_JOIN)
+        d->joins++;
+    return d->joins == 10;
+}
+
+static bool on_died_event(const presence_event_t *ev, void *v)
+{
+    struct died_ctx *d = v;
+    model_apply(&d->md, ev);
+    if (ev->type == PRESENCE_EV_ROOM_DELETED || ev->type == PRESENCE_EV_ROOM_CREATED)
+        return false;
+    if (ev->type != PRESENCE_EV_OWNER_DIED || ev->conn[0] != 'b')
+        fail_msg("unexpected %s %s %s", presence_event_name(ev->type), ev->room, ev->conn);
+    if (++d->died == 5) {
+        d->t_done_ms = mono_ms();
+        return true;
+    }
+    return false;
+}
+
+static bool on_no_event(const presence_event_t *ev, void *v)
+{
+    struct died_ctx *d = v;
+    model_apply(&d->md, ev);
+    fail_msg("unexpected event after the restart: %s %s %s", presence_event_name(ev->type),
+             ev->room, ev->conn);
+    return true;
+}
+
+static void test_owner_died_and_restart(void **state)
+{
+    (void) state;
+    make_segment("died", 0, 2000); /* unbound connections expire 2 s after their last touch */
+    pid_t r = start_reaper(NULL);
+    subscribe_now();
+    static struct died_ctx d;
+    memset(&d, 0, sizeof d);
+    char line[256];
+    struct child w = HELPER(NULL, PIPE_OUT, "bound", seg, "5", "5");
+    assert_int_equal(expect_line(w.out, "ready", line, sizeof line, 5000), 0);
+    assert_int_equal(collect(mono_ms() + 2000, on_join_event, &d), 1);
+    assert_int_equal(presence_occupancy(P, "w"), 10);
+    sleep_ms(150); /* it has touched them once more */
+
+    d.t_kill_ms = mono_ms();
+    assert_int_equal(kill(w.pid, SIGKILL), 0);
+    int got = collect(d.t_kill_ms + 3000, on_died_event, &d);
+    assert_int_equal(got, 1);
+    uint64_t ms = d.t_done_ms - d.t_kill_ms;
+    printf("# figure: SIGKILL to the subscriber holding all 5 owner_died events: %llu ms\n",
+           (unsigned long long) ms);
+    assert_true(ms < 1000); /* the bound */
+    assert_int_equal(wait_code(w.pid, 2000), 128 + SIGKILL);
+    close(w.out);
+    assert_int_equal(presence_occupancy(P, "w"), 5);
+
+    /* The restarted worker takes its unbound connections back within max_age. */
+    struct child w2 = HELPER(NULL, PIPE_OUT, "heartbeat", seg, "5", "4");
+    assert_int_equal(expect_line(w2.out, "ready", line, sizeof line, 5000), 0);
+    printf("# restart re-joined after %llu ms\n", (unsigned long long) (mono_ms() - d.t_kill_ms));
+    /* Past the moment they would have expired without it: no event at all. */
+    assert_int_equal(collect(d.t_kill_ms + 2800, on_no_event, &d), 0);
+    assert_int_equal(presence_occupancy(P, "w"), 5);
+    for (int i = 0; i < 5; i++) {
+        char c[8];
+        snprintf(c, sizeof c, "b%d", i);
+        assert_int_equal(presence_touch(P, c), PRESENCE_NOT_PRESENT);
+        snprintf(c, sizeof c, "u%d", i);
+        assert_int_equal(presence_touch(P, c), 0);
+    }
+    assert_int_equal(wait_code(w2.pid, 10000), 0);
+    close(w2.out);
+    stop_reaper(r);
+    assert_check_clean();
+    assert_int_equal(presence_occupancy(P, "w"), 5);
+}
+
+/* ==== the reaper killed and restarted under load ===================================== */
+
+static void test_reaper_restart_under_load(void **state)
+{
+    (void) state;
+    make_segment("restart", 0, 0);
+    pid_t r = start_reaper(NULL);
+    char line[256];
+    /* The subscriber also polls every 100 ms: while no reaper runs, nothing wakes it. */
+    struct child watch = HELPER(NULL, PIPE_IN | PIPE_OUT, "watch", seg, "100", "120");
+    assert_int_equal(expect_line(watch.out, "ready", line, sizeof line, 5000), 0);
+    enum { W = 2 };
+    struct child wr[W];
+    for (int i = 0; i < W; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "%d", i);
+        wr[i] = HELPER(NULL, PIPE_OUT, "load", seg, id, "15000", "100");
+    }
+    for (int round = 0; round < 3; round++) {
+        sleep_ms(400);
+        uint64_t sweeps_before;
+        presence_stats_t st;
+        assert_int_equal(presence_stats(P, &st), 0);
+        sweeps_before = st.reaper_sweeps;
+        assert_int_equal(kill(r, SIGKILL), 0);
+        assert_int_equal(wait_code(r, 2000), 128 + SIGKILL);
+        uint64_t claim_ms = 0;
+        r = start_reaper(&claim_ms);
+        printf("# round %d: the new reaper %d claimed and answered in %llu ms\n", round, (int) r,
+               (unsigned long long) claim_ms);
+        assert_true(claim_ms < 1000); /* at once: the dead one's claim is not honoured */
+        /* and it sweeps (its timer fires at once, then every 50 ms) */
+        uint64_t t0 = mono_ms();
+        do {
+            sleep_ms(5);
+            assert_int_equal(presence_stats(P, &st), 0);
+        } while (st.reaper_sweeps <= sweeps_before && mono_ms() - t0 < 3000);
+        printf("# round %d: its first sweep completed within %llu ms\n", round,
+               (unsigned long long) (mono_ms() - t0));
+        assert_true(st.reaper_sweeps > sweeps_before);
+        /* Not held up by a writer that registers with it while holding a room lock
+         * its sweep needs (that took the socket timeout, 1 s, once). */
+        assert_true(mono_ms() - t0 < 900);
+    }
+    for (int i = 0; i < W; i++) {
+        assert_int_equal(wait_code(wr[i].pid, 60000), 0);
+        assert_int_equal(expect_line(wr[i].out, "ops 15000", line, sizeof line, 1000), 0);
+        close(wr[i].out);
+    }
+    /* The writers stopped: the subscriber drains and reports its model. */
+    assert_int_equal(write(watch.in, "stop\n", 5), 5);
+    assert_int_equal(expect_line(watch.out, "events", line, sizeof line, 10000), 0);
+    printf("# subscriber: %s\n", line);
+    unsigned long events = 0, lapped = 0;
+    assert_int_equal(sscanf(line, "events %lu lapped %lu", &events, &lapped), 2);
+    assert_true(events >= 2 * 15000);
+    assert_int_equal(lapped, 0);
+    int rooms = 0;
+    for (;;) {
+        assert_int_equal(read_line(watch.out, line, sizeof line, 5000), 0);
+        if (strcmp(line, "end") == 0)
+            break;
+        char room[64];
+        int occ;
+        assert_int_equal(sscanf(line, "occ %63s %d", room, &occ), 2);
+        /* the ring told the same story as the registry */
+        assert_int_equal(presence_occupancy(P, room), occ);
+        rooms++;
+    }
+    assert_int_equal(wait_code(watch.pid, 5000), 0);
+    presence_room_list_t *rl = NULL;
+    assert_int_equal(presence_rooms(P, "L-", &rl), 0);
+    assert_true(rl->count <= (size_t) rooms);
+    presence_room_list_free(rl);
+    stop_reaper(r);
+    assert_check_clean();
+}
+
+/* ==== a second reaper is refused ======================================================= */
+
+static void test_second_reaper_refused(void **state)
+{
+    (void) state;
+    make_segment("second", 0, 0);
+    pid_t r = start_reaper(NULL);
+    char second_err[160];
+    snprintf(second_err, sizeof second_err, "/tmp/pr-test-%d-second2.err", (int) getpid());
+    unlink(second_err);
+    struct child c = SPAWN(reaper_path(), NULL, 0, second_err, "-s", seg, "--sweep-ms", "50",
+                           "--socket", sock_path);
+    int code = wait_code(c.pid, 5000);
+    char text[512] = {0};
+    FILE *f = fopen(second_err, "r");
+    if (f) {
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        text[n] = '\0';
+        fclose(f);
+    }
+    unlink(second_err);
+    printf("# second reaper said: %s", text);
+    assert_int_equal(code, 1);
+    char want[32];
+    snprintf(want, sizeof want, "pid %d", (int) r);
+    assert_non_null(strstr(text, want));
+    /* the first one is untouched: still the reaper, still answering */
+    assert_int_equal(waitpid(r, NULL, WNOHANG), 0);
+    assert_int_equal(reaper_pid_now(), r);
+    assert_true(socket_answers());
+    stop_reaper(r);
+    assert_int_equal(reaper_pid_now(), 0);
+}
+
+/* ==== a libuv subscriber in another process gets every event, in order ================= */
+
+static void run_in_order(unsigned long seed, const char *n, const char *pause_us)
+{
+    char sd[24], line[256];
+    snprintf(sd, sizeof sd, "%lu", seed);
+    struct child sub = HELPER(NULL, PIPE_OUT, "expect", seg, sd, n, "30000");
+    assert_int_equal(expect_line(sub.out, "ready", line, sizeof line, 5000), 0);
+    uint64_t t0 = mono_ms();
+    struct child prod = HELPER(NULL, PIPE_OUT, "produce", seg, sd, n, pause_us);
+    assert_int_equal(wait_code(prod.pid, 30000), 0);
+    uint64_t t1 = mono_ms();
+    assert_int_equal(wait_code(sub.pid, 30000), 0);
+    assert_int_equal(expect_line(sub.out, "got", line, sizeof line, 1000), 0);
+    printf("# %s events, pause %s us: producer %llu ms, subscriber done %llu ms after; %s\n", n,
+           pause_us, (unsigned long long) (t1 - t0), (unsigned long long) (mono_ms() - t1), line);
+    close(sub.out);
+    close(prod.out);
+}
+
+static void test_libuv_subscriber_in_order(void **state)
+{
+    (void) state;
+    make_segment("order", 0, 0);
+    pid_t r = start_reaper(NULL);
+    run_in_order(1001, "2000", "0");  /* a burst */
+    run_in_order(1002, "2000", "20"); /* spaced: mostly one wake-up per event */
+    stop_reaper(r);
+    assert_check_clean();
+}
+
+/* ==== a stalled subscriber is lapped, producers keep their pace ========================== */
+
+/* Runs two load writers of @nops each (ids @id0, @id0+1); returns their total ops/s. */
+static double load_round(int id0, const char *nops)
+{
+    struct child w[2];
+    for (int i = 0; i < 2; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "%d", id0 + i);
+        w[i] = HELPER(NULL, PIPE_OUT, "load", seg, id, nops, "0");
+    }
+    double total = 0;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(wait_code(w[i].pid, 60000), 0);
+        char line[256], want[32];
+        snprintf(want, sizeof want, "ops %s ", nops);
+        assert_int_equal(expect_line(w[i].out, want, line, sizeof line, 1000), 0);
+        double rate = 0;
+        assert_non_null(strstr(line, "rate "));
+        rate = atof(strstr(line, "rate ") + 5);
+        total += rate;
+        close(w[i].out);
+    }
+    return total;
+}
+
+static void test_slow_subscriber_lapped(void **state)
+{
+    (void) state;
+    make_segment("lapped", 4096, 0); /* a small ring: 4096 entries */
+    pid_t r = start_reaper(NULL);
+    const char *nops = "100000";
+    double alone[2], stalled[2];
+    for (int round = 0; round < 2; round++) {
+        alone[round] = load_round(10 * round + 100, nops);
+        struct child s = HELPER(NULL, PIPE_IN | PIPE_OUT, "stall", seg);
+        char line[256];
+        assert_int_equal(expect_line(s.out, "ready", line, sizeof line, 5000), 0);
+        stalled[round] = load_round(10 * round + 200, nops);
+        assert_int_equal(write(s.in, "go\n", 3), 3);
+        assert_int_equal(wait_code(s.pid, 20000), 0); /* 0: it was told PRESENCE_ELAPPED */
+        assert_int_equal(expect_line(s.out, "lapped", line, sizeof line, 1000), 0);
+        printf("# round %d: stalled subscriber: %s\n", round, line);
+        close(s.in);
+        close(s.out);
+        printf("# figure: round %d: producers (2 x %s join/leave) %.0f ops/s with no subscriber, "
+               "%.0f ops/s with a stalled subscriber: ratio %.3f\n",
+               round, nops, alone[round], stalled[round], stalled[round] / alone[round]);
+    }
+    presence_stats_t st;
+    assert_int_equal(presence_stats(P, &st), 0);
+    assert_true(st.lapped >= 2);
+    stop_reaper(r);
+    assert_check_clean();
+}
+
+/* ==== a producer killed between claim and commit ===================================== */
+
+struct dead_ctx {
+    const char *prefix;
+    int want, got;
+};
+
+static bool on_survivor_event(const presence_event_t *ev, void *v)
+{
+    struct dead_ctx *d = v;
+    if ((ev->type == PRESENCE_EV_JOIN || ev->type == PRESENCE_EV_LEAVE) &&
+        strncmp(ev->room, d->prefix, strlen(d->prefix)) == 0)
+        d->got++;
+    return d->got == d->want;
+}
+
+static void dead_producer(const char *tag, const char *kill_at)
+{
+    make_segment(tag, 0, 0);
+    pid_t r = start_reaper(NULL);
+    subscribe_now();
+    char line[256];
+    /* A libuv subscriber in another process, which must get the survivor's events too. */
+    struct child sub = HELPER(NULL, PIPE_OUT, "expect", seg, "222", "100", "20000");
+    assert_int_equal(expect_line(sub.out, "ready", line, sizeof line, 5000), 0);
+    char env_kill[64];
+    snprintf(env_kill, sizeof env_kill, "PRESENCE_TEST_KILL_AT=%s", kill_at);
+    const char *env[] = {env_kill, NULL};
+    struct child victim = HELPER(env, PIPE_OUT, "produce", seg, "111", "50", "0");
+    assert_int_equal(wait_code(victim.pid, 10000), 128 + SIGKILL);
+    close(victim.out);
+    uint64_t t_kill = mono_ms();
+    /* Another producer's events get through, to both subscribers, within 2 s. */
+    struct child prod = HELPER(NULL, PIPE_OUT, "produce", seg, "222", "100", "0");
+    struct dead_ctx d = {"s222-", 100, 0};
+    int got = collect(t_kill + 2000, on_survivor_event, &d);
+    uint64_t t_parent = mono_ms() - t_kill;
+    printf("# %s: parent subscriber had %d of 100 events %llu ms after the kill\n", kill_at,
+           d.got, (unsigned long long) t_parent);
+    assert_int_equal(got, 1);
+    assert_int_equal(wait_code(prod.pid, 2000), 0); /* the producer was never blocked */
+    uint64_t left = mono_ms() - t_kill < 2000 ? 2000 - (mono_ms() - t_kill) : 1;
+    int code = wait_code(sub.pid, (unsigned) left);
+    printf("# %s: libuv subscriber done %llu ms after the kill (code %d)\n", kill_at,
+           (unsigned long long) (mono_ms() - t_kill), code);
+    assert_int_equal(code, 0);
+    close(sub.out);
+    close(prod.out);
+    stop_reaper(r);
+    assert_check_clean();
+}
+
+static void test_dead_producer_at_claim(void **state)
+{
+    (void) state;
+    dead_producer("claim", "ring_claim:3");
+}
+
+static void test_dead_producer_at_commit(void **state)
+{
+    (void) state;
+    dead_producer("commit", "ring_commit:3");
+}
+
+/* ==== figures: wake-up latency ============================================================== */
+
+static void test_latency_figures(void **state)
+{
+    (void) state;
+    make_segment("latency", 0, 0);
+    pid_t r = start_reaper(NULL);
+    struct child c = HELPER(NULL, 0, "latency", seg, "2000");
+    assert_int_equal(wait_code(c.pid, 60000), 0);
+    stop_reaper(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_expiry, teardown),
+        cmocka_unit_test_teardown(test_owner_died_and_restart, teardown),
+        cmocka_unit_test_teardown(test_reaper_restart_under_load, teardown),
+        cmocka_unit_test_teardown(test_second_reaper_refused, teardown),
+        cmocka_unit_test_teardown(test_libuv_subscriber_in_order, teardown),
+        cmocka_unit_test_teardown(test_slow_subscriber_lapped, teardown),
+        cmocka_unit_test_teardown(test_dead_producer_at_claim, teardown),
+        cmocka_unit_test_teardown(test_dead_producer_at_commit, teardown),
+        cmocka_unit_test_teardown(test_latency_figures, teardown),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests_name("reaper", tests, NULL, NULL);
+}
