@@ -44,7 +44,7 @@ extern "C" {
 #define PRESENCE_VERSION_PATCH 0
 
 /** Longest room, connection, user or group name, in bytes. */
-#define PRESENCE_NAME_MAX 255
+#define PRESENCE_NAME_MAX        255
 /** Most rooms a group may hold. */
 #define PRESENCE_GROUP_MAX_ROOMS 2000
 
@@ -53,26 +53,26 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /* X-macro: name, value, message. Values lie in a range no errno uses. */
-#define PRESENCE_ERRNO_MAP(XX)                                                                     \
-    XX(EBADMAGIC, -30100, "object is not a presence segment (bad magic)")                          \
-    XX(EVERSION, -30101, "segment was made by an incompatible layout version")                     \
-    XX(ETRUNCATED, -30102, "segment is smaller than its header says (truncated)")                  \
-    XX(ENOTREADY, -30103, "segment was never finished by its creator")                             \
-    XX(ECORRUPT, -30104, "segment failed an integrity check")                                      \
-    XX(EOWNER, -30105, "segment belongs to another user")                                          \
-    XX(EBOOT, -30106, "segment was made before the last reboot")                                   \
-    XX(ENAMELEN, -30110, "name is empty or longer than 255 bytes")                                 \
-    XX(ENAMEUTF8, -30111, "name is not valid UTF-8")                                               \
-    XX(ENAMECTRL, -30112, "name contains a control character")                                     \
-    XX(ESTATEJSON, -30113, "state is not a JSON object")                                           \
-    XX(ESTATESIZE, -30114, "state is larger than the segment's state_max")                         \
-    XX(EGROUPFULL, -30115, "group would hold more than 2000 rooms")                                \
-    XX(EUSERCONFLICT, -30116, "connection is already joined with a different user")                \
-    XX(ESTALE, -30117, "connection handle is stale (the connection was removed)")                  \
-    XX(ENOGROUP, -30118, "no such group")                                                          \
-    XX(EOPTION, -30119, "invalid option or capacity")                                              \
-    XX(ELAPPED, -30120, "subscriber fell behind the event ring (re-read the rooms)")               \
-    XX(EREAPER, -30121, "another presence-reaper is running on this segment")                      \
+#define PRESENCE_ERRNO_MAP(XX)                                                       \
+    XX(EBADMAGIC, -30100, "object is not a presence segment (bad magic)")            \
+    XX(EVERSION, -30101, "segment was made by an incompatible layout version")       \
+    XX(ETRUNCATED, -30102, "segment is smaller than its header says (truncated)")    \
+    XX(ENOTREADY, -30103, "segment was never finished by its creator")               \
+    XX(ECORRUPT, -30104, "segment failed an integrity check")                        \
+    XX(EOWNER, -30105, "segment belongs to another user")                            \
+    XX(EBOOT, -30106, "segment was made before the last reboot")                     \
+    XX(ENAMELEN, -30110, "name is empty or longer than 255 bytes")                   \
+    XX(ENAMEUTF8, -30111, "name is not valid UTF-8")                                 \
+    XX(ENAMECTRL, -30112, "name contains a control character")                       \
+    XX(ESTATEJSON, -30113, "state is not a JSON object")                             \
+    XX(ESTATESIZE, -30114, "state is larger than the segment's state_max")           \
+    XX(EGROUPFULL, -30115, "group would hold more than 2000 rooms")                  \
+    XX(EUSERCONFLICT, -30116, "connection is already joined with a different user")  \
+    XX(ESTALE, -30117, "connection handle is stale (the connection was removed)")    \
+    XX(ENOGROUP, -30118, "no such group")                                            \
+    XX(EOPTION, -30119, "invalid option or capacity")                                \
+    XX(ELAPPED, -30120, "subscriber fell behind the event ring (re-read the rooms)") \
+    XX(EREAPER, -30121, "another presence-reaper is running on this segment")        \
     XX(ENOSUBS, -30122, "no free subscriber slot in the segment")
 
 typedef enum {
@@ -96,27 +96,27 @@ typedef struct presence presence_t; /**< Opaque: one attachment to one segment. 
 
 /** presence_open() flags. */
 enum {
-    PRESENCE_CREATE = 1u << 0,      /**< create the segment if it does not exist */
-    PRESENCE_EXCL = 1u << 1,        /**< with CREATE: fail with -EEXIST if it exists */
-    PRESENCE_RDONLY = 1u << 2,      /**< map read-only: queries only (inspectors) */
-    PRESENCE_ANY_OWNER = 1u << 3,   /**< allow attaching a segment owned by another uid */
+    PRESENCE_CREATE = 1u << 0,    /**< create the segment if it does not exist */
+    PRESENCE_EXCL = 1u << 1,      /**< with CREATE: fail with -EEXIST if it exists */
+    PRESENCE_RDONLY = 1u << 2,    /**< map read-only: queries only (inspectors) */
+    PRESENCE_ANY_OWNER = 1u << 3, /**< allow attaching a segment owned by another uid */
 };
 
 /** Capacities and settings. Fill with presence_options_init(), then override. */
 typedef struct presence_options {
-    uint32_t rooms;          /**< room records (create only; default 4096) */
-    uint32_t connections;    /**< connection records (default 16384) */
-    uint32_t presences;      /**< presence records (default 65536) */
-    uint32_t groups;         /**< group records (default 256) */
-    uint32_t group_members;  /**< group-member records, all groups together (default 16384) */
-    uint64_t arena_bytes;    /**< bytes for names and state (default 16 MiB) */
-    uint32_t ring_entries;   /**< event ring entries of 64 bytes, power of two (default 65536) */
-    uint32_t procs;          /**< attached-process slots (default 128) */
-    uint32_t readers;        /**< reader (thread) slots (default 512) */
-    uint32_t state_max;      /**< largest state document in bytes (default 32768) */
-    uint64_t max_age_ms;     /**< default connection timeout (default 60000) */
-    uint32_t mode;           /**< file mode of a new segment (default 0600; umask ignored) */
-    uint32_t flags;          /**< PRESENCE_CREATE | PRESENCE_EXCL | ... */
+    uint32_t rooms;             /**< room records (create only; default 4096) */
+    uint32_t connections;       /**< connection records (default 16384) */
+    uint32_t presences;         /**< presence records (default 65536) */
+    uint32_t groups;            /**< group records (default 256) */
+    uint32_t group_members;     /**< group-member records, all groups together (default 16384) */
+    uint64_t arena_bytes;       /**< bytes for names and state (default 16 MiB) */
+    uint32_t ring_entries;      /**< event ring entries of 64 bytes, power of two (default 65536) */
+    uint32_t procs;             /**< attached-process slots (default 128) */
+    uint32_t readers;           /**< reader (thread) slots (default 512) */
+    uint32_t state_max;         /**< largest state document in bytes (default 32768) */
+    uint64_t max_age_ms;        /**< default connection timeout (default 60000) */
+    uint32_t mode;              /**< file mode of a new segment (default 0600; umask ignored) */
+    uint32_t flags;             /**< PRESENCE_CREATE | PRESENCE_EXCL | ... */
     uint32_t attach_timeout_ms; /**< how long to wait for a segment being created (1000) */
 } presence_options_t;
 
@@ -248,8 +248,8 @@ PRESENCE_EXTERN int presence_prune_rooms(presence_t *p);
  *   PRESENCE_ESTATESIZE, PRESENCE_ENAME*, PRESENCE_ENOGROUP, -ENOSPC, -EROFS.
  */
 PRESENCE_EXTERN int presence_set_state(presence_t *p, const char *const *rooms, size_t nrooms,
-                                       const char *const *groups, size_t ngroups,
-                                       const char *conn, const char *json);
+                                       const char *const *groups, size_t ngroups, const char *conn,
+                                       const char *json);
 
 /** One (room, uuid, state) row of get_state. */
 typedef struct presence_state_item {
@@ -266,8 +266,8 @@ typedef struct presence_state_list {
 /** The state of @p uuid (a user id or a connection id) in the given rooms and
  *  groups. Never blocks. */
 PRESENCE_EXTERN int presence_get_state(presence_t *p, const char *const *rooms, size_t nrooms,
-                                       const char *const *groups, size_t ngroups,
-                                       const char *uuid, presence_state_list_t **out);
+                                       const char *const *groups, size_t ngroups, const char *uuid,
+                                       presence_state_list_t **out);
 PRESENCE_EXTERN void presence_state_list_free(presence_state_list_t *list);
 
 /* ------------------------------------------------------------------------ */
@@ -360,8 +360,7 @@ PRESENCE_EXTERN int presence_group_add(presence_t *p, const char *group, const c
 PRESENCE_EXTERN int presence_group_remove(presence_t *p, const char *group,
                                           const char *const *rooms, size_t nrooms);
 /** The rooms of @p group. @return 0, PRESENCE_ENOGROUP. Never blocks. */
-PRESENCE_EXTERN int presence_group_list(presence_t *p, const char *group,
-                                        presence_strlist_t **out);
+PRESENCE_EXTERN int presence_group_list(presence_t *p, const char *group, presence_strlist_t **out);
 /** Deletes @p group. @return 1 deleted, 0 absent. */
 PRESENCE_EXTERN int presence_group_delete(presence_t *p, const char *group);
 
@@ -379,25 +378,25 @@ typedef struct presence_stats {
     uint64_t arena_used, arena_cap;
     uint32_t procs_attached, procs_cap;
     uint32_t readers_active, readers_cap;
-    uint64_t epoch;       /**< global reclamation epoch */
-    uint64_t limbo;       /**< retired items not yet reclaimed */
+    uint64_t epoch; /**< global reclamation epoch */
+    uint64_t limbo; /**< retired items not yet reclaimed */
     uint64_t max_age_ms;
     uint32_t state_max;
     uint32_t bytes_per_presence; /**< presence record size, names and state excluded */
     uint64_t joins, leaves, expired, reclaimed;
-    int32_t reaper_pid;   /**< 0 when none */
-    uint64_t ring_tail;   /**< next event sequence number */
+    int32_t reaper_pid; /**< 0 when none */
+    uint64_t ring_tail; /**< next event sequence number */
     uint32_t ring_entries;
     uint64_t ring_oldest; /**< oldest seq that may still be in the ring */
     uint32_t subscribers; /**< subscriber slots in use */
     uint32_t ring_waiters;
-    uint64_t lapped;      /**< times subscribers were lapped */
+    uint64_t lapped;               /**< times subscribers were lapped */
     uint64_t reaper_last_sweep_ns; /**< CLOCK_REALTIME of the reaper's last sweep (0: never) */
     uint64_t reaper_sweeps, reaper_expired, reaper_reclaimed;
     uint32_t layout_version;
     int32_t creator_pid;
     uint32_t owner_uid, mode;
-    uint64_t created_ns;  /**< CLOCK_REALTIME */
+    uint64_t created_ns; /**< CLOCK_REALTIME */
 } presence_stats_t;
 
 /** Counts and capacities. Never blocks. */
@@ -405,13 +404,14 @@ PRESENCE_EXTERN int presence_stats(presence_t *p, presence_stats_t *out);
 
 /** One attached process (presence_procs). */
 typedef struct presence_proc_info {
-    uint32_t slot;        /**< process slot */
+    uint32_t slot; /**< process slot */
     pid_t pid;
-    int alive;            /**< 1 while its liveness lock is held */
+    int alive; /**< 1 while its liveness lock is held */
     int is_reaper;
     uint64_t attached_ns; /**< CLOCK_REALTIME */
     uint32_t readers;     /**< reader (thread) slots it holds */
-    uint64_t oldest_epoch;/**< smallest epoch its readers announce (0: none inside a read section) */
+    uint64_t
+        oldest_epoch; /**< smallest epoch its readers announce (0: none inside a read section) */
     uint32_t subscribers; /**< subscriptions it holds */
 } presence_proc_info_t;
 
@@ -449,7 +449,6 @@ PRESENCE_EXTERN int presence_check(presence_t *p, presence_strlist_t **out);
  * @return items reclaimed. May block briefly.
  */
 PRESENCE_EXTERN int presence_maintain(presence_t *p);
-
 
 /* ------------------------------------------------------------------------ */
 /* Events                                                                    */
@@ -534,8 +533,7 @@ PRESENCE_EXTERN void presence_sub_close(presence_sub_t *s);
  * it accepts registrations. @return 0, PRESENCE_EREAPER (another live reaper;
  * its pid in *other_pid), -EROFS, -EINVAL (path too long).
  */
-PRESENCE_EXTERN int presence_reaper_claim(presence_t *p, const char *socket_path,
-                                          pid_t *other_pid);
+PRESENCE_EXTERN int presence_reaper_claim(presence_t *p, const char *socket_path, pid_t *other_pid);
 /** Stops being the reaper (the segment and its presences stay). */
 PRESENCE_EXTERN void presence_reaper_release(presence_t *p);
 

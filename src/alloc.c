@@ -39,24 +39,36 @@ static uint32_t tag_next(uint32_t tag)
 uint32_t pr__kind_cap(const struct presence *p, unsigned kind)
 {
     switch (kind) {
-    case PR_K_ROOM: return p->h->cap_rooms;
-    case PR_K_CONN: return p->h->cap_conns;
-    case PR_K_PRES: return p->h->cap_pres;
-    case PR_K_GROUP: return p->h->cap_groups;
-    case PR_K_GMEMBER: return p->h->cap_gmembers;
-    default: return 0;
+    case PR_K_ROOM:
+        return p->h->cap_rooms;
+    case PR_K_CONN:
+        return p->h->cap_conns;
+    case PR_K_PRES:
+        return p->h->cap_pres;
+    case PR_K_GROUP:
+        return p->h->cap_groups;
+    case PR_K_GMEMBER:
+        return p->h->cap_gmembers;
+    default:
+        return 0;
     }
 }
 
 struct pr_rec *pr__rec(const struct presence *p, unsigned kind, uint32_t idx)
 {
     switch (kind) {
-    case PR_K_ROOM: return (struct pr_rec *) pr__room(p, idx);
-    case PR_K_CONN: return (struct pr_rec *) pr__conn(p, idx);
-    case PR_K_PRES: return (struct pr_rec *) pr__pres(p, idx);
-    case PR_K_GROUP: return (struct pr_rec *) pr__group(p, idx);
-    case PR_K_GMEMBER: return (struct pr_rec *) pr__gmember(p, idx);
-    default: return NULL;
+    case PR_K_ROOM:
+        return (struct pr_rec *) pr__room(p, idx);
+    case PR_K_CONN:
+        return (struct pr_rec *) pr__conn(p, idx);
+    case PR_K_PRES:
+        return (struct pr_rec *) pr__pres(p, idx);
+    case PR_K_GROUP:
+        return (struct pr_rec *) pr__group(p, idx);
+    case PR_K_GMEMBER:
+        return (struct pr_rec *) pr__gmember(p, idx);
+    default:
+        return NULL;
     }
 }
 
@@ -200,7 +212,8 @@ const char *pr__blob_get(const struct presence *p, uint32_t ref, uint32_t *len)
     uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
     if (ref == 0 || off + PR_BLOB_HDR > arena)
         return NULL;
-    const struct pr_blob *b = (const struct pr_blob *) (const void *) (p->base + p->h->off_arena + off);
+    const struct pr_blob *b =
+        (const struct pr_blob *) (const void *) (p->base + p->h->off_arena + off);
     uint32_t n = pr_load(&b->len);
     if (n > PR_PAGE_SIZE - PR_BLOB_HDR || off + PR_BLOB_HDR + n > arena)
         return NULL;

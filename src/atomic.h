@@ -25,35 +25,39 @@
 #endif
 
 #ifdef PR_TSAN
-#    define pr_load(p)          __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#    define pr_store(p, v)      __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
-#    define pr_xchg(p, v)       __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
-#    define pr_fetch_add(p, v)  __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
-#    define pr_fetch_or(p, v)   __atomic_fetch_or((p), (v), __ATOMIC_SEQ_CST)
-#    define pr_fetch_and(p, v)  __atomic_fetch_and((p), (v), __ATOMIC_SEQ_CST)
-#    define pr_smp_mb()         __atomic_thread_fence(__ATOMIC_SEQ_CST)
-#    define pr_barrier()        __atomic_signal_fence(__ATOMIC_SEQ_CST)
+#    define pr_load(p)         __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#    define pr_store(p, v)     __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_xchg(p, v)      __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_fetch_add(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_fetch_or(p, v)  __atomic_fetch_or((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_fetch_and(p, v) __atomic_fetch_and((p), (v), __ATOMIC_SEQ_CST)
+#    define pr_smp_mb()        __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#    define pr_barrier()       __atomic_signal_fence(__ATOMIC_SEQ_CST)
 /* Returns the value found (equal to @old on success), like uatomic_cmpxchg. */
-#    define pr_cmpxchg(p, old, new_)                                                               \
-        __extension__({                                                                            \
-            __typeof__(*(p)) pr_cx_expected_ = (old);                                              \
-            __atomic_compare_exchange_n((p), &pr_cx_expected_, (new_), 0, __ATOMIC_SEQ_CST,        \
-                                        __ATOMIC_SEQ_CST);                                         \
-            pr_cx_expected_;                                                                       \
+#    define pr_cmpxchg(p, old, new_)                                                        \
+        __extension__({                                                                     \
+            __typeof__(*(p)) pr_cx_expected_ = (old);                                       \
+            __atomic_compare_exchange_n((p), &pr_cx_expected_, (new_), 0, __ATOMIC_SEQ_CST, \
+                                        __ATOMIC_SEQ_CST);                                  \
+            pr_cx_expected_;                                                                \
         })
 #else
 #    include <urcu/arch.h>
 #    include <urcu/system.h>
 #    include <urcu/uatomic.h>
-#    define pr_load(p)          uatomic_read(p)
+#    define pr_load(p) uatomic_read(p)
 /* Store with release semantics: a compiler barrier orders earlier stores (x86 TSO). */
-#    define pr_store(p, v)      do { cmm_smp_wmb(); uatomic_set((p), (v)); } while (0)
-#    define pr_xchg(p, v)       __extension__({ uatomic_xchg((p), (v)); })
-#    define pr_fetch_add(p, v)  __extension__({ uatomic_add_return((p), (v)) - (v); })
-#    define pr_fetch_or(p, v)   uatomic_or((p), (v))
-#    define pr_fetch_and(p, v)  uatomic_and((p), (v))
-#    define pr_smp_mb()         cmm_smp_mb()
-#    define pr_barrier()        cmm_barrier()
+#    define pr_store(p, v)         \
+        do {                       \
+            cmm_smp_wmb();         \
+            uatomic_set((p), (v)); \
+        } while (0)
+#    define pr_xchg(p, v)            __extension__({ uatomic_xchg((p), (v)); })
+#    define pr_fetch_add(p, v)       __extension__({ uatomic_add_return((p), (v)) - (v); })
+#    define pr_fetch_or(p, v)        uatomic_or((p), (v))
+#    define pr_fetch_and(p, v)       uatomic_and((p), (v))
+#    define pr_smp_mb()              cmm_smp_mb()
+#    define pr_barrier()             cmm_barrier()
 #    define pr_cmpxchg(p, old, new_) uatomic_cmpxchg((p), (old), (new_))
 #endif
 

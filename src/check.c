@@ -52,11 +52,16 @@ static void mark_blob(struct marks *m, uint32_t ref)
 static uint8_t *kind_marks(struct marks *m, unsigned kind)
 {
     switch (kind) {
-    case PR_K_ROOM: return m->room;
-    case PR_K_CONN: return m->conn;
-    case PR_K_PRES: return m->pres;
-    case PR_K_GROUP: return m->group;
-    default: return m->gmember;
+    case PR_K_ROOM:
+        return m->room;
+    case PR_K_CONN:
+        return m->conn;
+    case PR_K_PRES:
+        return m->pres;
+    case PR_K_GROUP:
+        return m->group;
+    default:
+        return m->gmember;
     }
 }
 
@@ -129,28 +134,28 @@ static int mark_all(struct presence *p, struct marks *m)
     }
     /* limbo: the pushed stack and the lease holder's batches */
     for (uint32_t b = 0; b <= h->nbatch && b <= PR_NBATCH; b++) {
-    uint32_t it = b == 0 ? (uint32_t) (pr_load(&h->limbo_head) >> 32)
-                         : h->batch[(h->batch_first + b - 1) % PR_NBATCH].head;
-    for (uint64_t s = 0; it && s <= m->nunits + PR_MAX_RECORDS; s++) {
-        unsigned kind = PR_ITEM_KIND(it);
-        uint32_t idx = PR_ITEM_IDX(it);
-        uint32_t next;
-        if (kind == PR_K_BLOB) {
-            uint32_t len;
-            const char *d = pr__blob_get(p, idx + 1, &len);
-            if (!d || idx >= m->nunits)
-                break;
-            m->blob_limbo[idx] = 1;
-            next = pr_load(&((struct pr_blob *) (void *) (d - PR_BLOB_HDR))->link);
-        } else {
-            struct pr_rec *r = pr__rec(p, kind, idx);
-            if (!r)
-                break;
-            m->limbo_rec[kind][idx] = 1;
-            next = pr_load(&r->link);
+        uint32_t it = b == 0 ? (uint32_t) (pr_load(&h->limbo_head) >> 32)
+                             : h->batch[(h->batch_first + b - 1) % PR_NBATCH].head;
+        for (uint64_t s = 0; it && s <= m->nunits + PR_MAX_RECORDS; s++) {
+            unsigned kind = PR_ITEM_KIND(it);
+            uint32_t idx = PR_ITEM_IDX(it);
+            uint32_t next;
+            if (kind == PR_K_BLOB) {
+                uint32_t len;
+                const char *d = pr__blob_get(p, idx + 1, &len);
+                if (!d || idx >= m->nunits)
+                    break;
+                m->blob_limbo[idx] = 1;
+                next = pr_load(&((struct pr_blob *) (void *) (d - PR_BLOB_HDR))->link);
+            } else {
+                struct pr_rec *r = pr__rec(p, kind, idx);
+                if (!r)
+                    break;
+                m->limbo_rec[kind][idx] = 1;
+                next = pr_load(&r->link);
+            }
+            it = next;
         }
-        it = next;
-    }
     }
     /* blobs held by any record that is not FREE */
     for (uint32_t i = 0; i < h->cap_rooms; i++)
@@ -217,7 +222,9 @@ static bool on_free_stack(struct presence *p, unsigned kind, uint32_t idx, uint8
             *stable = false;
             return true;
         }
-        (*cache)[cap] = stack_snapshot(p, kind, *cache) ? 1 : 0;
+        (*cache)[cap] = stack_snapshot(p, kind, *cache)
+                            ? 1
+                            : 0; // NOLINT(clang-analyzer-unix.Malloc): the caller frees *cache
     }
     *stable = (*cache)[pr__kind_cap(p, kind)] != 0;
     return (*cache)[idx] != 0;
@@ -239,7 +246,8 @@ __attribute__((format(printf, 2, 3))) static void viol(struct report *rep, const
     char buf[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt,
+              ap); // NOLINT(clang-analyzer-valist.Uninitialized): va_start above
     va_end(ap);
     if (rep->l->count == rep->cap) {
         size_t nc = rep->cap ? rep->cap * 2 : 16;
@@ -256,7 +264,8 @@ __attribute__((format(printf, 2, 3))) static void viol(struct report *rep, const
 
 static const char *kind_name(unsigned k)
 {
-    static const char *n[] = {"?", "room", "connection", "presence", "group", "group member", "blob"};
+    static const char *n[] = {"?",     "room",         "connection", "presence",
+                              "group", "group member", "blob"};
     return k < 7 ? n[k] : "?";
 }
 
@@ -274,7 +283,8 @@ static void check_records(struct presence *p, struct marks *m, struct report *re
             case PR_FREE: {
                 bool stable;
                 if (!on_free_stack(p, kind, i, &stack, &stable) && stable)
-                    viol(rep, "%s %u is free but not on its free stack (leaked)", kind_name(kind), i);
+                    viol(rep, "%s %u is free but not on its free stack (leaked)", kind_name(kind),
+                         i);
                 else if (!stable && i == 0)
                     viol(rep, "%s free stack changed during every walk (not quiescent)",
                          kind_name(kind));
@@ -327,9 +337,12 @@ static void check_lists(struct presence *p, struct marks *m, struct report *rep)
         struct pr_room *r = pr__room(p, ri);
         if (PR_ST_STATE(pr_load(&r->h.state)) != PR_LIVE)
             continue;
-        if (!pr__blob_get(p, r->name_blob, NULL))
+        /* Hash the blob's own bytes: name_len is only trusted once it matches. */
+        uint32_t nlen;
+        const char *name = pr__blob_get(p, r->name_blob, &nlen);
+        if (!name || nlen != r->name_len)
             viol(rep, "room %u: name blob %u invalid", ri, r->name_blob);
-        if (r->name_hash != pr__hash(p, pr__blob_get(p, r->name_blob, NULL) ?: "", r->name_len))
+        else if (r->name_hash != pr__hash(p, name, nlen))
             viol(rep, "room %u: name hash does not match its name", ri);
         uint32_t occ = 0, anon = 0, prev = 0, cur = r->members;
         for (uint32_t s = 0; cur && s <= h->cap_pres; s++) {
@@ -494,7 +507,8 @@ int presence_stats(presence_t *p, presence_stats_t *s)
     s->expired = pr_load(&h->st_expired);
     s->reclaimed = pr_load(&h->st_reclaimed);
     uint64_t ro = pr_load(&h->reaper_owner);
-    s->reaper_pid = ro && pr__proc_alive(p, (uint32_t) ro - 1, (uint32_t) (ro >> 32)) ? h->reaper_pid : 0;
+    s->reaper_pid =
+        ro && pr__proc_alive(p, (uint32_t) ro - 1, (uint32_t) (ro >> 32)) ? h->reaper_pid : 0;
     s->ring_tail = pr_load(&h->ring_tail);
     s->ring_entries = h->ring_entries;
     s->ring_oldest = s->ring_tail > h->ring_entries ? s->ring_tail - h->ring_entries : 0;

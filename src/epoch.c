@@ -158,8 +158,7 @@ void pr__retire(struct presence *p, uint32_t item)
             break;
     }
     pr_fetch_add(&h->limbo_count, 1);
-    if (++p->retire_since_reclaim >= 64) {
-        p->retire_since_reclaim = 0;
+    if (__atomic_add_fetch(&p->retire_since_reclaim, 1, __ATOMIC_RELAXED) % 64 == 0) {
         if (pr__lease_take(p) == 0) {
             pr__reclaim(p);
             pr__lease_drop(p);

@@ -10,8 +10,8 @@
 const char *presence_strerror(int err)
 {
     switch (err) {
-#define XX(name, val, msg)                                                                         \
-    case val:                                                                                      \
+#define XX(name, val, msg) \
+    case val:              \
         return msg;
         PRESENCE_ERRNO_MAP(XX)
 #undef XX
@@ -28,8 +28,8 @@ const char *presence_strerror(int err)
 const char *presence_err_name(int err)
 {
     switch (err) {
-#define XX(name, val, msg)                                                                         \
-    case val:                                                                                      \
+#define XX(name, val, msg) \
+    case val:              \
         return "PRESENCE_" #name;
         PRESENCE_ERRNO_MAP(XX)
 #undef XX

@@ -249,8 +249,7 @@ static int group_remove_locked(struct presence *p, uint32_t gi, const char *cons
     return removed;
 }
 
-int presence_group_remove(presence_t *p, const char *group, const char *const *rooms,
-                          size_t nrooms)
+int presence_group_remove(presence_t *p, const char *group, const char *const *rooms, size_t nrooms)
 {
     size_t gn;
     int rc = pr__validate_name(group, &gn);

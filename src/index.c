@@ -77,19 +77,22 @@ uint32_t pr__hash(const struct presence *p, const char *s, size_t n)
 static uint32_t nbuckets(const struct presence *p, unsigned table)
 {
     switch (table) {
-    case PR_T_ROOM: return p->h->nb_rooms;
-    case PR_T_CONN: return p->h->nb_conns;
-    case PR_T_USER: return p->h->nb_users;
-    default: return p->h->nb_groups;
+    case PR_T_ROOM:
+        return p->h->nb_rooms;
+    case PR_T_CONN:
+        return p->h->nb_conns;
+    case PR_T_USER:
+        return p->h->nb_users;
+    default:
+        return p->h->nb_groups;
     }
 }
 
 uint32_t *pr__bucket(const struct presence *p, unsigned table, uint32_t hash)
 {
-    static const size_t offs[] = {offsetof(struct pr_header, off_rb),
-                                  offsetof(struct pr_header, off_cb),
-                                  offsetof(struct pr_header, off_ub),
-                                  offsetof(struct pr_header, off_gb)};
+    static const size_t offs[] = {
+        offsetof(struct pr_header, off_rb), offsetof(struct pr_header, off_cb),
+        offsetof(struct pr_header, off_ub), offsetof(struct pr_header, off_gb)};
     uint64_t off = *(const uint64_t *) (const void *) ((const char *) p->h + offs[table & 3]);
     return (uint32_t *) (void *) (p->base + off) + (hash & (nbuckets(p, table) - 1));
 }
@@ -98,7 +101,7 @@ pthread_mutex_t *pr__stripe(const struct presence *p, unsigned table, uint32_t h
 {
     pthread_mutex_t *s = PR_REGION(p, off_stripes, pthread_mutex_t);
     uint32_t b = hash & (nbuckets(p, table) - 1);
-    return s + (table & 3) * p->h->nstripes + (b & (p->h->nstripes - 1));
+    return s + (size_t) (table & 3) * p->h->nstripes + (b & (p->h->nstripes - 1));
 }
 
 /* The chain link of record @idx in @table, or NULL. */
@@ -225,9 +228,10 @@ void pr__stripe_repair(struct presence *p, uint32_t stripe_id)
                 pr_store(slot, 0u); /* cut a corrupted chain */
                 break;
             }
-            struct pr_rec *r = pr__rec(p, table == PR_T_ROOM    ? PR_K_ROOM
-                                          : table == PR_T_GROUP ? PR_K_GROUP
-                                                                : PR_K_CONN,
+            struct pr_rec *r = pr__rec(p,
+                                       table == PR_T_ROOM    ? PR_K_ROOM
+                                       : table == PR_T_GROUP ? PR_K_GROUP
+                                                             : PR_K_CONN,
                                        cur - 1);
             if (PR_ST_STATE(pr_load(&r->state)) != PR_LIVE)
                 pr_store(slot, pr_load(next));

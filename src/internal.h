@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PR_UNUSED(x) ((void) (x))
+#define PR_UNUSED(x)   ((void) (x))
 #define PR_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define PR_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -44,12 +44,12 @@ struct presence {
     uint32_t *sweep_items;  /* item ids of suspected orphans */
     uint64_t *sweep_states; /* their state words when suspected */
     size_t nsweep;
-    uint64_t sweep_epoch;   /* global epoch when they were suspected */
+    uint64_t sweep_epoch; /* global epoch when they were suspected */
     /* registration with the reaper (ipc.c) */
     pthread_mutex_t ipc_lock;
-    int ipc_fd;             /* connection to the reaper, -1 if none */
-    int doorbell_fd;        /* the reaper's doorbell eventfd, -1 if none */
-    uint64_t ipc_reaper;    /* header.reaper_owner when we registered */
+    int ipc_fd;          /* connection to the reaper, -1 if none */
+    int doorbell_fd;     /* the reaper's doorbell eventfd, -1 if none */
+    uint64_t ipc_reaper; /* header.reaper_owner when we registered */
 };
 
 /* ---- bounds-checked access -------------------------------------------- */
@@ -141,9 +141,9 @@ void pr__chain_insert(struct presence *p, unsigned table, uint32_t hash, uint32_
 int pr__stripe_lock(struct presence *p, unsigned table, uint32_t hash); /* unlock: pr__stripe() */
 
 /* ---- registry (registry.c) ----------------------------------------------- */
-void pr__room_repair(struct presence *p, uint32_t idx);
-void pr__conn_repair(struct presence *p, uint32_t idx);
-void pr__group_repair(struct presence *p, uint32_t idx);
+void pr__room_repair(struct presence *p, uint32_t ri);
+void pr__conn_repair(struct presence *p, uint32_t ci);
+void pr__group_repair(struct presence *p, uint32_t gi);
 void pr__stripe_repair(struct presence *p, uint32_t stripe);
 void pr__free_item(struct presence *p, uint32_t item); /* reclaim: item's grace is over */
 int pr__remove_dead_owners(struct presence *p);
@@ -188,10 +188,10 @@ extern int pr__test_poison; /* PRESENCE_TEST_POISON: overwrite what is freed */
  * kill point NAME. Unset, a kill point costs one predictable branch. */
 extern int pr__kill_armed;
 void pr__kill_point_hit(const char *name);
-#define PR_KILL_POINT(name)                                                                        \
-    do {                                                                                           \
-        if (PR_UNLIKELY(pr__kill_armed))                                                           \
-            pr__kill_point_hit(name);                                                              \
+#define PR_KILL_POINT(name)              \
+    do {                                 \
+        if (PR_UNLIKELY(pr__kill_armed)) \
+            pr__kill_point_hit(name);    \
     } while (0)
 void pr__kill_point_init(void);
 

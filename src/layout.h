@@ -40,7 +40,7 @@ enum pr_rstate {
 #define PR_ST_GEN(w)   ((uint32_t) ((w) >> 32))
 #define PR_ST_STATE(w) ((unsigned) (((w) >> 24) & 0xffu))
 #define PR_ST_SLOT(w)  ((uint32_t) ((w) &0xffffffu))
-#define PR_ST(gen, state, slot)                                                                    \
+#define PR_ST(gen, state, slot) \
     (((uint64_t) (gen) << 32) | ((uint64_t) (state) << 24) | ((uint64_t) (slot) &0xffffffu))
 
 /* ---- free-stack head word: {idx1:24 | tag:24 | claimer:16} -------------- */
@@ -51,8 +51,8 @@ enum pr_rstate {
 #define PR_FH_IDX1(w)    ((uint32_t) ((w) >> 40))
 #define PR_FH_TAG(w)     ((uint32_t) (((w) >> 16) & 0xffffffu))
 #define PR_FH_CLAIMER(w) ((uint32_t) ((w) &0xffffu))
-#define PR_FH(idx1, tag, claimer)                                                                  \
-    (((uint64_t) (idx1) << 40) | (((uint64_t) (tag) &0xffffffu) << 16) |                           \
+#define PR_FH(idx1, tag, claimer)                                        \
+    (((uint64_t) (idx1) << 40) | (((uint64_t) (tag) &0xffffffu) << 16) | \
      ((uint64_t) (claimer) &0xffffu))
 #define PR_MAX_RECORDS 0xfffffeu /* indexes must fit idx1:24 */
 #define PR_MAX_READERS 0xfffeu   /* claimer:16 */
@@ -73,28 +73,28 @@ struct pr_rec {
 
 /* A presence: (room, connection), 64 bytes. */
 struct pr_pres {
-    struct pr_rec h;       /* aux: 1 = the connection has no user (anonymous) */
-    uint32_t room;         /* room index */
-    uint32_t conn;         /* connection index */
-    uint32_t room_next;    /* next presence of the room (index+1), under the room lock */
-    uint32_t conn_next;    /* next presence of the connection (index+1), under its lock */
-    uint32_t state_blob;   /* arena ref of the state JSON (0 = none); swapped under room lock */
-    uint32_t room_prev;    /* previous presence of the room (index+1), under the room lock */
-    uint64_t joined_ns;    /* CLOCK_MONOTONIC */
-    uint32_t conn_blob;    /* copies of the connection's name and user refs, so that a */
-    uint32_t user_blob;    /* room walk reads no connection record (they live as long) */
+    struct pr_rec h;     /* aux: 1 = the connection has no user (anonymous) */
+    uint32_t room;       /* room index */
+    uint32_t conn;       /* connection index */
+    uint32_t room_next;  /* next presence of the room (index+1), under the room lock */
+    uint32_t conn_next;  /* next presence of the connection (index+1), under its lock */
+    uint32_t state_blob; /* arena ref of the state JSON (0 = none); swapped under room lock */
+    uint32_t room_prev;  /* previous presence of the room (index+1), under the room lock */
+    uint64_t joined_ns;  /* CLOCK_MONOTONIC */
+    uint32_t conn_blob;  /* copies of the connection's name and user refs, so that a */
+    uint32_t user_blob;  /* room walk reads no connection record (they live as long) */
 };
 
 /* A room, 128 bytes. */
 struct pr_room {
     struct pr_rec h;
     uint32_t name_blob, name_len, name_hash;
-    uint32_t bucket_next;  /* room hash chain (index+1), under the bucket's stripe lock */
-    uint32_t members;      /* first presence (index+1) */
-    uint32_t occupancy;    /* LIVE presences; written under the lock, read lock-free */
-    uint32_t anonymous;    /* LIVE presences without a user */
-    uint32_t version;      /* seqlock: odd while a writer changes members (under the lock) */
-    pthread_mutex_t lock;  /* robust, process-shared: guards members and counters */
+    uint32_t bucket_next; /* room hash chain (index+1), under the bucket's stripe lock */
+    uint32_t members;     /* first presence (index+1) */
+    uint32_t occupancy;   /* LIVE presences; written under the lock, read lock-free */
+    uint32_t anonymous;   /* LIVE presences without a user */
+    uint32_t version;     /* seqlock: odd while a writer changes members (under the lock) */
+    pthread_mutex_t lock; /* robust, process-shared: guards members and counters */
     uint8_t pad1[128 - 24 - 32 - sizeof(pthread_mutex_t)];
 };
 
@@ -102,20 +102,20 @@ struct pr_room {
  * being removed (a tombstone: touch fails from then on; bits 0..7 = reason). */
 #define PR_TOMB (1ull << 63)
 struct pr_conn {
-    struct pr_rec h;       /* aux: flags (PRESENCE_BOUND) */
-    uint64_t last_seen;    /* CLOCK_MONOTONIC ns, or PR_TOMB | reason */
+    struct pr_rec h;    /* aux: flags (PRESENCE_BOUND) */
+    uint64_t last_seen; /* CLOCK_MONOTONIC ns, or PR_TOMB | reason */
     uint32_t name_blob, user_blob;
     uint16_t name_len, user_len;
     uint32_t name_hash, user_hash;
-    uint32_t bucket_next;  /* connection-name chain */
-    uint32_t user_next;    /* user chain */
-    uint32_t presences;    /* first presence (index+1) */
-    uint32_t npres;        /* LIVE presences */
-    uint32_t timeout_ms;   /* 0 = the prune call's max_age */
-    uint32_t owner_proc;   /* process slot + 1 that joined it (for BOUND) */
-    uint32_t owner_gen;    /* that slot's generation */
+    uint32_t bucket_next; /* connection-name chain */
+    uint32_t user_next;   /* user chain */
+    uint32_t presences;   /* first presence (index+1) */
+    uint32_t npres;       /* LIVE presences */
+    uint32_t timeout_ms;  /* 0 = the prune call's max_age */
+    uint32_t owner_proc;  /* process slot + 1 that joined it (for BOUND) */
+    uint32_t owner_gen;   /* that slot's generation */
     uint8_t pad0[8];
-    pthread_mutex_t lock;  /* guards presences, npres */
+    pthread_mutex_t lock; /* guards presences, npres */
 };
 
 /* A group, 128 bytes. */
@@ -123,7 +123,7 @@ struct pr_group {
     struct pr_rec h;
     uint32_t name_blob, name_len, name_hash;
     uint32_t bucket_next;
-    uint32_t members;      /* first gmember (index+1) */
+    uint32_t members; /* first gmember (index+1) */
     uint32_t count;
     uint8_t pad0[8];
     pthread_mutex_t lock;
@@ -144,16 +144,16 @@ struct pr_gmember {
  * pid reuse cannot fool it (LMDB's reader-table idea, with OFD locks). */
 #define PR_LOCK_BASE 0x40000000ull
 struct pr_proc {
-    uint64_t owner;        /* {gen:32 | pid:32}; pid 0 = never used / released */
-    uint64_t attached_ns;  /* CLOCK_REALTIME */
+    uint64_t owner;       /* {gen:32 | pid:32}; pid 0 = never used / released */
+    uint64_t attached_ns; /* CLOCK_REALTIME */
     uint8_t pad[64 - 16];
 };
 
 /* A reader slot (one per thread per attachment), 128 bytes. */
 struct pr_reader {
-    uint64_t epoch;        /* global epoch announced on entry; 0 = quiescent */
-    uint64_t owner;        /* {proc_gen:32 | proc+1:32}; 0 = free */
-    uint32_t inflight_blob;/* arena ref allocated and not yet attached (crash recovery) */
+    uint64_t epoch;         /* global epoch announced on entry; 0 = quiescent */
+    uint64_t owner;         /* {proc_gen:32 | proc+1:32}; 0 = free */
+    uint32_t inflight_blob; /* arena ref allocated and not yet attached (crash recovery) */
     uint32_t tid;
     uint8_t pad[128 - 24];
 };
@@ -161,21 +161,21 @@ struct pr_reader {
 /* Arena: 64 KiB pages of cells of one size class (64 B << class). A cell is
  * owned iff its bit is set. Blob refs count 64-byte units from the arena start,
  * plus 1 (0 = none). */
-#define PR_PAGE_SIZE   65536u
-#define PR_UNIT        64u
-#define PR_UNITS_PAGE  (PR_PAGE_SIZE / PR_UNIT)
-#define PR_NCLASSES    11u /* 64 .. 65536 */
+#define PR_PAGE_SIZE  65536u
+#define PR_UNIT       64u
+#define PR_UNITS_PAGE (PR_PAGE_SIZE / PR_UNIT)
+#define PR_NCLASSES   11u /* 64 .. 65536 */
 struct pr_page {
-    uint32_t cls;          /* 0 = unassigned, else class + 1 (set once by CAS) */
+    uint32_t cls; /* 0 = unassigned, else class + 1 (set once by CAS) */
     uint32_t pad;
     uint64_t bits[PR_UNITS_PAGE / 64];
 };
 struct pr_blob {
-    uint32_t len;          /* payload bytes */
-    uint32_t link;         /* limbo successor (item id) */
+    uint32_t len;  /* payload bytes */
+    uint32_t link; /* limbo successor (item id) */
     uint64_t retire_epoch;
-    uint32_t owner;        /* item id of the record that holds it (audit) */
-    uint32_t seq;          /* allocation sequence: tells a leaked cell from a reused one */
+    uint32_t owner; /* item id of the record that holds it (audit) */
+    uint32_t seq;   /* allocation sequence: tells a leaked cell from a reused one */
     /* payload follows */
 };
 #define PR_BLOB_HDR sizeof(struct pr_blob)
@@ -187,7 +187,7 @@ struct pr_header {
     uint32_t header_size;
     uint64_t layout_hash;
     uint64_t segment_size;
-    uint32_t ready;        /* 0 while building, 1 when complete: written last */
+    uint32_t ready; /* 0 while building, 1 when complete: written last */
     uint32_t creator_pid;
     uint64_t created_realtime_ns;
     uint32_t uid;
@@ -225,7 +225,7 @@ struct pr_header {
     uint32_t batch_first, nbatch;
 
     uint64_t lease __attribute__((aligned(PR_CACHELINE))); /* {gen:32 | proc+1:32} */
-    uint32_t needs_sweep;  /* a process died or a lock was recovered */
+    uint32_t needs_sweep; /* a process died or a lock was recovered */
     uint32_t pad1;
 
     /* statistics (relaxed counters) */
@@ -266,8 +266,8 @@ struct pr_ring_entry {
     uint64_t stamp;
     uint8_t data[PR_RING_DATA];
 };
-struct pr_ring_hdr { /* at the start of a record's data */
-    uint64_t time_ns;  /* CLOCK_REALTIME */
+struct pr_ring_hdr {  /* at the start of a record's data */
+    uint64_t time_ns; /* CLOCK_REALTIME */
     uint32_t occupancy;
     uint16_t type, reason, nentries, room_len, conn_len, user_len;
     uint32_t pad;

@@ -73,6 +73,7 @@ void pr__kill_point_init(void)
 
 void pr__kill_point_hit(const char *name)
 {
-    if (strcmp(name, kill_name) == 0 && __atomic_sub_fetch(&kill_countdown, 1, __ATOMIC_SEQ_CST) == 0)
+    if (strcmp(name, kill_name) == 0 &&
+        __atomic_sub_fetch(&kill_countdown, 1, __ATOMIC_SEQ_CST) == 0)
         raise(SIGKILL);
 }

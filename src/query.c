@@ -248,7 +248,7 @@ struct walk_scratch {
     size_t nbytes, capbytes;
     struct occ_off {
         size_t uuid, conn, state; /* offsets into bytes; SIZE_MAX: none */
-    } *occ;
+    } * occ;
     size_t nocc, capocc;
 };
 static __thread struct walk_scratch scratch __attribute__((tls_model("initial-exec")));
@@ -310,7 +310,7 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
                 size_t uuid = q->user_blob ? scratch_blob(p, q->user_blob, 0, true) : conn;
                 uint32_t sb = pr_load(&q->state_blob);
                 size_t state = (flags & PRESENCE_INCLUDE_STATE) && sb ? scratch_blob(p, sb, 0, true)
-                                                                       : SIZE_MAX;
+                                                                      : SIZE_MAX;
                 if (conn == SIZE_MAX || uuid == SIZE_MAX)
                     return PRESENCE_ECORRUPT; /* changed under us (or out of memory) */
                 scratch.occ[scratch.nocc].uuid = uuid;
@@ -389,8 +389,8 @@ int presence_here_now(presence_t *p, const char *const *rooms, size_t nrooms,
         presence_room_result_t *rr = &res->rooms[res->nrooms++];
         rr->name = names.items[i];
         names.items[i] = NULL;
-        int64_t ri = pr__room_find(p, rr->name, strlen(rr->name),
-                                   pr__hash(p, rr->name, strlen(rr->name)));
+        int64_t ri =
+            pr__room_find(p, rr->name, strlen(rr->name), pr__hash(p, rr->name, strlen(rr->name)));
         if (ri == -ENOENT)
             continue; /* occupancy 0, as PubNub answers */
         if (ri < 0) {
@@ -532,7 +532,10 @@ static int room_counter(presence_t *p, const char *room, bool anonymous)
     int rc;
     if (ri >= 0) {
         struct pr_room *r = pr__room(p, (uint32_t) ri);
-        rc = (int) (anonymous ? pr_load(&r->anonymous) : pr_load(&r->occupancy));
+        uint32_t v = anonymous ? pr_load(&r->anonymous) : pr_load(&r->occupancy);
+        /* No room holds more presences than exist: a larger counter is corrupted
+         * (and must not come back as a negative int posing as an error). */
+        rc = v <= p->h->cap_pres ? (int) v : PRESENCE_ECORRUPT;
     } else {
         rc = ri == -ENOENT ? 0 : (int) ri;
     }
@@ -564,7 +567,8 @@ void presence_room_list_free(presence_room_list_t *l)
 
 static int cmp_room(const void *a, const void *b)
 {
-    return strcmp(((const presence_room_info_t *) a)->name, ((const presence_room_info_t *) b)->name);
+    return strcmp(((const presence_room_info_t *) a)->name,
+                  ((const presence_room_info_t *) b)->name);
 }
 
 int presence_rooms(presence_t *p, const char *prefix, presence_room_list_t **out)

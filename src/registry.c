@@ -199,8 +199,8 @@ void pr__room_repair(struct presence *p, uint32_t ri)
         anon += q->h.aux & 1u;
         slot = &q->room_next;
     }
-    r->occupancy = occ;
-    r->anonymous = anon;
+    pr_store(&r->occupancy, occ);
+    pr_store(&r->anonymous, anon);
     if (r->version & 1u)
         pr_store(&r->version, r->version + 1);
 }
@@ -227,7 +227,7 @@ void pr__conn_repair(struct presence *p, uint32_t ci)
         n++;
         slot = &q->conn_next;
     }
-    c->npres = n;
+    pr_store(&c->npres, n);
 }
 
 /* ---- connection and room records ----------------------------------------- */
@@ -246,7 +246,7 @@ static int64_t conn_get_or_create(struct presence *p, const struct pr_name *cn,
 {
     *created = false;
     int64_t ci = pr__conn_find(p, cn->s, cn->n, cn->hash);
-    if (ci >= 0 || ci != -ENOENT)
+    if (ci != -ENOENT)
         goto found;
     int rc = pr__stripe_lock(p, PR_T_CONN, cn->hash);
     if (rc)
@@ -324,7 +324,8 @@ static int64_t room_get_or_create(struct presence *p, const struct pr_name *rn, 
         ri = pr__rec_claim(p, PR_K_ROOM);
         if (ri >= 0) {
             struct pr_room *r = pr__room(p, (uint32_t) ri);
-            int64_t nb = pr__blob_new(p, rn->s, (uint32_t) rn->n, PR_ITEM(PR_K_ROOM, (uint32_t) ri));
+            int64_t nb =
+                pr__blob_new(p, rn->s, (uint32_t) rn->n, PR_ITEM(PR_K_ROOM, (uint32_t) ri));
             if (nb < 0) {
                 pr__blob_attached(p);
                 retire_rec(p, PR_K_ROOM, (uint32_t) ri);
@@ -473,9 +474,9 @@ static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uin
             break;
         slot = &o->conn_next;
     }
-    r->occupancy--;
-    r->anonymous -= q->h.aux & 1u;
-    c->npres--;
+    pr_store(&r->occupancy, r->occupancy - 1); /* read lock-free */
+    pr_store(&r->anonymous, r->anonymous - (q->h.aux & 1u));
+    pr_store(&c->npres, c->npres - 1);
     room_write_end(r);
     pr__emit(p, why, ri, ci, r->occupancy);
     if (why == PR_EV_TIMEOUT)
@@ -491,14 +492,10 @@ static int conn_remove_all(struct presence *p, uint32_t ci, enum pr_event_type w
     struct pr_conn *c = pr__conn(p, ci);
     int count = 0;
     for (uint32_t rounds = 0; rounds <= p->h->cap_pres + 1; rounds++) {
-        if (lock_conn(p, ci) != 0)
-            break;
-        if (!is_live(&c->h)) {
-            pr__unlock(&c->lock);
-            break;
-        }
+        /* Pick a presence without the lock (we are in a read section), then
+         * take its room's lock and the connection's, and check it again. */
         int64_t pi = -1;
-        uint32_t cur = c->presences;
+        uint32_t cur = pr_load(&c->presences);
         for (uint32_t s = 0; cur && s <= p->h->cap_pres; s++) {
             struct pr_pres *q = pr__pres(p, cur - 1);
             if (!q)
@@ -507,16 +504,24 @@ static int conn_remove_all(struct presence *p, uint32_t ci, enum pr_event_type w
                 pi = cur - 1;
                 break;
             }
-            cur = q->conn_next;
+            cur = pr_load(&q->conn_next);
         }
         if (pi < 0) {
-            conn_unpublish_locked(p, ci);
+            /* None left: remove the connection itself. */
+            if (lock_conn(p, ci) != 0)
+                break;
+            bool gone = is_live(&c->h) && c->npres == 0;
+            if (gone)
+                conn_unpublish_locked(p, ci);
+            bool again = is_live(&c->h) && c->npres != 0; /* a join slipped in */
             pr__unlock(&c->lock);
-            retire_rec(p, PR_K_CONN, ci);
-            break;
+            if (gone)
+                retire_rec(p, PR_K_CONN, ci);
+            if (!again)
+                break;
+            continue;
         }
         uint32_t ri = pr__pres(p, (uint32_t) pi)->room;
-        pr__unlock(&c->lock);
         if (!pr__room(p, ri) || lock_room(p, ri) != 0)
             break;
         if (lock_conn(p, ci) != 0) {
@@ -524,29 +529,39 @@ static int conn_remove_all(struct presence *p, uint32_t ci, enum pr_event_type w
             break;
         }
         struct pr_pres *q = pr__pres(p, (uint32_t) pi);
-        bool removed = false;
-        if (is_live(&q->h) && q->conn == ci && q->room == ri) {
+        bool removed = false, gone = false;
+        if (is_live(&q->h) && q->conn == ci && q->room == ri && is_live(&c->h)) {
             pres_remove_locked(p, ri, ci, (uint32_t) pi, why);
             removed = true;
             count++;
+            if (c->npres == 0 && c->presences == 0) {
+                conn_unpublish_locked(p, ci);
+                gone = true;
+            }
         }
         pr__unlock(&c->lock);
         pr__unlock(&pr__room(p, ri)->lock);
         if (removed)
             retire_rec(p, PR_K_PRES, (uint32_t) pi);
+        if (gone) {
+            retire_rec(p, PR_K_CONN, ci);
+            break;
+        }
+        if (!is_live(&c->h))
+            break;
     }
     return count;
 }
 
 /* ---- public write operations -------------------------------------------- */
 
-#define ENTER_OR_FAIL(p, t)                                                                        \
-    do {                                                                                           \
-        if ((p)->rdonly)                                                                           \
-            return -EROFS;                                                                         \
-        (t) = pr__enter(p);                                                                        \
-        if (!(t))                                                                                  \
-            return -EUSERS;                                                                        \
+#define ENTER_OR_FAIL(p, t) \
+    do {                    \
+        if ((p)->rdonly)    \
+            return -EROFS;  \
+        (t) = pr__enter(p); \
+        if (!(t))           \
+            return -EUSERS; \
     } while (0)
 
 static int join_once(struct presence *p, const struct pr_name *rn, const struct pr_name *cn,
@@ -583,7 +598,7 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
             pr__unlock(&c->lock);
             pr__unlock(&r->lock);
             if (is_live(&c->h)) /* being removed: help finish, then retry */
-                conn_remove_all(p, (uint32_t) ci, (enum pr_event_type) (ls & 0xff));
+                conn_remove_all(p, (uint32_t) ci, (enum pr_event_type)(ls & 0xff));
             continue;
         }
         if (handle) {
@@ -631,9 +646,9 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         pr_store(&q->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
         pr_fetch_add(&p->h->n_pres, 1); /* with the state, as in pres_remove_locked() */
         PR_KILL_POINT("counter");
-        r->occupancy++;
-        r->anonymous += q->h.aux;
-        c->npres++;
+        pr_store(&r->occupancy, r->occupancy + 1); /* read lock-free */
+        pr_store(&r->anonymous, r->anonymous + q->h.aux);
+        pr_store(&c->npres, c->npres + 1);
         room_write_end(r);
         touch_conn(c);
         if (room_new)
@@ -866,7 +881,7 @@ int pr__finish_removals(struct presence *p)
         struct pr_conn *c = pr__conn(p, ci);
         uint64_t ls = pr_load(&c->last_seen);
         if (is_live(&c->h) && (ls & PR_TOMB))
-            count += conn_remove_all(p, ci, (enum pr_event_type) (ls & 0xff));
+            count += conn_remove_all(p, ci, (enum pr_event_type)(ls & 0xff));
     }
     return count;
 }
@@ -951,7 +966,9 @@ int presence_set_state(presence_t *p, const char *const *rooms, size_t nrooms,
             pi = find_presence(p, (uint32_t) ci, (uint32_t) ri);
             if (pi >= 0) {
                 struct pr_pres *q = pr__pres(p, (uint32_t) pi);
-                struct pr_blob *b = (struct pr_blob *) (void *) ((char *) pr__blob_get(p, refs[i], NULL) - PR_BLOB_HDR);
+                struct pr_blob *b =
+                    (struct pr_blob *) (void *) ((char *) pr__blob_get(p, refs[i], NULL) -
+                                                 PR_BLOB_HDR);
                 b->owner = PR_ITEM(PR_K_PRES, (uint32_t) pi);
                 room_write_begin(r);
                 uint32_t old = pr_xchg(&q->state_blob, refs[i]);

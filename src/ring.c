@@ -29,7 +29,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define PR_GAP_NS 500000000ull /* an unwritten entry this old, with later ones written, is a dead claim */
+#define PR_GAP_NS \
+    500000000ull /* an unwritten entry this old, with later ones written, is a dead claim */
 
 struct presence_sub {
     struct presence *p;
@@ -51,8 +52,8 @@ static struct pr_ring_entry *ring_entry(const struct presence *p, uint64_t pos)
 
 const char *presence_event_name(int type)
 {
-    static const char *names[] = {"unknown",      "join",         "leave",       "timeout",
-                                  "owner_died",   "state_change", "room_created", "room_deleted"};
+    static const char *names[] = {"unknown",    "join",         "leave",        "timeout",
+                                  "owner_died", "state_change", "room_created", "room_deleted"};
     return type >= 1 && type <= 7 ? names[type] : names[0];
 }
 
@@ -193,6 +194,19 @@ int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room, prese
     s->reaper = pr_load(&h->reaper_owner);
     if (pr__ipc_subscribe(p, s->slot, s->efd) != 0)
         s->reaper = 0; /* no reaper now: retried when arming */
+    /* Armed from the start (after the reaper has our eventfd), so that polling
+     * the descriptor before the first presence_sub_next works as documented;
+     * events already waiting make it readable at once. */
+    s->armed = true;
+    if (pr_xchg(&h->subs[s->slot].waiting, 1u) == 0u)
+        pr_fetch_add(&h->ring_waiters, 1u);
+    pr_smp_mb();
+    if (pr_load(&h->ring_tail) > s->pos) {
+        uint64_t one = 1;
+        if (write(s->efd, &one, sizeof one) < 0) {
+            /* EAGAIN: already readable */
+        }
+    }
     *out = s;
     return 0;
 }
@@ -354,7 +368,8 @@ int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
             disarm(s);
             if (sub_slot(s))
                 pr_store(&sub_slot(s)->pos, s->pos);
-            if (s->filter && (strlen(ev->room) != s->filter_len || strcmp(ev->room, s->filter) != 0))
+            if (s->filter &&
+                (strlen(ev->room) != s->filter_len || strcmp(ev->room, s->filter) != 0))
                 continue;
             return 1;
         }

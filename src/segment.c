@@ -148,10 +148,10 @@ static int compute_layout(struct pr_header *h, const presence_options_t *o)
     h->nstripes = 256;
 
     uint64_t off = align_up(sizeof(struct pr_header), PR_CACHELINE);
-#define PLACE(field, bytes)                                                                        \
-    do {                                                                                           \
-        h->field = off;                                                                            \
-        off = align_up(off + (uint64_t) (bytes), PR_CACHELINE);                                    \
+#define PLACE(field, bytes)                                     \
+    do {                                                        \
+        h->field = off;                                         \
+        off = align_up(off + (uint64_t) (bytes), PR_CACHELINE); \
     } while (0)
     PLACE(off_procs, (uint64_t) h->cap_procs * sizeof(struct pr_proc));
     PLACE(off_readers, (uint64_t) h->cap_readers * sizeof(struct pr_reader));
@@ -174,7 +174,7 @@ static int compute_layout(struct pr_header *h, const presence_options_t *o)
     return 0;
 }
 
-/* Every region must lie inside the segment. */
+/* Every region must lie inside the segment, aligned as compute_layout() places it. */
 static int check_regions(const struct pr_header *h, uint64_t size)
 {
     const struct {
@@ -196,8 +196,8 @@ static int check_regions(const struct pr_header *h, uint64_t size)
         {h->off_arena, (uint64_t) h->arena_pages * PR_PAGE_SIZE},
         {h->off_ring, (uint64_t) h->ring_entries * 64},
     };
-    const uint32_t pow2[] = {h->nb_rooms, h->nb_conns, h->nb_users, h->nb_groups, h->nstripes,
-                             h->ring_entries};
+    const uint32_t pow2[] = {h->nb_rooms,  h->nb_conns, h->nb_users,
+                             h->nb_groups, h->nstripes, h->ring_entries};
     for (size_t i = 0; i < sizeof pow2 / sizeof pow2[0]; i++)
         if (pow2[i] == 0 || (pow2[i] & (pow2[i] - 1)) != 0)
             return PRESENCE_ECORRUPT;
@@ -206,8 +206,11 @@ static int check_regions(const struct pr_header *h, uint64_t size)
         h->cap_groups > PR_MAX_RECORDS || h->cap_gmembers > PR_MAX_RECORDS ||
         h->nb_users < h->nb_conns || h->arena_pages > (1u << 14))
         return PRESENCE_ECORRUPT;
+    /* compute_layout() aligns every region to PR_CACHELINE: a misaligned one
+     * would make every record access (and atomic) misaligned. */
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
-        if (r[i].off < sizeof(struct pr_header) || r[i].off > size || r[i].bytes > size - r[i].off)
+        if (r[i].off < sizeof(struct pr_header) || r[i].off > size ||
+            r[i].bytes > size - r[i].off || r[i].off % PR_CACHELINE != 0)
             return PRESENCE_ECORRUPT;
     return 0;
 }
@@ -231,8 +234,7 @@ static int shm_basename(const char *name, char out[256])
     if (name[0] == '/')
         name++;
     size_t n = strlen(name);
-    if (n == 0 || n > 200 || strchr(name, '/') || strcmp(name, ".") == 0 ||
-        strcmp(name, "..") == 0)
+    if (n == 0 || n > 200 || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
         return -EINVAL;
     memcpy(out, name, n + 1);
     return 0;
@@ -301,6 +303,10 @@ static int create_segment(const char *base, const presence_options_t *o, int *fd
         return rc;
     }
     struct pr_header *h = p.h;
+    if (!h) { /* cannot happen: map_fd succeeded */
+        close(fd);
+        return -EFAULT;
+    }
     memcpy(h, &tmp, sizeof tmp);
     h->magic = PR_MAGIC;
     h->layout_version = PR_LAYOUT_VERSION;

@@ -14,8 +14,8 @@
  *                                    `produce SEED N`, in order, with the right occupancy,
  *                                    and that seqs increase; exit 0 once all N are seen
  *   watch   SEG POLL_MS TIMEOUT_S    a libuv subscriber over the whole segment (with a
- *                                    POLL_MS timer as well, as documented for periods
- *                                    without a reaper; 0 = none): seqs strictly increase,
+ *                                    POLL_MS timer as well, 0 = none: needed across a
+ *                                    reaper restart, see test_reaper): seqs strictly increase,
  *                                    every event is well formed, and each event's
  *                                    occupancy equals a model rebuilt from the events;
  *                                    prints "ready"; on a line on stdin it drains up to
@@ -381,7 +381,8 @@ static int do_expect(presence_t *p, unsigned long seed, long n, uint64_t timeout
     uv_poll_start(&S.poll, UV_READABLE, on_expect_readable);
     uv_timer_init(S.loop, &S.deadline);
     uv_timer_start(&S.deadline, on_expect_deadline, timeout_ms, 0);
-    drain(true); /* arms the wake-up */
+    /* As documented: poll the descriptor, then presence_sub_next until 0. No call
+     * before the first wake-up: a new subscription is armed already. */
     printf("ready\n");
     if (!S.finished)
         uv_run(S.loop, UV_RUN_DEFAULT);
@@ -519,7 +520,7 @@ static int do_stall(presence_t *p)
         return 2;
     }
     presence_event_t ev;
-    rc = presence_sub_next(s, &ev); /* nothing yet: arms the wake-up */
+    rc = presence_sub_next(s, &ev); /* nothing yet: (re-)arms the wake-up */
     if (rc != 0) {
         fprintf(stderr, "stall: first sub_next -> %d\n", rc);
         return 2;

@@ -78,10 +78,12 @@ static int do_write(presence_t *p, int id, uint64_t seed, int secs, const char *
                 for (unsigned k = PR_K_ROOM; k <= PR_K_GMEMBER; k++)
                     fprintf(stderr, "  stack %u head idx1 %u claimer %u\n", k,
                             PR_FH_IDX1(p->h->free_head[k]), PR_FH_CLAIMER(p->h->free_head[k]));
-                fprintf(stderr, "  global epoch %llu, reader slots:", (unsigned long long) p->h->global_epoch);
+                fprintf(stderr, "  global epoch %llu, reader slots:",
+                        (unsigned long long) p->h->global_epoch);
                 for (uint32_t s2 = 0; s2 < p->h->cap_readers; s2++)
                     if (pr__reader(p, s2)->owner)
-                        fprintf(stderr, " %u:%llu", s2, (unsigned long long) pr__reader(p, s2)->epoch);
+                        fprintf(stderr, " %u:%llu", s2,
+                                (unsigned long long) pr__reader(p, s2)->epoch);
                 fprintf(stderr, "\n");
                 fprintf(stderr, "  limbo %llu next_page %u lease %llx\n",
                         (unsigned long long) p->h->limbo_count, p->h->next_page,

@@ -157,7 +157,8 @@ static void test_consistency(void **state)
         snprintf(room, sizeof room, "r%d", r);
         const char *rooms[] = {room};
         presence_here_now_t *hn;
-        assert_int_equal(presence_here_now(p, rooms, 1, NULL, 0, PRESENCE_INCLUDE_UUIDS, 0, 0, &hn), 0);
+        assert_int_equal(presence_here_now(p, rooms, 1, NULL, 0, PRESENCE_INCLUDE_UUIDS, 0, 0, &hn),
+                         0);
         int want = 0;
         for (int k = 0; k < W * 16; k++)
             want += present[r][k];

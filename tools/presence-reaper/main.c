@@ -294,16 +294,32 @@ int main(int argc, char **argv)
     R.sweep_ms = 1000;
     const char *sock = NULL;
     bool create = false;
-    enum { O_CREATE = 256, O_ROOMS, O_CONNS, O_PRES, O_GROUPS, O_ARENA, O_RING, O_MAXAGE,
-           O_SWEEP, O_SOCKET };
-    static const struct option longopts[] = {
-        {"segment", required_argument, NULL, 's'}, {"create", no_argument, NULL, O_CREATE},
-        {"rooms", required_argument, NULL, O_ROOMS}, {"connections", required_argument, NULL, O_CONNS},
-        {"presences", required_argument, NULL, O_PRES}, {"groups", required_argument, NULL, O_GROUPS},
-        {"arena", required_argument, NULL, O_ARENA}, {"ring", required_argument, NULL, O_RING},
-        {"max-age", required_argument, NULL, O_MAXAGE}, {"sweep-ms", required_argument, NULL, O_SWEEP},
-        {"socket", required_argument, NULL, O_SOCKET}, {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    enum {
+        O_CREATE = 256,
+        O_ROOMS,
+        O_CONNS,
+        O_PRES,
+        O_GROUPS,
+        O_ARENA,
+        O_RING,
+        O_MAXAGE,
+        O_SWEEP,
+        O_SOCKET
+    };
+    static const struct option longopts[] = {{"segment", required_argument, NULL, 's'},
+                                             {"create", no_argument, NULL, O_CREATE},
+                                             {"rooms", required_argument, NULL, O_ROOMS},
+                                             {"connections", required_argument, NULL, O_CONNS},
+                                             {"presences", required_argument, NULL, O_PRES},
+                                             {"groups", required_argument, NULL, O_GROUPS},
+                                             {"arena", required_argument, NULL, O_ARENA},
+                                             {"ring", required_argument, NULL, O_RING},
+                                             {"max-age", required_argument, NULL, O_MAXAGE},
+                                             {"sweep-ms", required_argument, NULL, O_SWEEP},
+                                             {"socket", required_argument, NULL, O_SOCKET},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "s:vh", longopts, NULL)) != -1) {
         uint64_t v = 0;
@@ -312,15 +328,33 @@ int main(int argc, char **argv)
             return 2;
         }
         switch (c) {
-        case 's': R.seg = optarg; break;
-        case O_CREATE: create = true; break;
-        case O_ROOMS: o.rooms = (uint32_t) v; break;
-        case O_CONNS: o.connections = (uint32_t) v; break;
-        case O_PRES: o.presences = (uint32_t) v; break;
-        case O_GROUPS: o.groups = (uint32_t) v; break;
-        case O_ARENA: o.arena_bytes = v; break;
-        case O_RING: o.ring_entries = (uint32_t) v; break;
-        case O_MAXAGE: o.max_age_ms = v * 1000; break;
+        case 's':
+            R.seg = optarg;
+            break;
+        case O_CREATE:
+            create = true;
+            break;
+        case O_ROOMS:
+            o.rooms = (uint32_t) v;
+            break;
+        case O_CONNS:
+            o.connections = (uint32_t) v;
+            break;
+        case O_PRES:
+            o.presences = (uint32_t) v;
+            break;
+        case O_GROUPS:
+            o.groups = (uint32_t) v;
+            break;
+        case O_ARENA:
+            o.arena_bytes = v;
+            break;
+        case O_RING:
+            o.ring_entries = (uint32_t) v;
+            break;
+        case O_MAXAGE:
+            o.max_age_ms = v * 1000;
+            break;
         case O_SWEEP:
             if (v == 0) {
                 fprintf(stderr, "presence-reaper: --sweep-ms must be > 0\n");
@@ -328,10 +362,18 @@ int main(int argc, char **argv)
             }
             R.sweep_ms = v;
             break;
-        case O_SOCKET: sock = optarg; break;
-        case 'v': R.verbose++; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case O_SOCKET:
+            sock = optarg;
+            break;
+        case 'v':
+            R.verbose++;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc) {
@@ -341,9 +383,11 @@ int main(int argc, char **argv)
     if (sock)
         snprintf(R.sock_path, sizeof R.sock_path, "%s", sock);
     else if (getenv("XDG_RUNTIME_DIR"))
-        snprintf(R.sock_path, sizeof R.sock_path, "%s/presence-%s.sock", getenv("XDG_RUNTIME_DIR"), R.seg);
+        snprintf(R.sock_path, sizeof R.sock_path, "%s/presence-%s.sock", getenv("XDG_RUNTIME_DIR"),
+                 R.seg);
     else
-        snprintf(R.sock_path, sizeof R.sock_path, "/tmp/presence-%s-%d.sock", R.seg, (int) geteuid());
+        snprintf(R.sock_path, sizeof R.sock_path, "/tmp/presence-%s-%d.sock", R.seg,
+                 (int) geteuid());
 
     o.flags = create ? PRESENCE_CREATE : 0;
     int rc = presence_open(R.seg, &o, &R.p);

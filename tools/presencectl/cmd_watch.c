@@ -251,7 +251,7 @@ static int cmd_watch(struct ctl *c, int argc, char **argv)
         }
         ctl_strv_push(&rooms, argv[i]);
     }
-    struct watch w = {c, &rooms, 1, 12, 10, 8};
+    struct watch w = {c, &rooms, 6, 12, 10, 8};
     presence_t *p = NULL;
     presence_sub_t *sub = NULL;
     int status = ctl_open(c, false, &p);
