@@ -38,7 +38,32 @@ typedef struct bench_store_spec {
     uint64_t presences;
     uint32_t procs;     /* worker processes that will attach, plus the parent */
     uint32_t state_len; /* longest state document the workload stores */
+    /* events workload: the event-announcing daemon to run for the store's lifetime
+     * (shm: presence-reaper, started by setup() with a private socket, stopped by
+     * teardown()); NULL: none. */
+    const char *reaper;
 } bench_store_spec_t;
+
+/** What a store holds and costs, read after its population (store_info()). */
+typedef struct bench_store_info {
+    uint64_t store_bytes;        /* shm: the segment's size */
+    uint64_t presences, presences_cap;
+    uint64_t connections, connections_cap;
+    uint64_t rooms, rooms_cap;
+    uint64_t names_bytes, names_cap; /* shm: arena (names and state) used / capacity */
+    uint32_t bytes_per_presence;     /* shm: the presence record, names excluded */
+} bench_store_info_t;
+
+/** One event as the events workload sees it. */
+typedef struct bench_event {
+    int type; /* BENCH_EV_* */
+    const char *conn;
+} bench_event_t;
+
+enum { BENCH_EV_JOIN = 1, BENCH_EV_LEAVE = 2, BENCH_EV_OTHER = 3 };
+
+/** ev_next(): the subscriber fell a whole ring behind; events were lost. */
+#define BENCH_EV_LAPPED 2
 
 typedef struct bench_backend {
     const char *name;
@@ -80,6 +105,18 @@ typedef struct bench_backend {
     int (*flush)(void *h);
     /** Optional: the maintenance the reaper daemon would do; the parent calls it. */
     void (*maintain)(void *h);
+    /** Optional: sizes and counts of the store (parent, after populating). */
+    int (*store_info)(void *h, bench_store_info_t *out);
+
+    /* Optional, the events workload: a subscription from "now" to @p room's events
+     * (NULL: every room). ev_fd() becomes readable when events may be waiting (it is
+     * re-armed by an ev_next() that answers 0). ev_next() @return 1 (an event in
+     * @p ev, valid until the next call), 0 (none yet), BENCH_EV_LAPPED, or < 0. */
+    int (*ev_subscribe)(void *h, const char *room, void **sub);
+    int (*ev_fd)(void *sub);
+    int (*ev_next)(void *sub, bench_event_t *ev);
+    void (*ev_close)(void *sub);
+
     /** Describes an error this backend returned. Never NULL. */
     const char *(*errstr)(void *h, int rc);
 } bench_backend_t;

@@ -18,7 +18,7 @@ typedef enum bench_op {
     OP_GET_STATE,
     OP_PRUNE,
     OP_MIXED,
-    OP_EVENTS, /* hook: subscribe + read from the event ring, once the library has it */
+    OP_EVENTS, /* cross-process wake-up latency vs raw eventfd, and a flood (shm only) */
     OP__COUNT
 } bench_op_t;
 
@@ -38,6 +38,10 @@ typedef struct bench_config {
     uint32_t here_now_sizes[BENCH_MAX_HERE_NOW];
     unsigned n_here_now_sizes;
     uint32_t prune_size;   /* expired presences the prune workload removes */
+    uint64_t population;   /* --population: total presences (0: rooms x room_size) */
+    uint32_t event_samples; /* --event-samples: measured wake-ups of each kind (2000) */
+    uint32_t event_pace_us; /* --event-pace: idle time before each wake-up sample (300) */
+    const char *reaper;    /* presence-reaper to start for the events workload (NULL: none) */
     double timeout_s;      /* a run that takes this much longer than planned is killed */
     const char *json_path; /* --json */
     bool quiet;            /* -q */

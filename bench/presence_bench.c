@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -51,7 +52,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: %s [-P PROCS] [-t OPS] [-d SECONDS | -n COUNT] [--warmup S] [--seed N]\n"
-            "       [--rooms N] [--room-size N] [--backend shm|rwlock|redis]\n"
+            "       [--rooms N | --population N] [--room-size N] [--backend shm|rwlock|redis]\n"
             "       [--compare BACKENDS] [--json FILE] [-q]\n"
             "       %s --validate-json FILE\n"
             "\n"
@@ -73,7 +74,15 @@ static void usage(FILE *out)
             "                         mixed       one process joins, touches and leaves while\n"
             "                                     the others run here_now (the headline: the\n"
             "                                     readers' latency under write load)\n"
-            "                         events      not yet: needs the library's event ring\n"
+            "                         events      (shm; not in the default list) wake-up latency\n"
+            "                                     across processes: a producer's join to the\n"
+            "                                     moment a subscriber asleep in poll() holds\n"
+            "                                     the event, interleaved with a raw eventfd\n"
+            "                                     ping-pong between the same two processes\n"
+            "                                     (the floor); then one subscriber draining a\n"
+            "                                     producer's flood (events/s, lapped, lost).\n"
+            "                                     Starts presence-reaper for the run. Needs -P 2\n"
+            "                         all         every workload above, events included\n"
             "  -d, --duration S     measured seconds per run (default 2; '500ms' works)\n"
             "  -n, --count N        measured operations per row, instead of a duration\n"
             "      --warmup S       unmeasured seconds before each run (default 0.5)\n"
@@ -81,7 +90,16 @@ static void usage(FILE *out)
             "      --rooms N        rooms of the population (default 100)\n"
             "      --room-size N    members per room (default 100); here_now then runs\n"
             "                       rooms of N members only\n"
+            "      --population N   total presences (up to 10,000,000): N / room-size rooms,\n"
+            "                       one room per connection, here_now rooms included (the\n"
+            "                       scale runs); loaded by several processes in parallel\n"
             "      --prune-size N   expired presences the prune workload removes (100000)\n"
+            "      --event-samples N  events: measured wake-ups of each kind (default 2000)\n"
+            "      --event-pace US  events: how long the subscriber sleeps before each\n"
+            "                       sample, in microseconds (default 300)\n"
+            "      --reaper PATH    events: the presence-reaper to start (default:\n"
+            "                       $PRESENCE_REAPER, else next to this program or in\n"
+            "                       ../tools/ of its build tree, else on $PATH)\n"
             "      --backend NAME   shm (default), rwlock, redis (runs redis and redis-pipe,\n"
             "                       its pipelined variant), redis-pipe\n"
             "      --compare LIST   several backends, run alternately on the same workload,\n"
@@ -106,9 +124,11 @@ static void usage(FILE *out)
             "  %s -t mixed -P 4 -d 10             the headline figure, longer\n"
             "  %s -t touch -n 1000000 -q          a fixed number of touches, one line\n"
             "  %s -t here_now --room-size 1000 --json out.json\n"
+            "  %s -t events -P 2                   wake-up latency vs raw eventfd\n"
+            "  %s -t touch,where_now --room-size 100 --population 10000000\n"
             "\n"
             "Exit status: 0 ok, 1 a run failed or nothing could run, 2 usage error.\n",
-            g_prog, g_prog, g_prog, g_prog, g_prog, g_prog, g_prog);
+            g_prog, g_prog, g_prog, g_prog, g_prog, g_prog, g_prog, g_prog, g_prog);
 }
 
 __attribute__((format(printf, 1, 2), noreturn)) static void usage_error(const char *fmt, ...)
@@ -172,12 +192,8 @@ static unsigned parse_ops(const char *list)
     for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
         int found = 0;
         if (strcmp(t, "all") == 0) {
-            mask |= ((1u << OP__COUNT) - 1) & ~(1u << OP_EVENTS);
+            mask |= (1u << OP__COUNT) - 1;
             continue;
-        }
-        if (strcmp(t, "events") == 0) {
-            free(copy);
-            usage_error("%s: not available yet: it needs the library's event ring", "events");
         }
         for (unsigned op = 0; op < OP__COUNT; op++) {
             if (strcmp(t, bench_op_name((bench_op_t) op)) == 0) {
@@ -190,7 +206,7 @@ static unsigned parse_ops(const char *list)
         if (!found) {
             fprintf(stderr,
                     "%s: unknown workload '%s' (touch, touch_handle, join_leave, "
-                    "here_now, where_now, get_state, prune, mixed)\n",
+                    "here_now, where_now, get_state, prune, mixed, events, all)\n",
                     g_prog, t);
             fprintf(stderr, "Try '%s --help'.\n", g_prog);
             free(copy);
@@ -253,6 +269,44 @@ static size_t parse_backends(const char *list, const bench_backend_t **out, cons
     return n;
 }
 
+/* An executable file at @p dir/@p rel, into @p out. */
+static int try_exe(char *out, size_t len, const char *dir, const char *rel)
+{
+    if (snprintf(out, len, "%s/%s", dir, rel) >= (int) len)
+        return 0;
+    return access(out, X_OK) == 0;
+}
+
+/* presence-reaper: $PRESENCE_REAPER, next to us, ../tools/ of a build tree, $PATH. */
+static const char *find_reaper(void)
+{
+    static char path[PATH_MAX];
+    const char *env = getenv("PRESENCE_REAPER");
+    if (env != NULL && env[0] != '\0')
+        return env;
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            if (try_exe(path, sizeof path, self, "presence-reaper") ||
+                try_exe(path, sizeof path, self, "../tools/presence-reaper"))
+                return path;
+        }
+    }
+    const char *pathenv = getenv("PATH");
+    char *copy = pathenv ? strdup(pathenv) : NULL, *save = NULL;
+    for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save))
+        if (d[0] != '\0' && try_exe(path, sizeof path, d, "presence-reaper")) {
+            free(copy);
+            return path;
+        }
+    free(copy);
+    return NULL;
+}
+
 static const char *lib_version(void)
 {
 #ifdef PRESENCE_BENCH_HAVE_SHM
@@ -268,6 +322,10 @@ enum {
     OPT_ROOMS,
     OPT_ROOM_SIZE,
     OPT_PRUNE_SIZE,
+    OPT_POPULATION,
+    OPT_EVENT_SAMPLES,
+    OPT_EVENT_PACE,
+    OPT_REAPER,
     OPT_BACKEND,
     OPT_COMPARE,
     OPT_JSON,
@@ -288,6 +346,10 @@ int main(int argc, char **argv)
         {"rooms", required_argument, NULL, OPT_ROOMS},
         {"room-size", required_argument, NULL, OPT_ROOM_SIZE},
         {"prune-size", required_argument, NULL, OPT_PRUNE_SIZE},
+        {"population", required_argument, NULL, OPT_POPULATION},
+        {"event-samples", required_argument, NULL, OPT_EVENT_SAMPLES},
+        {"event-pace", required_argument, NULL, OPT_EVENT_PACE},
+        {"reaper", required_argument, NULL, OPT_REAPER},
         {"backend", required_argument, NULL, OPT_BACKEND},
         {"compare", required_argument, NULL, OPT_COMPARE},
         {"json", required_argument, NULL, OPT_JSON},
@@ -312,8 +374,12 @@ int main(int argc, char **argv)
         .here_now_sizes = {100, 10000},
         .n_here_now_sizes = 2,
         .prune_size = 100000,
+        .event_samples = 2000,
+        .event_pace_us = 300,
         .timeout_s = 60.0,
     };
+    const char *reaper = NULL;
+    int have_rooms = 0;
     const char *backend = NULL, *compare = NULL, *validate = NULL;
     int have_d = 0, have_n = 0, c;
     opterr = 0;
@@ -341,6 +407,7 @@ int main(int argc, char **argv)
             break;
         case OPT_ROOMS:
             cfg.rooms = (uint32_t) parse_uint(optarg, 1, 1000000, "--rooms");
+            have_rooms = 1;
             break;
         case OPT_ROOM_SIZE:
             cfg.room_size = (uint32_t) parse_uint(optarg, 1, 1000000, "--room-size");
@@ -348,6 +415,20 @@ int main(int argc, char **argv)
             break;
         case OPT_PRUNE_SIZE:
             cfg.prune_size = (uint32_t) parse_uint(optarg, 1, 10000000, "--prune-size");
+            break;
+        case OPT_POPULATION:
+            cfg.population = parse_uint(optarg, 1, 10000000, "--population");
+            break;
+        case OPT_EVENT_SAMPLES:
+            cfg.event_samples = (uint32_t) parse_uint(optarg, 1, 10000000, "--event-samples");
+            break;
+        case OPT_EVENT_PACE:
+            cfg.event_pace_us = (uint32_t) parse_uint(optarg, 0, 1000000, "--event-pace");
+            break;
+        case OPT_REAPER:
+            if (optarg[0] == '\0')
+                usage_error("%s: expects a file name", "--reaper");
+            reaper = optarg;
             break;
         case OPT_BACKEND:
             backend = optarg;
@@ -394,6 +475,18 @@ int main(int argc, char **argv)
         cfg.duration_s = 0;
     if (backend && compare)
         usage_error("%s: give one or the other", "--backend/--compare");
+    if (cfg.population != 0) {
+        if (have_rooms)
+            usage_error("%s: give one or the other", "--rooms/--population");
+        if (cfg.population < cfg.room_size)
+            usage_error("%s: fewer presences than one room holds (--room-size %u)",
+                        "--population", cfg.room_size);
+        cfg.rooms = (uint32_t) (cfg.population / cfg.room_size);
+        if (cfg.population % cfg.room_size != 0)
+            fprintf(stderr, "%s: --population: rounded down to %llu (%u rooms of %u)\n", g_prog,
+                    (unsigned long long) cfg.rooms * cfg.room_size, cfg.rooms, cfg.room_size);
+        cfg.population = (uint64_t) cfg.rooms * cfg.room_size;
+    }
     if ((uint64_t) cfg.rooms * cfg.room_size > 10000000u)
         usage_error("%s: at most 10,000,000 presences in the population", "--rooms x --room-size");
     if (cfg.room_size_set) {
@@ -414,6 +507,14 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    if (cfg.ops & (1u << OP_EVENTS)) {
+        cfg.reaper = reaper ? reaper : find_reaper();
+        if (reaper != NULL && access(reaper, X_OK) != 0) {
+            fprintf(stderr, "%s: --reaper %s: %s\n", g_prog, reaper, strerror(errno));
+            return 2;
+        }
+    }
+
     cleanup_install();
     cfg.clock_ns = clock_overhead_ns();
     if (!cfg.quiet)
@@ -427,8 +528,16 @@ int main(int argc, char **argv)
     for (unsigned op = 0; op < OP__COUNT; op++) {
         if (!(cfg.ops & (1u << op)))
             continue;
-        if (op == OP_MIXED && cfg.procs < 2) {
-            fprintf(stderr, "%s: mixed: needs two processes or more (-P 2); skipped\n", g_prog);
+        if ((op == OP_MIXED || op == OP_EVENTS) && cfg.procs < 2) {
+            fprintf(stderr, "%s: %s: needs two processes or more (-P 2); skipped\n", g_prog,
+                    bench_op_name((bench_op_t) op));
+            continue;
+        }
+        if (op == OP_EVENTS && cfg.reaper == NULL) {
+            fprintf(stderr,
+                    "%s: events: skipped: presence-reaper not found (give --reaper PATH or "
+                    "set PRESENCE_REAPER)\n",
+                    g_prog);
             continue;
         }
         unsigned nsizes = op == OP_HERE_NOW ? cfg.n_here_now_sizes : 1;

@@ -86,12 +86,30 @@ void results_add_failure(bench_results_t *r, const char *backend, const char *op
     snprintf(f->err, sizeof f->err, "%s", err);
 }
 
+bench_store_note_t *results_add_note(bench_results_t *r, const char *backend, const char *workload)
+{
+    if (r->nnotes == r->capnotes) {
+        size_t cap = r->capnotes ? r->capnotes * 2 : 16;
+        bench_store_note_t *nn = realloc(r->notes, cap * sizeof *nn);
+        if (nn == NULL)
+            return NULL;
+        r->notes = nn;
+        r->capnotes = cap;
+    }
+    bench_store_note_t *n = &r->notes[r->nnotes++];
+    memset(n, 0, sizeof *n);
+    snprintf(n->backend, sizeof n->backend, "%s", backend);
+    snprintf(n->workload, sizeof n->workload, "%s", workload);
+    return n;
+}
+
 void results_free(bench_results_t *r)
 {
     for (size_t i = 0; i < r->n; i++)
         free(r->rows[i].hist);
     free(r->rows);
     free(r->failures);
+    free(r->notes);
     memset(r, 0, sizeof *r);
 }
 
@@ -217,6 +235,8 @@ void report_header(FILE *out, const bench_config_t *cfg, const char *const *back
             (unsigned long long) cfg->seed);
     fprintf(out, "population: %u rooms x %u members (one room per connection)", cfg->rooms,
             cfg->room_size);
+    if (cfg->population)
+        fprintf(out, " = --population %llu", (unsigned long long) cfg->population);
     if (cfg->ops & (1u << OP_HERE_NOW)) {
         fprintf(out, "; here_now rooms of");
         for (unsigned i = 0; i < cfg->n_here_now_sizes; i++)
@@ -224,6 +244,10 @@ void report_header(FILE *out, const bench_config_t *cfg, const char *const *back
     }
     if (cfg->ops & (1u << OP_PRUNE))
         fprintf(out, "; prune %u expired", cfg->prune_size);
+    if (cfg->ops & (1u << OP_EVENTS))
+        fprintf(out, "\nevents:     %u wake-up samples of each kind, %u us asleep before each; "
+                     "reaper %s", cfg->event_samples, cfg->event_pace_us,
+                cfg->reaper ? cfg->reaper : "(not found)");
     fprintf(out,
             "\nclock:      CLOCK_MONOTONIC, %llu ns per reading; every latency below "
             "includes one reading\n",
@@ -236,7 +260,7 @@ static void print_table(FILE *out, const bench_results_t *r, const char *const *
 {
     int cmp = nb > 1;
     const char *cols[] = {"ops/s", "p50", "p99", "p99.9", "max"};
-    fprintf(out, "\n%-14s %-11s", "op", "backend");
+    fprintf(out, "\n%-18s %-11s", "op", "backend");
     for (int c = 0; c < 5; c++)
         fprintf(out, cmp ? " %8s %-6s" : " %9s", cols[c], "");
     fprintf(out, " %9s %7s\n", "ops", "errors");
@@ -266,7 +290,7 @@ static void print_table(FILE *out, const bench_results_t *r, const char *const *
                 rv[3] = (double) hist_percentile(rr->hist, 99.9);
                 rv[4] = (double) rr->hist->max;
             }
-            fprintf(out, "%-14s %-11s", first ? op : "", row->backend);
+            fprintf(out, "%-18s %-11s", first ? op : "", row->backend);
             first = 0;
             for (int c = 0; c < 5; c++) {
                 char val[24], rat[24];
@@ -304,6 +328,124 @@ static void print_quiet(FILE *out, const bench_results_t *r)
     }
 }
 
+/* The prune readers' p99 against the same readers' idle p99, from the same run. */
+static void print_prune_readers(FILE *out, const bench_results_t *r, const char *be)
+{
+    const bench_row_t *busy = find_row(r, be, "prune_read");
+    const bench_row_t *idle = find_row(r, be, "prune_idle_read");
+    if (busy == NULL || idle == NULL || busy->ops == 0 || idle->ops == 0)
+        return;
+    char b[24], i[24];
+    uint64_t pb = hist_percentile(busy->hist, 99), pi = hist_percentile(idle->hist, 99);
+    fmt_ns(b, sizeof b, pb);
+    fmt_ns(i, sizeof i, pi);
+    fprintf(out,
+            "prune (%s): readers' here_now p99 %s during it (%llu samples) vs %s idle "
+            "just before (%llu samples): x%.2f\n",
+            be, b, (unsigned long long) busy->ops, i, (unsigned long long) idle->ops,
+            pi ? (double) pb / (double) pi : 0.0);
+}
+
+/* events: wake-up against the raw eventfd floor, and the flood's delivery. */
+static void print_events(FILE *out, const bench_results_t *r)
+{
+    for (size_t k = 0; k < r->n; k++) {
+        const bench_row_t *wk = &r->rows[k];
+        if (strcmp(wk->op, "events_wakeup") != 0)
+            continue;
+        const char *be = wk->backend;
+        const bench_row_t *raw = find_row(r, be, "eventfd_pingpong");
+        const bench_row_t *rd = find_row(r, be, "events_flood_read");
+        const bench_row_t *wr = find_row(r, be, "events_flood_write");
+        if (raw != NULL && raw->ops > 0 && wk->ops > 0) {
+            uint64_t w50 = hist_percentile(wk->hist, 50), w99 = hist_percentile(wk->hist, 99);
+            uint64_t r50 = hist_percentile(raw->hist, 50), r99 = hist_percentile(raw->hist, 99);
+            char a[24], b[24], c[24], d[24];
+            fmt_ns(a, sizeof a, w50);
+            fmt_ns(b, sizeof b, w99);
+            fmt_ns(c, sizeof c, r50);
+            fmt_ns(d, sizeof d, r99);
+            fprintf(out,
+                    "events (%s): wake-up across processes p50 %s, p99 %s; raw eventfd "
+                    "ping-pong p50 %s, p99 %s (same run, interleaved): p50 x%.2f, p99 x%.2f\n",
+                    be, a, b, c, d, r50 ? (double) w50 / (double) r50 : 0.0,
+                    r99 ? (double) w99 / (double) r99 : 0.0);
+            fprintf(out,
+                    "events (%s): %llu + %llu samples; the sleeper was not yet asleep at the "
+                    "first look in %llu + %llu of them (the sender waited for it)\n",
+                    be, (unsigned long long) wk->ops, (unsigned long long) raw->ops,
+                    (unsigned long long) wk->retries, (unsigned long long) raw->retries);
+        }
+        if (rd != NULL && wr != NULL && wr->ops > 0) {
+            char pr[24], prs[24], dl[24], dls[24];
+            fmt_count(pr, sizeof pr, (double) wr->items);
+            fmt_count(prs, sizeof prs, wr->seconds > 0 ? (double) wr->items / wr->seconds : 0);
+            fmt_count(dl, sizeof dl, (double) rd->items);
+            fmt_count(dls, sizeof dls, rd->seconds > 0 ? (double) rd->items / rd->seconds : 0);
+            fprintf(out,
+                    "events flood (%s): the producer wrote %s events (%s/s); one subscriber "
+                    "read %s (%s/s), lapped %llu times, %llu events lost\n",
+                    be, pr, prs, dl, dls, (unsigned long long) rd->lapped,
+                    (unsigned long long) (wr->items > rd->items ? wr->items - rd->items : 0));
+        }
+        const bench_row_t *dr = find_row(r, be, "events_drain");
+        if (dr != NULL && dr->ops > 0) {
+            char n[24], rate[24], per[24];
+            fmt_count(n, sizeof n, (double) dr->ops);
+            fmt_count(rate, sizeof rate, dr->seconds > 0 ? (double) dr->ops / dr->seconds : 0);
+            fmt_ns(per, sizeof per, dr->seconds > 0 ? (uint64_t) (dr->seconds * 1e9 / (double) dr->ops) : 0);
+            fprintf(out,
+                    "events drain (%s): one subscriber consumed %s events written ahead of it "
+                    "at %s/s (%s per event), lapped %llu times\n",
+                    be, n, rate, per, (unsigned long long) dr->lapped);
+        }
+    }
+}
+
+static void fmt_bytes(char *buf, size_t len, double v)
+{
+    if (v < 1024)
+        snprintf(buf, len, "%.0f B", v);
+    else if (v < 1024 * 1024)
+        fmt_scaled(buf, len, v / 1024, " KiB");
+    else if (v < 1024.0 * 1024 * 1024)
+        fmt_scaled(buf, len, v / (1024 * 1024), " MiB");
+    else
+        fmt_scaled(buf, len, v / (1024.0 * 1024 * 1024), " GiB");
+}
+
+/* Each run's population: loading time and, where the backend tells, memory. */
+static void print_stores(FILE *out, const bench_results_t *r)
+{
+    if (r->nnotes == 0)
+        return;
+    fprintf(out, "\n%-16s %-11s %10s %8s %9s %8s %10s %10s %8s %8s\n", "population of",
+            "backend", "presences", "load", "load/s", "settle", "store", "store/pres", "record",
+            "names/p");
+    for (size_t i = 0; i < r->nnotes; i++) {
+        const bench_store_note_t *n = &r->notes[i];
+        char pop[24], ld[24], rate[24], st[24], sb[24] = "-", per[24] = "-", rec[24] = "-",
+                                                  nm[24] = "-";
+        fmt_count(pop, sizeof pop, (double) n->population);
+        fmt_ns(ld, sizeof ld, (uint64_t) (n->populate_s * 1e9));
+        fmt_ns(st, sizeof st, (uint64_t) (n->settle_s * 1e9));
+        fmt_count(rate, sizeof rate, n->populate_s > 0 ? (double) n->population / n->populate_s : 0);
+        if (n->have_info && n->presences > 0) {
+            fmt_bytes(sb, sizeof sb, (double) n->store_bytes);
+            snprintf(per, sizeof per, "%.0f B", (double) n->store_bytes / (double) n->presences);
+            snprintf(rec, sizeof rec, "%u B", n->bytes_per_presence);
+            snprintf(nm, sizeof nm, "%.0f B", (double) n->names_bytes / (double) n->presences);
+        }
+        fprintf(out, "%-16s %-11s %10s %8s %9s %8s %10s %10s %8s %8s\n", n->workload, n->backend,
+                pop, ld, rate, st, sb, per, rec, nm);
+    }
+    fprintf(out, "load: parallel loading processes; settle: the maintenance after it (shm: a full "
+                 "sweep, as every detach\ntriggers); store/pres: the whole store (shm: the "
+                 "segment, capacities with headroom) over the\npresences held; record: one "
+                 "presence record, names excluded; names/p: arena bytes (names,\nstate) in use "
+                 "per presence\n");
+}
+
 void report_results(FILE *out, const bench_config_t *cfg, const bench_results_t *r,
                     const char *const *backends, size_t nbackends)
 {
@@ -336,8 +478,11 @@ void report_results(FILE *out, const bench_config_t *cfg, const bench_results_t 
                         "prune (%s): removed %llu expired presences in one call of %s "
                         "(%s/s)\n",
                         row->backend, (unsigned long long) row->items, d, rate);
+                print_prune_readers(out, r, row->backend);
             }
         }
+        print_events(out, r);
+        print_stores(out, r);
     }
     for (size_t i = 0; i < r->n; i++) {
         const bench_row_t *row = &r->rows[i];
@@ -371,6 +516,14 @@ static json_t *row_json(const bench_row_t *row)
     }
     if (strcmp(row->op, "prune") == 0)
         json_object_set_new(o, "removed", json_integer((json_int_t) row->items));
+    if (strcmp(row->op, "events_flood_read") == 0) {
+        json_object_set_new(o, "delivered", json_integer((json_int_t) row->items));
+        json_object_set_new(o, "lapped", json_integer((json_int_t) row->lapped));
+    }
+    if (strcmp(row->op, "events_flood_write") == 0)
+        json_object_set_new(o, "produced", json_integer((json_int_t) row->items));
+    if (strcmp(row->op, "events_wakeup") == 0 || strcmp(row->op, "eventfd_pingpong") == 0)
+        json_object_set_new(o, "not_asleep_at_first_look", json_integer((json_int_t) row->retries));
     if (row->errors > 0)
         json_object_set_new(o, "first_error", json_string(row->err));
     json_object_set_new(o, "buckets", buckets);
@@ -389,12 +542,15 @@ int report_json(const char *path, const bench_config_t *cfg, const bench_results
         json_array_append_new(bes, json_string(backends[b]));
     for (unsigned i = 0; i < cfg->n_here_now_sizes; i++)
         json_array_append_new(sizes, json_integer(cfg->here_now_sizes[i]));
-    json_t *config = json_pack("{s:I,s:o,s:o,s:f,s:I,s:f,s:I,s:I,s:I,s:o,s:I}", "procs",
+    json_t *config = json_pack("{s:I,s:o,s:o,s:f,s:I,s:f,s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:I}", "procs",
                                (json_int_t) cfg->procs, "ops", ops, "backends", bes, "duration_s",
                                cfg->duration_s, "count", (json_int_t) cfg->count, "warmup_s",
                                cfg->warmup_s, "seed", (json_int_t) cfg->seed, "rooms",
                                (json_int_t) cfg->rooms, "room_size", (json_int_t) cfg->room_size,
-                               "here_now_sizes", sizes, "prune_size", (json_int_t) cfg->prune_size);
+                               "here_now_sizes", sizes, "prune_size", (json_int_t) cfg->prune_size,
+                               "population", (json_int_t) cfg->population, "event_samples",
+                               (json_int_t) cfg->event_samples, "event_pace_us",
+                               (json_int_t) cfg->event_pace_us);
     struct utsname un;
     int have_un = uname(&un) == 0;
     json_t *root = json_pack(
@@ -424,6 +580,29 @@ int report_json(const char *path, const bench_config_t *cfg, const bench_results
             json_decref(bo);
     }
     json_object_set_new(root, "results", results);
+    json_t *stores = json_array();
+    for (size_t i = 0; i < r->nnotes; i++) {
+        const bench_store_note_t *n = &r->notes[i];
+        json_t *so = json_pack("{s:s,s:s,s:I,s:f,s:f}", "backend", n->backend, "workload",
+                               n->workload, "population", (json_int_t) n->population,
+                               "populate_s", n->populate_s, "settle_s", n->settle_s);
+        if (so != NULL && n->have_info) {
+            json_object_set_new(so, "store_bytes", json_integer((json_int_t) n->store_bytes));
+            json_object_set_new(so, "presences", json_integer((json_int_t) n->presences));
+            json_object_set_new(so, "presences_cap", json_integer((json_int_t) n->presences_cap));
+            json_object_set_new(so, "connections", json_integer((json_int_t) n->connections));
+            json_object_set_new(so, "connections_cap",
+                                json_integer((json_int_t) n->connections_cap));
+            json_object_set_new(so, "rooms", json_integer((json_int_t) n->rooms));
+            json_object_set_new(so, "names_bytes", json_integer((json_int_t) n->names_bytes));
+            json_object_set_new(so, "names_cap", json_integer((json_int_t) n->names_cap));
+            json_object_set_new(so, "bytes_per_presence",
+                                json_integer((json_int_t) n->bytes_per_presence));
+        }
+        if (so != NULL)
+            json_array_append_new(stores, so);
+    }
+    json_object_set_new(root, "stores", stores);
     json_t *fails = json_array();
     for (size_t i = 0; i < r->nfail; i++)
         json_array_append_new(fails,

@@ -18,7 +18,9 @@ typedef struct bench_row {
     char op[32];
     uint64_t ops;    /* measured operations */
     uint64_t errors; /* failed operations (warm-up included) */
-    uint64_t items;  /* prune: presences removed */
+    uint64_t items;  /* prune: presences removed; events: delivered / produced */
+    uint64_t lapped; /* events_flood_read: times lapped */
+    uint64_t retries; /* events latency rows: samples whose peer was not asleep at once */
     double seconds;  /* measured window: first start to last end */
     hist_t *hist;    /* merged over workers */
     char err[256];   /* first error, when errors > 0 */
@@ -30,15 +32,32 @@ typedef struct bench_failure {
     char err[320];
 } bench_failure_t;
 
+/** One run's store after its population: how long loading took, what it costs. */
+typedef struct bench_store_note {
+    char backend[24];
+    char workload[32]; /* the run's first row */
+    double populate_s;
+    double settle_s;     /* the maintenance passes after loading (shm: a full sweep) */
+    uint64_t population; /* presences loaded */
+    int have_info;       /* the fields below are set (the backend reports them) */
+    uint64_t store_bytes, presences, presences_cap, connections, connections_cap, rooms;
+    uint64_t names_bytes, names_cap;
+    uint32_t bytes_per_presence;
+} bench_store_note_t;
+
 typedef struct bench_results {
     bench_row_t *rows;
     size_t n, cap;
     bench_failure_t *failures;
     size_t nfail, capfail;
+    bench_store_note_t *notes;
+    size_t nnotes, capnotes;
 } bench_results_t;
 
 /** Appends an empty row (with an empty histogram). NULL when out of memory. */
 bench_row_t *results_add(bench_results_t *r, const char *backend, const char *op);
+/** Appends a zeroed store note. NULL when out of memory. */
+bench_store_note_t *results_add_note(bench_results_t *r, const char *backend, const char *workload);
 void results_add_failure(bench_results_t *r, const char *backend, const char *op, const char *err);
 void results_free(bench_results_t *r);
 

@@ -11,11 +11,19 @@
 
 #include "clock.h"
 
+#include "cleanup.h"
+
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define WL_NAME_CAP      24
 #define WL_LIVE_TIMEOUT  3600000u   /* ms: nothing of the population expires during a run */
@@ -23,6 +31,11 @@
 #define WL_HERE_NOW_CAP  200000u    /* most presences a here_now population holds */
 #define WL_PIPE_ELEMENTS 100000u    /* pipelined here_now: at most this many members per batch */
 #define WL_EWRONG        (-1000000) /* an operation answered something unexpected */
+#define WL_PAR_POPULATE  100000u    /* populations this large are loaded in parallel */
+#define WL_EV_POLL_MS    200        /* events: poll() slices, to notice an abort */
+#define WL_EV_BURSTS     20         /* events_drain: bursts */
+#define WL_EV_BURST      5000u      /* join + leave pairs per burst (10,000 events, which
+                                       fit the default ring of 65,536 64-byte entries) */
 
 static const char *const g_state = "{\"mood\":\"ok\",\"device\":\"web\",\"typing\":false}";
 
@@ -67,6 +80,7 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
     wl->procs = cfg->procs;
     wl->rooms = cfg->rooms;
     wl->room_size = cfg->room_size;
+    wl->efd_ping = wl->efd_pong = -1;
     snprintf(wl->name, sizeof wl->name, "%s", bench_op_name(op));
     snprintf(wl->row[0], sizeof wl->row[0], "%s", bench_op_name(op));
     wl->nrows = 1;
@@ -74,8 +88,13 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
     switch (op) {
     case OP_HERE_NOW: {
         wl->room_size = size;
-        uint32_t fit = WL_HERE_NOW_CAP / size;
-        wl->rooms = cfg->rooms < fit ? cfg->rooms : fit ? fit : 1;
+        if (cfg->population != 0) { /* the scale runs: all of it, in rooms of this size */
+            uint64_t r = cfg->population / size;
+            wl->rooms = r == 0 ? 1 : r > UINT32_MAX ? UINT32_MAX : (uint32_t) r;
+        } else {
+            uint32_t fit = WL_HERE_NOW_CAP / size;
+            wl->rooms = cfg->rooms < fit ? cfg->rooms : fit ? fit : 1;
+        }
         snprintf(wl->row[0], sizeof wl->row[0], "here_now_%u", (unsigned) size);
         break;
     }
@@ -87,7 +106,27 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
         nold = cfg->prune_size;
         if (cfg->procs > 1) {
             snprintf(wl->row[1], sizeof wl->row[1], "prune_read");
-            wl->nrows = 2;
+            snprintf(wl->row[2], sizeof wl->row[2], "prune_idle_read");
+            wl->nrows = 3;
+            wl->idle_s = cfg->duration_s > 0 ? cfg->duration_s : 0.5;
+        }
+        break;
+    case OP_EVENTS:
+        snprintf(wl->row[0], sizeof wl->row[0], "events_wakeup");
+        snprintf(wl->row[1], sizeof wl->row[1], "eventfd_pingpong");
+        snprintf(wl->row[2], sizeof wl->row[2], "events_flood_read");
+        snprintf(wl->row[3], sizeof wl->row[3], "events_flood_write");
+        snprintf(wl->row[4], sizeof wl->row[4], "events_drain");
+        wl->nrows = 5;
+        wl->event_samples = cfg->event_samples;
+        wl->event_pace_us = cfg->event_pace_us;
+        wl->reaper = cfg->reaper;
+        nextra = (size_t) cfg->procs * WL_EXTRA_KEYS;
+        wl->efd_ping = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        wl->efd_pong = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (wl->efd_ping < 0 || wl->efd_pong < 0) {
+            workload_free(wl);
+            return -1;
         }
         break;
     case OP_MIXED:
@@ -148,6 +187,10 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
 
 void workload_free(workload_t *wl)
 {
+    if (wl->efd_ping >= 0)
+        close(wl->efd_ping);
+    if (wl->efd_pong >= 0)
+        close(wl->efd_pong);
     free(wl->names);
     free(wl->live.keys);
     free(wl->old.keys);
@@ -174,6 +217,9 @@ int workload_supported(const workload_t *wl, const bench_backend_t *be)
         return be->prune != NULL && be->here_now != NULL;
     case OP_MIXED:
         return be->join && be->leave && be->touch && be->here_now;
+    case OP_EVENTS:
+        return be->join && be->leave && be->ev_subscribe && be->ev_fd && be->ev_next &&
+               be->ev_close;
     default:
         return 0;
     }
@@ -185,22 +231,85 @@ void workload_spec(const workload_t *wl, bench_store_spec_t *spec)
     spec->rooms = wl->rooms + old_rooms;
     spec->connections = wl->live.n + wl->old.n + wl->extra.n;
     spec->presences = spec->connections;
-    spec->procs = wl->procs + 1;
-    spec->state_len = (uint32_t) strlen(g_state);
+    spec->procs = wl->procs + 1 + BENCH_MAX_PROCS / 32; /* + parallel populators */
+    spec->state_len = wl->with_state ? (uint32_t) strlen(g_state) : 0;
+    spec->reaper = wl->op == OP_EVENTS ? wl->reaper : NULL;
 }
 
-int workload_populate(const workload_t *wl, const bench_backend_t *be, void *h, char *err,
-                      size_t errlen)
+/* Loads @p n keys: through @p h, or with @p nproc forked processes, each attached on
+ * its own, loading one contiguous slice. @return 0 or -1 with @p err. */
+static int populate_keys(const bench_backend_t *be, void *store, void *h, unsigned nproc,
+                         const bench_key_t *keys, size_t n, uint64_t timeout_ms,
+                         const char *state, char *err, size_t errlen)
 {
-    int rc = be->populate(h, wl->live.keys, wl->live.n, WL_LIVE_TIMEOUT,
-                          wl->with_state ? g_state : NULL);
-    if (rc == 0 && wl->old.n > 0) {
-        rc = be->populate(h, wl->old.keys, wl->old.n, WL_OLD_TIMEOUT, NULL);
-        sleep_ns(2 * WL_OLD_TIMEOUT * 1000000u); /* let them expire */
+    if (nproc <= 1 || n < WL_PAR_POPULATE) {
+        int rc = be->populate(h, keys, n, timeout_ms, state);
+        if (rc != 0)
+            snprintf(err, errlen, "populate: %s", be->errstr(h, rc));
+        return rc != 0 ? -1 : 0;
     }
-    if (rc != 0) {
-        snprintf(err, errlen, "populate: %s", be->errstr(h, rc));
+    enum { ERRLEN = 256 };
+    char *errs = mmap(NULL, (size_t) nproc * ERRLEN, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    pid_t pids[BENCH_MAX_PROCS];
+    if (errs == MAP_FAILED) {
+        snprintf(err, errlen, "populate: mmap: %s", strerror(errno));
         return -1;
+    }
+    int ret = 0;
+    unsigned forked = 0;
+    fflush(NULL);
+    for (; forked < nproc; forked++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            snprintf(err, errlen, "populate: fork: %s", strerror(errno));
+            ret = -1;
+            break;
+        }
+        if (pid == 0) {
+            cleanup_forget_all();
+            char *e = errs + (size_t) forked * ERRLEN;
+            void *ch = NULL;
+            size_t from = n * forked / nproc, to = n * (forked + 1) / nproc;
+            if (be->open(store, &ch, e, ERRLEN) != 0)
+                _exit(1);
+            int rc = be->populate(ch, keys + from, to - from, timeout_ms, state);
+            if (rc != 0)
+                snprintf(e, ERRLEN, "populate: %s", be->errstr(ch, rc));
+            be->close(ch);
+            _exit(rc != 0 ? 1 : 0);
+        }
+        pids[forked] = pid;
+        cleanup_add_pid(pid);
+    }
+    for (unsigned i = 0; i < forked; i++) {
+        int st;
+        while (waitpid(pids[i], &st, 0) < 0 && errno == EINTR)
+            ;
+        cleanup_del_pid(pids[i]);
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0) && ret == 0) {
+            const char *e = errs + (size_t) i * ERRLEN;
+            snprintf(err, errlen, "%s", e[0] ? e : "populate: a loading process failed");
+            ret = -1;
+        }
+    }
+    munmap(errs, (size_t) nproc * ERRLEN);
+    return ret;
+}
+
+int workload_populate(const workload_t *wl, const bench_backend_t *be, void *store, void *h,
+                      unsigned nproc, char *err, size_t errlen)
+{
+    if (nproc > BENCH_MAX_PROCS / 32)
+        nproc = BENCH_MAX_PROCS / 32;
+    if (populate_keys(be, store, h, nproc, wl->live.keys, wl->live.n, WL_LIVE_TIMEOUT,
+                      wl->with_state ? g_state : NULL, err, errlen) != 0)
+        return -1;
+    if (wl->old.n > 0) {
+        if (populate_keys(be, store, h, nproc, wl->old.keys, wl->old.n, WL_OLD_TIMEOUT, NULL,
+                          err, errlen) != 0)
+            return -1;
+        sleep_ns(2 * WL_OLD_TIMEOUT * 1000000u); /* let them expire */
     }
     return 0;
 }
@@ -392,6 +501,15 @@ static int run_loop(wl_worker_t *w, wl_op_fn fn, unsigned row, unsigned batch, u
                 atomic_fetch_add(&c->started, 1);
                 first = 0;
             }
+            if (!measure && ps == 0 && t0 >= c->t_measure && row + 1 < WL_MAX_ROWS) {
+                /* before the prune: the same readers idle, for the ratio */
+                run_row_t *ir = &w->me->row[row + 1];
+                hist_add_n(&ir->hist, t1 - t0, batch);
+                if (ir->ops == 0)
+                    ir->t_first = t0;
+                ir->t_last = t1;
+                ir->ops += batch;
+            }
         }
         if (measure) {
             hist_add_n(&r->hist, t1 - t0, batch);
@@ -414,7 +532,8 @@ static uint64_t share(uint64_t total, unsigned n, unsigned id)
 static int run_prune(wl_worker_t *w)
 {
     run_ctl_t *c = w->ctl;
-    while (now_ns() < c->t_measure ||
+    uint64_t at = c->t_measure + (uint64_t) (w->wl->idle_s * 1e9); /* after the idle window */
+    while (now_ns() < at ||
            atomic_load_explicit(&c->started, memory_order_acquire) + 1 < c->nworkers) {
         if (atomic_load_explicit(&c->abort, memory_order_relaxed))
             return 0;
@@ -438,19 +557,334 @@ static int run_prune(wl_worker_t *w)
     return 0;
 }
 
-/*
- * The events workload: the hook for when the library has its event ring.
- * Plan: worker 0 joins and leaves (the producer, as mixed_write does); the others
- * subscribe (from "now"), poll the eventfd and read; rows "events_read" (latency of one
- * read call) and "events_lag" (producer timestamp to the moment a subscriber holds the
- * event). It needs two vtable entries, subscribe() and read_events(), that redis would
- * implement with PUBLISH/SUBSCRIBE (or a stream) and rwlock not at all. Until then the
- * command line refuses -t events, so this is never reached.
- */
+/* ------------------------------------------------------------------ events ---- */
+
+/* Latency samples alternate: even k a raw eventfd ping, odd k a join the subscriber
+ * must be woken for. Sample k's connection (worker 0's own) joins the first live room,
+ * which the latency subscription filters on, and leaves once the sample is over. */
+static bench_key_t ev_key(const workload_t *wl, uint32_t k)
+{
+    const bench_key_t *x = &wl->extra.keys[(k / 2) % WL_EXTRA_KEYS];
+    bench_key_t key = {.room = wl->live.keys[0].room, .conn = x->conn, .user = x->user};
+    return key;
+}
+
+/* 1 if @p pid is asleep (state S in /proc/PID/stat), or when that cannot be read. */
+static int proc_sleeping(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 1;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p == NULL || p[1] != ' ' || p[2] == 'S';
+}
+
+/* Sleeps in poll() until @p fd is readable (@p timeout_ms < 0: however long it takes).
+ * @return 1 readable, 0 timed out, -1 aborted or failed. */
+static int ev_wait(wl_worker_t *w, int fd, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    for (;;) {
+        int slice = timeout_ms < 0 || timeout_ms > WL_EV_POLL_MS ? WL_EV_POLL_MS : timeout_ms;
+        int rc = poll(&pfd, 1, slice);
+        if (rc > 0)
+            return 1;
+        if (rc < 0 && errno != EINTR) {
+            snprintf(w->me->err, sizeof w->me->err, "events: poll: %s", strerror(errno));
+            return -1;
+        }
+        if (atomic_load_explicit(&w->ctl->abort, memory_order_relaxed))
+            return -1;
+        if (timeout_ms >= 0 && rc == 0) {
+            timeout_ms -= slice;
+            if (timeout_ms <= 0)
+                return 0;
+        }
+    }
+}
+
+/* Reads events until none is waiting (which re-arms the wake-up), or until the event
+ * @p type of @p conn (conn NULL: none is looked for); *t_found is the time right after
+ * the call that returned it. Lapping is not expected here and only counted.
+ * @return 1 found, 0 drained, -1 error. */
+static int ev_read(wl_worker_t *w, void *sub, int type, const char *conn, uint64_t *t_found)
+{
+    for (;;) {
+        bench_event_t ev;
+        int rc = w->be->ev_next(sub, &ev);
+        uint64_t t = now_ns();
+        if (rc == 1) {
+            if (conn != NULL && ev.type == type && strcmp(ev.conn, conn) == 0) {
+                if (t_found != NULL)
+                    *t_found = t;
+                return 1;
+            }
+        } else if (rc == BENCH_EV_LAPPED) {
+            w->me->row[2].lapped++;
+        } else if (rc == 0) {
+            return 0;
+        } else {
+            note_error(w, "events: next", rc);
+            return -1;
+        }
+    }
+}
+
+static void ev_record(run_row_t *r, uint64_t t0, uint64_t t1)
+{
+    hist_add_n(&r->hist, t1 - t0, 1);
+    if (r->ops == 0)
+        r->t_first = t0;
+    r->t_last = t1;
+    r->ops++;
+}
+
+/* Worker 0: sends the latency samples, one at a time, each once the subscriber has
+ * been asleep for the pace; then floods join + leave pairs. */
+static int events_producer(wl_worker_t *w)
+{
+    run_ctl_t *c = w->ctl;
+    const workload_t *wl = w->wl;
+    uint64_t pace = (uint64_t) wl->event_pace_us * 1000u, n[2] = {0, 0};
+    for (uint32_t k = 0; n[0] < wl->event_samples || n[1] < wl->event_samples; k++) {
+        int presence = k & 1;
+        while (atomic_load_explicit(&c->ev_armed, memory_order_acquire) != k + 1) {
+            if (atomic_load_explicit(&c->abort, memory_order_relaxed))
+                return 0;
+            sleep_ns(20000);
+        }
+        sleep_ns(pace);
+        pid_t sp = atomic_load_explicit(&c->ev_sub_pid, memory_order_relaxed);
+        unsigned tries = 0;
+        while (!proc_sleeping(sp) && tries < 1000) {
+            sleep_ns(20000);
+            tries++;
+        }
+        bench_key_t key = ev_key(wl, k);
+        uint64_t t0 = now_ns();
+        atomic_store_explicit(&c->ev_t0, t0, memory_order_release);
+        if (presence) {
+            if (check(w, "events: join", w->be->join(w->h, &key, 0), 0) != 0)
+                return -1;
+        } else {
+            uint64_t one = 1;
+            if (write(wl->efd_ping, &one, sizeof one) != (ssize_t) sizeof one) {
+                snprintf(w->me->err, sizeof w->me->err, "events: write: %s", strerror(errno));
+                return -1;
+            }
+        }
+        int rc = ev_wait(w, wl->efd_pong, -1);
+        if (rc < 0)
+            return atomic_load(&c->abort) ? 0 : -1;
+        uint64_t v;
+        if (read(wl->efd_pong, &v, sizeof v) < 0) {
+            /* EAGAIN cannot happen: it was readable and only we read it */
+        }
+        if (presence && check(w, "events: leave", w->be->leave(w->h, &key), 1) != 0)
+            return -1;
+        if (t0 >= c->t_measure) {
+            n[presence]++;
+            w->me->row[presence ? 0 : 1].retries += tries > 0;
+        }
+    }
+
+    /* the flood */
+    while (atomic_load_explicit(&c->ev_phase, memory_order_acquire) != 1) {
+        if (atomic_load_explicit(&c->abort, memory_order_relaxed))
+            return 0;
+        sleep_ns(20000);
+    }
+    run_row_t *r = &w->me->row[3];
+    uint64_t end = c->t_end ? now_ns() + (c->t_end - c->t_measure) : 0;
+    for (uint64_t seq = 0;; seq++) {
+        uint64_t t0 = now_ns();
+        if (end ? t0 >= end : r->ops >= c->count)
+            break;
+        if (atomic_load_explicit(&c->abort, memory_order_relaxed))
+            return 0;
+        int rc = op_join_leave(w, seq);
+        if (rc == BENCH_FATAL)
+            return fatal(w, rc);
+        r->errors += rc < 0;
+        ev_record(r, t0, now_ns());
+    }
+    r->items = 2 * r->ops; /* a join and a leave event each */
+    atomic_store_explicit(&c->ev_phase, 2, memory_order_release);
+
+    /* the bursts for events_drain */
+    for (uint32_t b = 0; b < WL_EV_BURSTS; b++) {
+        while (atomic_load_explicit(&c->ev_burst_ready, memory_order_acquire) != b + 1) {
+            if (atomic_load_explicit(&c->abort, memory_order_relaxed))
+                return 0;
+            sleep_ns(20000);
+        }
+        for (uint32_t i = 0; i < WL_EV_BURST; i++) {
+            int rc = op_join_leave(w, r->ops + (uint64_t) b * WL_EV_BURST + i);
+            if (rc == BENCH_FATAL)
+                return fatal(w, rc);
+            if (rc < 0)
+                return -1;
+        }
+        atomic_store_explicit(&c->ev_burst_done, b + 1, memory_order_release);
+    }
+    return 0;
+}
+
+/* Worker 1: sleeps in poll() for each latency sample, then drains the flood. */
+static int events_subscriber(wl_worker_t *w)
+{
+    run_ctl_t *c = w->ctl;
+    const workload_t *wl = w->wl;
+    void *sub = NULL;
+    atomic_store_explicit(&c->ev_sub_pid, (int32_t) getpid(), memory_order_relaxed);
+    int rc = w->be->ev_subscribe(w->h, wl->live.keys[0].room, &sub);
+    if (rc < 0) {
+        note_error(w, "events: subscribe", rc);
+        return -1;
+    }
+    int fd = w->be->ev_fd(sub);
+    uint64_t n[2] = {0, 0};
+    for (uint32_t k = 0; n[0] < wl->event_samples || n[1] < wl->event_samples; k++) {
+        int presence = k & 1;
+        bench_key_t key = ev_key(wl, k);
+        uint64_t t1 = 0, v;
+        if (ev_read(w, sub, 0, NULL, NULL) < 0)
+            goto fail;
+        atomic_store_explicit(&c->ev_armed, k + 1, memory_order_release);
+        if (!presence) {
+            if (ev_wait(w, wl->efd_ping, -1) < 0)
+                goto fail;
+            if (read(wl->efd_ping, &v, sizeof v) != (ssize_t) sizeof v) {
+                snprintf(w->me->err, sizeof w->me->err, "events: read: %s", strerror(errno));
+                goto fail;
+            }
+            t1 = now_ns();
+        } else {
+            for (;;) {
+                if (ev_wait(w, fd, -1) < 0)
+                    goto fail;
+                rc = ev_read(w, sub, BENCH_EV_JOIN, key.conn, &t1);
+                if (rc < 0)
+                    goto fail;
+                if (rc == 1)
+                    break;
+            }
+        }
+        uint64_t t0 = atomic_load_explicit(&c->ev_t0, memory_order_acquire);
+        uint64_t one = 1;
+        if (write(wl->efd_pong, &one, sizeof one) != (ssize_t) sizeof one) {
+            snprintf(w->me->err, sizeof w->me->err, "events: write: %s", strerror(errno));
+            goto fail;
+        }
+        while (presence) { /* the sample ends with its leave */
+            rc = ev_read(w, sub, BENCH_EV_LEAVE, key.conn, NULL);
+            if (rc < 0)
+                goto fail;
+            if (rc == 1)
+                break;
+            if (ev_wait(w, fd, -1) < 0)
+                goto fail;
+        }
+        if (t0 >= c->t_measure) {
+            ev_record(&w->me->row[presence ? 0 : 1], t0, t1);
+            n[presence]++;
+        }
+    }
+    w->be->ev_close(sub);
+
+    /* the flood: every room, as fast as one subscriber drains */
+    rc = w->be->ev_subscribe(w->h, NULL, &sub);
+    if (rc < 0) {
+        note_error(w, "events: subscribe", rc);
+        return -1;
+    }
+    fd = w->be->ev_fd(sub);
+    run_row_t *r = &w->me->row[2];
+    atomic_store_explicit(&c->ev_phase, 1, memory_order_release);
+    for (;;) {
+        int done = atomic_load_explicit(&c->ev_phase, memory_order_acquire) == 2;
+        for (;;) {
+            bench_event_t ev;
+            uint64_t t0 = now_ns();
+            rc = w->be->ev_next(sub, &ev);
+            uint64_t t1 = now_ns();
+            if (rc == 1)
+                ev_record(r, t0, t1);
+            else if (rc == BENCH_EV_LAPPED)
+                r->lapped++;
+            else if (rc == 0)
+                break;
+            else {
+                note_error(w, "events: next", rc);
+                goto fail;
+            }
+        }
+        if (done)
+            break;
+        if (ev_wait(w, fd, WL_EV_POLL_MS) < 0)
+            goto fail;
+    }
+    r->items = r->ops;
+
+    /* events_drain: each burst is written while we wait, then drained against the clock.
+     * The row's t_first/t_last are set so that its ops/s is events over draining time. */
+    run_row_t *d = &w->me->row[4];
+    uint64_t busy = 0;
+    for (uint32_t b = 0; b < WL_EV_BURSTS; b++) {
+        if (ev_read(w, sub, 0, NULL, NULL) < 0)
+            goto fail;
+        atomic_store_explicit(&c->ev_burst_ready, b + 1, memory_order_release);
+        while (atomic_load_explicit(&c->ev_burst_done, memory_order_acquire) != b + 1) {
+            if (atomic_load_explicit(&c->abort, memory_order_relaxed))
+                goto fail;
+            sleep_ns(20000);
+        }
+        uint64_t got = 0, t0 = now_ns();
+        for (;;) {
+            bench_event_t ev;
+            rc = w->be->ev_next(sub, &ev);
+            if (rc == 1)
+                got++;
+            else if (rc == BENCH_EV_LAPPED)
+                d->lapped++;
+            else if (rc == 0)
+                break;
+            else {
+                note_error(w, "events: next", rc);
+                goto fail;
+            }
+        }
+        uint64_t t1 = now_ns();
+        if (got > 0) {
+            hist_add_n(&d->hist, (t1 - t0) / got, got);
+            d->ops += got;
+            busy += t1 - t0;
+        }
+    }
+    d->items = d->ops;
+    d->t_first = 1;
+    d->t_last = 1 + busy;
+    w->be->ev_close(sub);
+    return 0;
+fail:
+    w->be->ev_close(sub);
+    return atomic_load(&c->abort) && w->me->err[0] == '\0' ? 0 : -1;
+}
+
 static int run_events(wl_worker_t *w)
 {
-    snprintf(w->me->err, sizeof w->me->err, "events: not implemented yet (needs the event ring)");
-    return -1;
+    if (w->ctl->nworkers < 2) {
+        snprintf(w->me->err, sizeof w->me->err, "events: needs two processes (-P 2)");
+        return -1;
+    }
+    return w->id == 0 ? events_producer(w) : w->id == 1 ? events_subscriber(w) : 0;
 }
 
 static int prepare(wl_worker_t *w)

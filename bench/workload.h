@@ -15,8 +15,24 @@
  *   prune        one prune() call removing prune_size expired
  *                presences (one sample: the call's duration)         worker 0
  *   prune_read   here_now latency of the others while it runs        workers 1..
+ *   prune_idle_read  the same readers' here_now latency in the same run,
+ *                for the measured duration just before the prune     workers 1..
  *   mixed_read   here_now under write load: the headline figure      workers 1..
  *   mixed_write  join / touch / leave, rotating, on the same rooms   worker 0
+ *   events_wakeup     cross-process wake-up: from before the producer's join to
+ *                     after the subscriber's sub_next returned that join event; the
+ *                     subscriber sleeps in poll() on its subscription fd   worker 1
+ *   eventfd_pingpong  the floor, interleaved with the above sample by sample: from
+ *                     before write(eventfd) to after the sleeping peer's poll()
+ *                     woke and read() returned                             worker 1
+ *   events_flood_read one subscriber (all rooms) draining while a producer floods:
+ *                     events delivered, times lapped                       worker 1
+ *   events_flood_write the producer's join + leave pairs (two events each)  worker 0
+ *   events_drain      what one subscriber can consume: bursts of 10,000 events
+ *                     written while it waits, then drained; the cost per event, and
+ *                     ops/s = events over the time spent draining only        worker 1
+ * With --population N the standard population is N presences (N / room_size rooms
+ * of room_size members, one room per connection), here_now included.
  */
 #ifndef BENCH_WORKLOAD_H
 #define BENCH_WORKLOAD_H
@@ -28,7 +44,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#define WL_MAX_ROWS   2
+#define WL_MAX_ROWS   5
 #define WL_EXTRA_KEYS 1024 /* worker-owned connections per worker */
 
 typedef struct bench_keys {
@@ -45,6 +61,10 @@ typedef struct workload {
     uint32_t rooms, room_size; /* the standard population */
     bool with_state;
     uint32_t prune_size;
+    uint32_t event_samples, event_pace_us; /* events */
+    double idle_s;                         /* prune: the idle readers' window */
+    int efd_ping, efd_pong;                /* events: the raw eventfd pair (-1: none) */
+    const char *reaper;                    /* events: the daemon the store needs */
     bench_keys_t live;  /* rooms * room_size presences; room r is live.keys[r * room_size].room */
     bench_keys_t old;   /* prune: expired presences */
     bench_keys_t extra; /* procs * WL_EXTRA_KEYS worker-owned connections, random live rooms */
@@ -55,7 +75,10 @@ typedef struct workload {
 typedef struct run_row {
     uint64_t ops;     /* measured operations */
     uint64_t errors;  /* failed operations, warm-up included */
-    uint64_t items;   /* prune: presences removed */
+    uint64_t items;   /* prune: presences removed; events: events delivered / produced */
+    uint64_t lapped;  /* events_flood_read: times the subscriber was lapped */
+    uint64_t retries; /* events latency rows: samples whose peer was not yet asleep at
+                         the first look (the producer waited more before sending) */
     uint64_t t_first; /* start of the first measured operation */
     uint64_t t_last;  /* end of the last one */
     hist_t hist;
@@ -75,6 +98,13 @@ typedef struct run_ctl {
     _Atomic uint32_t started;      /* readers past their first operation */
     _Atomic uint32_t readers_done; /* count mode: readers that finished their quota */
     _Atomic uint64_t prune_start, prune_end;
+    /* events: the sample's send time, the sample number the subscriber is armed
+     * for (k + 1), its pid, and the flood's phase (1 subscribed, 2 producer done) */
+    _Atomic uint64_t ev_t0;
+    _Atomic uint32_t ev_armed;
+    _Atomic int32_t ev_sub_pid;
+    _Atomic uint32_t ev_phase;
+    _Atomic uint32_t ev_burst_ready, ev_burst_done; /* events_drain: burst b + 1 */
     uint64_t t_go, t_measure, t_end; /* written before go; t_end 0 = count mode */
     uint64_t count;                  /* count mode: measured ops per row, all workers */
     unsigned nworkers;
@@ -88,9 +118,13 @@ void workload_free(workload_t *wl);
 int workload_supported(const workload_t *wl, const bench_backend_t *be);
 /** What a fresh store must hold for it. */
 void workload_spec(const workload_t *wl, bench_store_spec_t *spec);
-/** Parent: loads the population through @p h. @return 0 or -1 with @p err. */
-int workload_populate(const workload_t *wl, const bench_backend_t *be, void *h, char *err,
-                      size_t errlen);
+/**
+ * Parent: loads the population through @p h; a large one is loaded by @p nproc forked
+ * processes in parallel (each with its own handle from @p store), the rest by @p h.
+ * @return 0 or -1 with @p err.
+ */
+int workload_populate(const workload_t *wl, const bench_backend_t *be, void *store, void *h,
+                      unsigned nproc, char *err, size_t errlen);
 /**
  * Worker @p id: prepares (before reporting ready), waits for go, runs, records into
  * ctl->w[id]. @return 0, or -1 with ctl->w[id].err set.

@@ -292,7 +292,7 @@ int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_
     b->owner = owner;
     b->seq = pr_fetch_add(&h->blob_seq, 1u);
     memcpy(b + 1, data, len);
-    pr_fetch_add(&h->arena_used, (uint64_t) PR_UNIT << cls);
+    pr__count(p, PR_C_ARENA, (int64_t) PR_UNIT << cls);
     return ref;
 }
 
@@ -313,7 +313,7 @@ void pr__blob_free(struct presence *p, uint32_t ref)
     uint32_t cell = (uint32_t) (unit % PR_UNITS_PAGE) >> cls;
     struct pr_page *pm = page_meta(p, page);
     pr_fetch_and(&pm->bits[cell / 64], ~(1ull << (cell % 64)));
-    pr_fetch_add(&p->h->arena_used, -((uint64_t) PR_UNIT << cls));
+    pr__count(p, PR_C_ARENA, -((int64_t) PR_UNIT << cls));
 }
 
 /* Whether the cell @ref is marked allocated (for check and sweep). */

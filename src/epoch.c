@@ -157,7 +157,7 @@ void pr__retire(struct presence *p, uint32_t item)
         if (pr_cas(&h->limbo_head, hw, nw))
             break;
     }
-    pr_fetch_add(&h->limbo_count, 1);
+    pr__count(p, PR_C_LIMBO, 1);
     if (__atomic_add_fetch(&p->retire_since_reclaim, 1, __ATOMIC_RELAXED) % 64 == 0) {
         if (pr__lease_take(p) == 0) {
             pr__reclaim(p);
@@ -322,7 +322,7 @@ int pr__reclaim(struct presence *p)
         PR_KILL_POINT("reclaim");
         freed += free_chain(p, first, budget);
     }
-    pr_fetch_add(&h->limbo_count, -(uint64_t) freed);
-    pr_fetch_add(&h->st_reclaimed, (uint64_t) freed);
+    pr__count(p, PR_C_LIMBO, -(int64_t) freed);
+    pr__count(p, PR_C_RECLAIMED, freed);
     return freed;
 }

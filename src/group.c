@@ -70,8 +70,12 @@ static int64_t member_find(struct presence *p, uint32_t gi, const char *s, size_
     return -ENOENT;
 }
 
-static int64_t group_get(struct presence *p, const char *name, size_t n, uint32_t hash, bool create)
+/* The group named @name; with @create, made if absent (then *created is set). */
+static int64_t group_get(struct presence *p, const char *name, size_t n, uint32_t hash, bool create,
+                         bool *created)
 {
+    if (created)
+        *created = false;
     int64_t gi = pr__group_find(p, name, n, hash);
     if (gi != -ENOENT || !create)
         return gi;
@@ -95,9 +99,10 @@ static int64_t group_get(struct presence *p, const char *name, size_t n, uint32_
                 g->members = 0;
                 g->count = 0;
                 set_state(p, &g->h, PR_LIVE);
+                pr__count(p, PR_C_GROUPS, 1); /* with the state (see registry.c) */
                 pr__chain_insert(p, PR_T_GROUP, hash, (uint32_t) gi);
                 pr__blob_attached(p);
-                pr_fetch_add(&p->h->n_groups, 1);
+                *created = true;
             }
         }
     }
@@ -109,12 +114,14 @@ static int64_t group_get(struct presence *p, const char *name, size_t n, uint32_
 static void group_unpublish_locked(struct presence *p, uint32_t gi)
 {
     struct pr_group *g = pr__group(p, gi);
+    /* stripe first, then DEAD: see conn_unpublish_locked() in registry.c */
+    bool gs = pr__stripe_lock(p, PR_T_GROUP, g->name_hash) == 0;
     set_state(p, &g->h, PR_DEAD);
-    if (pr__stripe_lock(p, PR_T_GROUP, g->name_hash) == 0) {
+    pr__count(p, PR_C_GROUPS, -1); /* with the state (see registry.c) */
+    if (gs) {
         pr__chain_unlink(p, PR_T_GROUP, g->name_hash, gi);
         pr__unlock(pr__stripe(p, PR_T_GROUP, g->name_hash));
     }
-    pr_fetch_add(&p->h->n_groups, -1);
 }
 
 static int validate_all(const char *const *rooms, size_t n)
@@ -145,7 +152,8 @@ int presence_group_add(presence_t *p, const char *group, const char *const *room
     if (!t)
         return -EUSERS;
     uint32_t ghash = pr__hash(p, group, gn);
-    int64_t gi = group_get(p, group, gn, ghash, true);
+    bool created;
+    int64_t gi = group_get(p, group, gn, ghash, true, &created);
     if (gi < 0) {
         pr__exit(p, t);
         return (int) gi;
@@ -210,7 +218,8 @@ int presence_group_add(presence_t *p, const char *group, const char *const *room
         g->count++;
         added++;
     }
-    bool drop = rc && g->count == 0 && g->members == 0;
+    /* A failed call leaves no trace: drop the group only if this call made it. */
+    bool drop = rc && created && g->count == 0 && g->members == 0;
     if (drop)
         group_unpublish_locked(p, (uint32_t) gi);
     pr__unlock(&g->lock);
@@ -262,7 +271,7 @@ int presence_group_remove(presence_t *p, const char *group, const char *const *r
     struct pr_tls *t = pr__enter(p);
     if (!t)
         return -EUSERS;
-    int64_t gi = group_get(p, group, gn, pr__hash(p, group, gn), false);
+    int64_t gi = group_get(p, group, gn, pr__hash(p, group, gn), false, NULL);
     if (gi < 0) {
         pr__exit(p, t);
         return gi == -ENOENT ? PRESENCE_ENOGROUP : (int) gi;
@@ -287,7 +296,7 @@ int presence_group_delete(presence_t *p, const char *group)
     struct pr_tls *t = pr__enter(p);
     if (!t)
         return -EUSERS;
-    int64_t gi = group_get(p, group, gn, pr__hash(p, group, gn), false);
+    int64_t gi = group_get(p, group, gn, pr__hash(p, group, gn), false, NULL);
     int deleted = 0;
     if (gi >= 0 && lock_group(p, (uint32_t) gi) == 0) {
         struct pr_group *g = pr__group(p, (uint32_t) gi);

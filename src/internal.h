@@ -172,6 +172,16 @@ int pr__ipc_subscribe(struct presence *p, uint32_t slot, int efd);
 void pr__doorbell(struct presence *p);
 void pr__ipc_close(struct presence *p);
 
+/* ---- statistics (check.c) ------------------------------------------------- */
+/* Adds @delta to this process's share of counter @c (no-op when read-only). */
+static inline void pr__count(struct presence *p, enum pr_ctr c, int64_t delta)
+{
+    if (PR_LIKELY(!p->rdonly))
+        pr_fetch_add(&pr__proc(p, p->proc)->ctr[c], delta);
+}
+/* The counter's total over every process slot. */
+int64_t pr__counter(const struct presence *p, enum pr_ctr c);
+
 /* ---- misc ------------------------------------------------------------------ */
 uint64_t pr__now_ns(void);      /* CLOCK_MONOTONIC */
 uint64_t pr__realtime_ns(void); /* CLOCK_REALTIME */

@@ -143,10 +143,28 @@ struct pr_gmember {
  * long as the attachment lives: the kernel drops it when the process dies, so
  * pid reuse cannot fool it (LMDB's reader-table idea, with OFD locks). */
 #define PR_LOCK_BASE 0x40000000ull
+/* Statistics counters live in the process slots, each process adding to its
+ * own (no cache line shared between processes on the hot paths); a total is the
+ * sum over all slots, dead ones included, and a slot's counters are never reset. */
+enum pr_ctr {
+    PR_C_ROOMS,
+    PR_C_CONNS,
+    PR_C_PRES,
+    PR_C_GROUPS,
+    PR_C_ARENA,
+    PR_C_LIMBO,
+    PR_C_JOINS,
+    PR_C_LEAVES,
+    PR_C_EXPIRED,
+    PR_C_RECLAIMED,
+    PR_C_REPAIRS,
+    PR_NCTR
+};
 struct pr_proc {
     uint64_t owner;       /* {gen:32 | pid:32}; pid 0 = never used / released */
     uint64_t attached_ns; /* CLOCK_REALTIME */
-    uint8_t pad[64 - 16];
+    int64_t ctr[PR_NCTR]; /* this slot's share of each counter (may be negative) */
+    uint8_t pad[128 - 16 - 8 * PR_NCTR];
 };
 
 /* A reader slot (one per thread per attachment), 128 bytes. */
@@ -215,7 +233,6 @@ struct pr_header {
     uint64_t global_epoch __attribute__((aligned(PR_CACHELINE)));
 
     uint64_t limbo_head __attribute__((aligned(PR_CACHELINE))); /* {item:32 | tag:32} */
-    uint64_t limbo_count;
     /* Batches taken off limbo_head by the lease holder, oldest first, each
      * freed whole once its newest stamp is older than every reader. */
     struct pr_batch {
@@ -228,9 +245,6 @@ struct pr_header {
     uint32_t needs_sweep; /* a process died or a lock was recovered */
     uint32_t pad1;
 
-    /* statistics (relaxed counters) */
-    uint64_t n_rooms, n_conns, n_pres, n_groups, n_gmembers, arena_used;
-    uint64_t st_joins, st_leaves, st_expired, st_reclaimed, st_repairs;
     /* reaper */
     int32_t reaper_pid;
     uint32_t pad2;
@@ -282,7 +296,7 @@ _Static_assert(sizeof(struct pr_conn) == 128, "connection record is 128 bytes");
 _Static_assert(sizeof(struct pr_group) == 128, "group record is 128 bytes");
 _Static_assert(sizeof(struct pr_gmember) == 64, "gmember record is 64 bytes");
 _Static_assert(sizeof(struct pr_reader) == 128, "reader slot is 128 bytes");
-_Static_assert(sizeof(struct pr_proc) == 64, "proc slot is 64 bytes");
+_Static_assert(sizeof(struct pr_proc) == 128, "proc slot is 128 bytes");
 _Static_assert(sizeof(struct pr_blob) == 24, "blob header");
 _Static_assert(sizeof(uint64_t) == 8 && sizeof(void *) == 8, "LP64 only");
 

@@ -32,7 +32,7 @@ int pr__lock(struct presence *p, pthread_mutex_t *m, pr_repair_fn repair, uint32
         if (repair)
             repair(p, idx);
         pthread_mutex_consistent(m);
-        pr_fetch_add(&p->h->st_repairs, 1);
+        pr__count(p, PR_C_REPAIRS, 1);
         pr_store(&p->h->needs_sweep, 1u);
         return 0;
     }

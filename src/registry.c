@@ -288,6 +288,10 @@ static int64_t conn_get_or_create(struct presence *p, const struct pr_name *cn,
     pr_store(&c->last_seen, pr__now_ns());
     uint64_t st = pr_load(&c->h.state);
     pr_store(&c->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
+    /* Counted with the state, not after the index insert: a process killed
+     * before the insert leaves a LIVE unreachable record, which the sweep
+     * retires and uncounts (check.c), so the counter must already include it. */
+    pr__count(p, PR_C_CONNS, 1);
     PR_KILL_POINT("create_conn");
     if (un) {
         rc = pr__stripe_lock(p, PR_T_USER, un->hash);
@@ -299,7 +303,6 @@ static int64_t conn_get_or_create(struct presence *p, const struct pr_name *cn,
     pr__chain_insert(p, PR_T_CONN, cn->hash, (uint32_t) ci);
     pr__blob_attached(p);
     pr__unlock(pr__stripe(p, PR_T_CONN, cn->hash));
-    pr_fetch_add(&p->h->n_conns, 1);
     *created = true;
     return ci;
 found:
@@ -339,9 +342,9 @@ static int64_t room_get_or_create(struct presence *p, const struct pr_name *rn, 
                 r->anonymous = 0;
                 uint64_t st = pr_load(&r->h.state);
                 pr_store(&r->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
+                pr__count(p, PR_C_ROOMS, 1); /* with the state, as for connections */
                 pr__chain_insert(p, PR_T_ROOM, rn->hash, (uint32_t) ri);
                 pr__blob_attached(p);
-                pr_fetch_add(&p->h->n_rooms, 1);
                 *created = true;
             }
         }
@@ -357,16 +360,24 @@ static void conn_unpublish_locked(struct presence *p, uint32_t ci)
     uint64_t ls = pr_load(&c->last_seen);
     if (!(ls & PR_TOMB))
         pr_cas(&c->last_seen, ls, PR_TOMB | PR_EV_LEAVE);
+    /* The stripe locks are taken before the record turns DEAD: a process
+     * killed anywhere from then on leaves it DEAD in a chain whose stripe lock
+     * it held, and that stripe's repair unlinks it (a DEAD record left in a
+     * chain with no lock held would stay there: nothing else unlinks it). */
+    bool cs = pr__stripe_lock(p, PR_T_CONN, c->name_hash) == 0;
+    bool us = cs && c->user_len && pr__stripe_lock(p, PR_T_USER, c->user_hash) == 0;
     mark_dead(p, &c->h);
-    if (pr__stripe_lock(p, PR_T_CONN, c->name_hash) == 0) {
-        if (c->user_len && pr__stripe_lock(p, PR_T_USER, c->user_hash) == 0) {
-            pr__chain_unlink(p, PR_T_USER, c->user_hash, ci);
-            pr__unlock(pr__stripe(p, PR_T_USER, c->user_hash));
-        }
+    /* Uncounted with the state: a DEAD record is never counted (the sweep
+     * retires one a dead process left without touching the counter). */
+    pr__count(p, PR_C_CONNS, -1);
+    if (us) {
+        pr__chain_unlink(p, PR_T_USER, c->user_hash, ci);
+        pr__unlock(pr__stripe(p, PR_T_USER, c->user_hash));
+    }
+    if (cs) {
         pr__chain_unlink(p, PR_T_CONN, c->name_hash, ci);
         pr__unlock(pr__stripe(p, PR_T_CONN, c->name_hash));
     }
-    pr_fetch_add(&p->h->n_conns, -1);
 }
 
 /* Removes the connection if it has no presence. Returns true if it did (retired). */
@@ -394,12 +405,14 @@ static bool room_delete_if_empty(struct presence *p, uint32_t ri, bool emit)
     if (del) {
         if (emit)
             pr__emit(p, PR_EV_ROOM_DELETED, ri, UINT32_MAX, 0);
+        /* stripe first, then DEAD: see conn_unpublish_locked() */
+        bool rs = pr__stripe_lock(p, PR_T_ROOM, r->name_hash) == 0;
         mark_dead(p, &r->h);
-        if (pr__stripe_lock(p, PR_T_ROOM, r->name_hash) == 0) {
+        pr__count(p, PR_C_ROOMS, -1); /* with the state */
+        if (rs) {
             pr__chain_unlink(p, PR_T_ROOM, r->name_hash, ri);
             pr__unlock(pr__stripe(p, PR_T_ROOM, r->name_hash));
         }
-        pr_fetch_add(&p->h->n_rooms, -1);
     }
     pr__unlock(&r->lock);
     if (del)
@@ -449,7 +462,7 @@ static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uin
     /* The global count changes with the record's state, not after the event: a
      * process killed anywhere later (the unlink, the event ring's claim or
      * commit) leaves it right; the room's repair recounts the rest. */
-    pr_fetch_add(&p->h->n_pres, -1);
+    pr__count(p, PR_C_PRES, -1);
     /* room list: doubly linked, O(1) */
     struct pr_pres *next = q->room_next ? pr__pres(p, q->room_next - 1) : NULL;
     if (q->room_prev) {
@@ -480,9 +493,9 @@ static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uin
     room_write_end(r);
     pr__emit(p, why, ri, ci, r->occupancy);
     if (why == PR_EV_TIMEOUT)
-        pr_fetch_add(&p->h->st_expired, 1);
+        pr__count(p, PR_C_EXPIRED, 1);
     else
-        pr_fetch_add(&p->h->st_leaves, 1);
+        pr__count(p, PR_C_LEAVES, 1);
 }
 
 /* Removes every presence of @ci, one event each with reason @why, then the
@@ -644,7 +657,7 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         pr_store(&c->presences, (uint32_t) pi + 1);
         uint64_t st = pr_load(&q->h.state);
         pr_store(&q->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
-        pr_fetch_add(&p->h->n_pres, 1); /* with the state, as in pres_remove_locked() */
+        pr__count(p, PR_C_PRES, 1); /* with the state, as in pres_remove_locked() */
         PR_KILL_POINT("counter");
         pr_store(&r->occupancy, r->occupancy + 1); /* read lock-free */
         pr_store(&r->anonymous, r->anonymous + q->h.aux);
@@ -656,7 +669,7 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         pr__emit(p, PR_EV_JOIN, (uint32_t) ri, (uint32_t) ci, r->occupancy);
         pr__unlock(&c->lock);
         pr__unlock(&r->lock);
-        pr_fetch_add(&p->h->st_joins, 1);
+        pr__count(p, PR_C_JOINS, 1);
         return PRESENCE_JOINED;
     }
     return -EAGAIN;
@@ -700,7 +713,7 @@ int presence_join_ex(presence_t *p, const char *room, const char *conn, const ch
         int freed = pr__reclaim_for_space(p);
         if (freed < 0)
             return rc;
-        nothing_left = freed == 0 && pr_load(&p->h->limbo_count) == 0;
+        nothing_left = freed == 0 && pr__counter(p, PR_C_LIMBO) == 0;
         if (freed == 0 && !nothing_left) {
             struct timespec ts = {0, 200000}; /* 0.2 ms: let the pinning reader run */
             nanosleep(&ts, NULL);
@@ -873,15 +886,25 @@ int pr__remove_dead_owners(struct presence *p)
     return count;
 }
 
-/* Finishes removals a dead process left half-done (tombstoned connections). */
+/* Finishes removals a dead process left half-done (tombstoned connections),
+ * and removes connections left without a presence: a process killed in a join
+ * after creating the connection and before linking the presence (or in the
+ * leave of its last presence, after the unlink) leaves one that nothing else
+ * would remove until it expires. Under the connection's lock, an empty one is
+ * removed only if it is still empty: a join in progress elsewhere that has not
+ * linked its presence yet finds it gone and retries with a new one. */
 int pr__finish_removals(struct presence *p)
 {
     int count = 0;
     for (uint32_t ci = 0; ci < p->h->cap_conns; ci++) {
         struct pr_conn *c = pr__conn(p, ci);
         uint64_t ls = pr_load(&c->last_seen);
-        if (is_live(&c->h) && (ls & PR_TOMB))
+        if (!is_live(&c->h))
+            continue;
+        if (ls & PR_TOMB)
             count += conn_remove_all(p, ci, (enum pr_event_type)(ls & 0xff));
+        else if (pr_load(&c->npres) == 0 && pr_load(&c->presences) == 0)
+            conn_delete_if_empty(p, ci);
     }
     return count;
 }

@@ -258,6 +258,15 @@ static void skip_to_start(presence_sub_t *s, uint64_t tail)
 
 enum { RD_EVENT = 1, RD_NONE = 0, RD_LAPPED = -1, RD_GAP = -2 };
 
+/* Whether a record after position @r (and before @tail) is committed. */
+static bool later_committed(const struct presence *p, uint64_t r, uint64_t tail)
+{
+    for (uint64_t i = r + 1; i < tail && i <= r + p->h->ring_entries; i++)
+        if (is_start(p, i))
+            return true;
+    return false;
+}
+
 /* Reads the record at s->pos into s->buf / *ev. */
 static int read_record(presence_sub_t *s, uint64_t tail, presence_event_t *ev)
 {
@@ -278,12 +287,16 @@ static int read_record(presence_sub_t *s, uint64_t tail, presence_event_t *ev)
             dead = !pp || !pr__proc_alive(p, proc1 - 1, (uint32_t) (pr_load(&pp->owner) >> 32)) ||
                    (uint32_t) pr_load(&pp->owner) == 0;
         }
-        if (!dead && tail > r + PR_RING_MAXENT) {
+        if (!dead) {
+            /* Claimed (r < tail) and unwritten for PR_GAP_NS while a later record
+             * is committed: a dead claim, however few entries follow it (a
+             * producer killed right after its claim leaves no WRITING stamp,
+             * and the next events may be just one or two records). */
             uint64_t now = pr__now_ns();
             if (s->gap_pos != r) {
                 s->gap_pos = r;
                 s->gap_since = now;
-            } else if (now - s->gap_since > PR_GAP_NS) {
+            } else if (now - s->gap_since > PR_GAP_NS && later_committed(p, r, tail)) {
                 dead = true;
             }
         }

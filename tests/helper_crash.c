@@ -11,6 +11,8 @@
  *       "r0".."r31", and its own groups "g<INC>-<j>". Connection k is bound to
  *       the process when k is even, has user "u<INC>-<k%3>" unless k%3 == 0.
  *       Runs MAXOPS operations or until SIGUSR1, then closes and exits 0.
+ *       In loose mode it works on a window of 4 connections that moves on
+ *       every 100 ms, so that the others expire while it runs.
  *       MAINT > 0: presence_maintain() every MAINT operations (so that the
  *       reclaim kill point is reached). TIMEOUT_MS: connection timeout (0 = the
  *       segment's; otherwise each connection gets one in [T/2, T]).
@@ -134,6 +136,15 @@ static int do_work(presence_t *p, int inc, uint64_t seed, unsigned long maxops, 
 
     for (g_op = 0; g_op < maxops && !stop_flag; g_op++) {
         int k = (int) (rnd() % NCONN);
+        if (!strict) {
+            /* Loose (reaper) mode: work on a window of 4 connections that moves
+             * on every 100 ms, so that the others stop heartbeating and the
+             * reaper's sweeps expire them while we run. */
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            uint64_t ms = (uint64_t) now.tv_sec * 1000u + (uint64_t) now.tv_nsec / 1000000u;
+            k = (int) ((ms / 100 + rnd() % 4) % NCONN);
+        }
         int r = (int) (rnd() % NROOM);
         int g = (int) (rnd() % NGROUP);
         const char *c = conns[k];
@@ -192,7 +203,7 @@ static int do_work(presence_t *p, int inc, uint64_t seed, unsigned long maxops, 
                 FAIL("on_message %s -> %d", c, rc);
         } else if (op < 80) {
             /* state by room; now and then a big one (another size class) */
-            int pad = rnd() % 8 == 0 ? 400 : (int) (rnd() % 40);
+            int pad = rnd() % 16 == 0 ? 300 : (int) (rnd() % 40);
             snprintf(json, sizeof json, "{\"c\":\"%s\",\"n\":%lu,\"p\":\"%0*d\"}", c, g_op, pad, 0);
             const char *rl[] = {rooms[r]};
             rc = presence_set_state(p, rl, 1, NULL, 0, c, json);

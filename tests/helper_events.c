@@ -137,8 +137,8 @@ static int do_produce(presence_t *p, unsigned long seed, long n, unsigned pause_
         } else {
             rc = presence_leave(p, op.rname, op.cname);
             if (rc != 1) {
-                fprintf(stderr, "produce: op %ld leave %s %s -> %d (%s)\n", i, op.rname,
-                        op.cname, rc, presence_strerror(rc));
+                fprintf(stderr, "produce: op %ld leave %s %s -> %d (%s)\n", i, op.rname, op.cname,
+                        rc, presence_strerror(rc));
                 return 1;
             }
         }
@@ -164,9 +164,9 @@ static struct {
     uv_loop_t *loop;
     uv_poll_t poll, in_poll;
     uv_timer_t deadline, tick;
-    int rc;             /* exit code */
+    int rc; /* exit code */
     bool finished;
-    uint64_t last_seq;  /* UINT64_MAX: none yet */
+    uint64_t last_seq; /* UINT64_MAX: none yet */
     unsigned long events, lapped, wakeups;
     /* expect */
     struct seqgen g;
@@ -207,8 +207,8 @@ static int model_apply(const presence_event_t *ev)
 {
     if (ev->type < PRESENCE_EV_JOIN || ev->type > PRESENCE_EV_ROOM_DELETED || !ev->room ||
         !ev->conn || !ev->user || ev->room[0] == '\0') {
-        fprintf(stderr, "watch: malformed event seq %llu type %d\n",
-                (unsigned long long) ev->seq, ev->type);
+        fprintf(stderr, "watch: malformed event seq %llu type %d\n", (unsigned long long) ev->seq,
+                ev->type);
         return 1;
     }
     struct model_room *r = model_room(ev->room, true);
@@ -234,8 +234,8 @@ static int model_apply(const presence_event_t *ev)
     case PRESENCE_EV_OWNER_DIED:
         if (at < 0 || ev->reason != ev->type) {
             fprintf(stderr, "watch: seq %llu %s %s %s: not present (reason %d)\n",
-                    (unsigned long long) ev->seq, presence_event_name(ev->type), ev->room,
-                    ev->conn, ev->reason);
+                    (unsigned long long) ev->seq, presence_event_name(ev->type), ev->room, ev->conn,
+                    ev->reason);
             return 1;
         }
         memcpy(r->conns[at], r->conns[r->n - 1], sizeof r->conns[0]);
@@ -280,15 +280,14 @@ static int expect_one(const presence_event_t *ev)
     if (strncmp(ev->room, prefix, strlen(prefix)) != 0)
         return 0; /* another producer's */
     if (S.got >= S.want) {
-        fprintf(stderr, "expect: unexpected extra event %s %s %s\n",
-                presence_event_name(ev->type), ev->room, ev->conn);
+        fprintf(stderr, "expect: unexpected extra event %s %s %s\n", presence_event_name(ev->type),
+                ev->room, ev->conn);
         return 1;
     }
     struct seqop op;
     seq_next(&S.g, &op);
-    if (ev->type != op.type || strcmp(ev->room, op.rname) != 0 ||
-        strcmp(ev->conn, op.cname) != 0 || strcmp(ev->user, op.uname) != 0 ||
-        (int) ev->occupancy != op.occupancy ||
+    if (ev->type != op.type || strcmp(ev->room, op.rname) != 0 || strcmp(ev->conn, op.cname) != 0 ||
+        strcmp(ev->user, op.uname) != 0 || (int) ev->occupancy != op.occupancy ||
         ev->reason != (op.type == PRESENCE_EV_LEAVE ? PRESENCE_EV_LEAVE : 0)) {
         fprintf(stderr,
                 "expect: event %ld (seq %llu): got %s %s %s/%s occ %u reason %d, "
@@ -350,8 +349,8 @@ static void on_expect_readable(uv_poll_t *h, int status, int events)
 static void on_expect_deadline(uv_timer_t *t)
 {
     (void) t;
-    fprintf(stderr, "expect: deadline: %ld of %ld events (position %llu, ring tail %llu)\n",
-            S.got, S.want, (unsigned long long) presence_sub_position(S.sub),
+    fprintf(stderr, "expect: deadline: %ld of %ld events (position %llu, ring tail %llu)\n", S.got,
+            S.want, (unsigned long long) presence_sub_position(S.sub),
             (unsigned long long) pr_load(&S.p->h->ring_tail));
     finish(3);
 }
@@ -780,8 +779,7 @@ int main(int argc, char **argv)
         rc = do_produce(p, strtoul(argv[3], NULL, 10), atol(argv[4]),
                         (unsigned) strtoul(argv[5], NULL, 10));
     else if (strcmp(mode, "expect") == 0 && argc == 6)
-        rc = do_expect(p, strtoul(argv[3], NULL, 10), atol(argv[4]),
-                       strtoull(argv[5], NULL, 10));
+        rc = do_expect(p, strtoul(argv[3], NULL, 10), atol(argv[4]), strtoull(argv[5], NULL, 10));
     else if (strcmp(mode, "watch") == 0 && argc == 5)
         rc = do_watch(p, strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10));
     else if (strcmp(mode, "load") == 0 && argc == 6)

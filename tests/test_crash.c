@@ -207,7 +207,8 @@ static struct {
     unsigned violations, model_errors, ring_errors, keepers_lost, child_failures;
     unsigned failed_rounds;
     unsigned long events, lapped, slow_markers;
-    uint64_t keep_max_gap;
+    uint64_t keep_max_gap, arena_max, limbo_max;
+    uint32_t pres_max, conns_max;
 } S;
 
 static unsigned failures_total(void)
@@ -221,8 +222,12 @@ static void round_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 static void round_note(const char *fmt, ...)
 {
     size_t n = strlen(round_log);
-    if (n + 2 >= sizeof round_log)
+    if (n + 8 >= sizeof round_log)
         return;
+    if (n) {
+        strcpy(round_log + n, "; ");
+        n += 2;
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(round_log + n, sizeof round_log - n, fmt, ap);
@@ -338,6 +343,41 @@ static void segment_new(void)
 
 /* ---- checks ---------------------------------------------------------------- */
 
+/* White-box diagnostics for a violation message: who holds the blob. */
+static void diag(const char *msg)
+{
+    unsigned long long ref;
+    static const char *st_names[] = {"FREE", "CLAIMED", "LIVE", "DEAD", "RETIRED"};
+    if (sscanf(msg, "blob %llu is referenced but not allocated", &ref) == 1) {
+        const struct pr_header *h = P->h;
+        for (unsigned kind = PR_K_ROOM; kind <= PR_K_GMEMBER; kind++)
+            for (uint32_t i = 0; i < pr__kind_cap(P, kind); i++) {
+                struct pr_rec *r = pr__rec(P, kind, i);
+                uint32_t refs[2] = {0, 0};
+                switch (kind) {
+                case PR_K_ROOM: refs[0] = pr__room(P, i)->name_blob; break;
+                case PR_K_CONN:
+                    refs[0] = pr__conn(P, i)->name_blob;
+                    refs[1] = pr__conn(P, i)->user_blob;
+                    break;
+                case PR_K_PRES: refs[0] = pr__pres(P, i)->state_blob; break;
+                case PR_K_GROUP: refs[0] = pr__group(P, i)->name_blob; break;
+                default: refs[0] = pr__gmember(P, i)->name_blob; break;
+                }
+                for (int j = 0; j < 2; j++)
+                    if (refs[j] == ref) {
+                        uint64_t w = r->state;
+                        printf("#     held by kind %u index %u, state %s gen %u slot %u\n", kind,
+                               i, PR_ST_STATE(w) < 5 ? st_names[PR_ST_STATE(w)] : "?",
+                               PR_ST_GEN(w), PR_ST_SLOT(w));
+                    }
+            }
+        for (uint32_t i = 0; i < h->cap_readers; i++)
+            if (pr__reader(P, i)->owner && pr__reader(P, i)->inflight_blob == ref)
+                printf("#     held in flight by reader slot %u\n", i);
+    }
+}
+
 static bool recover_and_check(const char *when)
 {
     for (int i = 0; i < 3; i++) {
@@ -352,8 +392,10 @@ static bool recover_and_check(const char *when)
     S.checks++;
     if (n != 0) {
         printf("# %d violation(s) %s:\n", n, when);
-        for (size_t i = 0; v && i < v->count && i < 25; i++)
+        for (size_t i = 0; v && i < v->count && i < 25; i++) {
             printf("#   %s\n", v->items[i]);
+            diag(v->items[i]);
+        }
         S.violations += n > 0 ? (unsigned) n : 1;
         /* Diagnostics: does more maintenance converge? */
         for (int i = 0; i < 6; i++) {
@@ -387,7 +429,7 @@ static bool replay(const struct inc *in, uint32_t rooms[NCONN], uint32_t unsure[
     memset(unsure, 0, NCONN * sizeof *unsure);
     FILE *f = fopen(in->log, "r");
     if (!f)
-        return false;
+        return in->killed; /* killed before it opened its log: it did nothing */
     char line[200], op = 0;
     int pk = -1, pr = -1;
     bool pending = false;
@@ -713,6 +755,12 @@ static bool round_end(int round, bool strict)
 {
     unsigned before = failures_total();
     recover_and_check("after the kills and recovery");
+    presence_stats_t st;
+    presence_stats(P, &st);
+    S.arena_max = st.arena_used > S.arena_max ? st.arena_used : S.arena_max;
+    S.limbo_max = st.limbo > S.limbo_max ? st.limbo : S.limbo_max;
+    S.pres_max = st.presences > S.pres_max ? st.presences : S.pres_max;
+    S.conns_max = st.connections > S.conns_max ? st.connections : S.conns_max;
     int bad = verify_model(strict);
     if (bad) {
         printf("# %d model mismatch(es)\n", bad);
@@ -975,6 +1023,10 @@ static void print_summary(double secs, uint64_t seed)
     printf("#   events read %lu, laps %lu, markers delivered after > 400 ms %lu, "
            "longest heartbeat gap %llu ms\n",
            S.events, S.lapped, S.slow_markers, (unsigned long long) S.keep_max_gap);
+    printf("#   after recovery at most: %u presences, %u connections, %llu arena bytes, "
+           "%llu in limbo\n",
+           S.pres_max, S.conns_max, (unsigned long long) S.arena_max,
+           (unsigned long long) S.limbo_max);
     printf("#   violations %u, model mismatches %u, ring failures %u, keepers lost %u, "
            "child failures %u (failed rounds %u)\n",
            S.violations, S.model_errors, S.ring_errors, S.keepers_lost, S.child_failures,

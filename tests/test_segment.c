@@ -778,7 +778,7 @@ static void test_attach_not_ready(void **state)
     /* It waited about attach_timeout_ms: at least ~90 ms, and well under 2 s. */
     if (r.elapsed_ns < 90000000ull || r.elapsed_ns >= 2000000000ull)
         fail_msg("ENOTREADY after %" PRIu64 " ms, want about 100 ms",
-                 r.elapsed_ns / 1000000ull);
+                 (uint64_t) (r.elapsed_ns / 1000000ull));
 }
 
 static void test_attach_corrupt_offset(void **state)

@@ -173,6 +173,12 @@ static double per_sec(size_t events, uint64_t window_ns)
     return (double) events * 1e9 / (double) window_ns;
 }
 
+/* A rate for JSON, rounded to 0.01. */
+static json_t *json_rate(size_t events, uint64_t window_ns)
+{
+    return json_real((double) (uint64_t) (per_sec(events, window_ns) * 100.0 + 0.5) / 100.0);
+}
+
 /* ---- rendering -------------------------------------------------------------------------- */
 
 static void render_text(const struct top *t, const struct sample *s, size_t limit, bool interactive)
@@ -238,7 +244,7 @@ static int render_json(const struct top *t, const struct sample *s, size_t limit
     ctl_json_set(doc, "procs_attached", ctl_json_u64(st->procs_attached));
     ctl_json_set(doc, "subscribers", ctl_json_u64(st->subscribers));
     ctl_json_set(doc, "events", ctl_json_u64(s->events));
-    ctl_json_set(doc, "events_per_sec", json_real(per_sec(s->events, s->window_ns)));
+    ctl_json_set(doc, "events_per_sec", json_rate(s->events, s->window_ns));
     ctl_json_set(doc, "lapped", json_boolean(s->lapped));
     ctl_json_set(doc, "ring_tail", ctl_json_u64(st->ring_tail));
     ctl_json_set(doc, "reaper_pid", json_integer(st->reaper_pid));
@@ -252,7 +258,7 @@ static int render_json(const struct top *t, const struct sample *s, size_t limit
         ctl_json_set(row, "users", json_integer(r->users));
         ctl_json_set(row, "anonymous", json_integer(r->anonymous));
         ctl_json_set(row, "events", ctl_json_u64(ev));
-        ctl_json_set(row, "events_per_sec", json_real(per_sec(ev, s->window_ns)));
+        ctl_json_set(row, "events_per_sec", json_rate(ev, s->window_ns));
         if (json_array_append_new(arr, row) != 0)
             ctl_oom();
     }
