@@ -470,14 +470,16 @@ void report_results(FILE *out, const bench_config_t *cfg, const bench_results_t 
         for (size_t i = 0; i < r->n; i++) {
             const bench_row_t *row = &r->rows[i];
             if (strcmp(row->op, "prune") == 0 && row->ops > 0) {
-                char d[24], rate[24];
+                char d[24], rate[24], cpu[24];
                 fmt_ns(d, sizeof d, row->hist->max);
+                fmt_ns(cpu, sizeof cpu, row->cpu_ns);
                 fmt_count(rate, sizeof rate,
                           row->seconds > 0 ? (double) row->items / row->seconds : 0);
                 fprintf(out,
                         "prune (%s): removed %llu expired presences in one call of %s "
-                        "(%s/s)\n",
-                        row->backend, (unsigned long long) row->items, d, rate);
+                        "(%s/s), %s of it on the CPU (the caller's; redis: the server's work "
+                        "is not in it)\n",
+                        row->backend, (unsigned long long) row->items, d, rate, cpu);
                 print_prune_readers(out, r, row->backend);
             }
         }
@@ -514,8 +516,10 @@ static json_t *row_json(const bench_row_t *row)
         json_decref(buckets);
         return NULL;
     }
-    if (strcmp(row->op, "prune") == 0)
+    if (strcmp(row->op, "prune") == 0) {
         json_object_set_new(o, "removed", json_integer((json_int_t) row->items));
+        json_object_set_new(o, "cpu_ns", json_integer((json_int_t) row->cpu_ns));
+    }
     if (strcmp(row->op, "events_flood_read") == 0) {
         json_object_set_new(o, "delivered", json_integer((json_int_t) row->items));
         json_object_set_new(o, "lapped", json_integer((json_int_t) row->lapped));

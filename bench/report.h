@@ -20,6 +20,7 @@ typedef struct bench_row {
     uint64_t errors; /* failed operations (warm-up included) */
     uint64_t items;  /* prune: presences removed; events: delivered / produced */
     uint64_t lapped; /* events_flood_read: times lapped */
+    uint64_t cpu_ns; /* prune: the call's CPU time (its wall time is the latency) */
     uint64_t retries; /* events latency rows: samples whose peer was not asleep at once */
     double seconds;  /* measured window: first start to last end */
     hist_t *hist;    /* merged over workers */

@@ -103,6 +103,7 @@ static void merge(const workload_t *wl, const bench_backend_t *be, run_ctl_t *ct
             row->errors += wr->errors;
             row->items += wr->items;
             row->lapped += wr->lapped;
+            row->cpu_ns += wr->cpu_ns;
             row->retries += wr->retries;
             if (wr->ops > 0) {
                 if (wr->t_first < first)

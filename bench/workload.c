@@ -539,10 +539,13 @@ static int run_prune(wl_worker_t *w)
             return 0;
         sleep_ns(100000);
     }
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     uint64_t t0 = now_ns();
     atomic_store_explicit(&c->prune_start, t0, memory_order_release);
     int rc = w->be->prune(w->h);
     uint64_t t1 = now_ns();
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
     atomic_store_explicit(&c->prune_end, t1, memory_order_release);
     run_row_t *r = &w->me->row[0];
     if (rc == BENCH_FATAL)
@@ -552,6 +555,7 @@ static int run_prune(wl_worker_t *w)
     hist_add_n(&r->hist, t1 - t0, 1);
     r->ops = 1;
     r->items = rc > 0 ? (uint64_t) rc : 0;
+    r->cpu_ns = (uint64_t) ((c1.tv_sec - c0.tv_sec) * 1000000000ll + (c1.tv_nsec - c0.tv_nsec));
     r->t_first = t0;
     r->t_last = t1;
     return 0;

@@ -77,6 +77,7 @@ typedef struct run_row {
     uint64_t errors;  /* failed operations, warm-up included */
     uint64_t items;   /* prune: presences removed; events: events delivered / produced */
     uint64_t lapped;  /* events_flood_read: times the subscriber was lapped */
+    uint64_t cpu_ns;  /* prune: CPU time of the calling thread during the call */
     uint64_t retries; /* events latency rows: samples whose peer was not yet asleep at
                          the first look (the producer waited more before sending) */
     uint64_t t_first; /* start of the first measured operation */

@@ -20,6 +20,8 @@
  *   PRESENCE_CRASH_KILLS=N     kills to do (default 240, in well under 2 minutes)
  *   PRESENCE_TEST_SEED=N       reproduces the random choices (timing still varies)
  *   PRESENCE_CRASH_VERBOSE=1   one line per kill
+ *   PRESENCE_CRASH_MODE=M      reaper: reaper rounds only; workers: worker rounds only;
+ *                              random: worker rounds with random kills only
  * Names: segment pr-test-<pid>-crash, socket and logs /tmp/pr-test-<pid>-crash*.
  */
 #include "internal.h"
@@ -330,8 +332,8 @@ static void segment_new(void)
     o.rooms = 64;
     o.connections = 512;
     o.presences = 2048;
-    o.groups = 64;
-    o.group_members = 1024;
+    o.groups = 256;          /* group_add does not wait for reclamation as join does: */
+    o.group_members = 4096;  /* room for what the churn keeps in limbo */
     o.arena_bytes = 1u << 20;
     o.ring_entries = 4096; /* small: subscribers get lapped */
     o.readers = 128;
@@ -649,10 +651,12 @@ static unsigned det_counter;
 
 /* The next victim's fate: kill points in turn (each with several N), one kill
  * in three at a random moment. */
+static int mode_random_only; /* PRESENCE_CRASH_MODE=random: no kill points */
+
 static struct plan next_plan(void)
 {
     struct plan pl = {F_RANDOM, -1, 0, 0};
-    if (rnd() % 3 == 0) {
+    if (mode_random_only || rnd() % 3 == 0) {
         pl.delay_ms = rnd() % 40;
         return pl;
     }
@@ -750,10 +754,12 @@ static void stop_workers(void)
     }
 }
 
+static unsigned round_failures0; /* failures_total() when the round began */
+
 /* Checks a round; returns whether it was clean. */
 static bool round_end(int round, bool strict)
 {
-    unsigned before = failures_total();
+    unsigned before = round_failures0;
     recover_and_check("after the kills and recovery");
     presence_stats_t st;
     presence_stats(P, &st);
@@ -783,6 +789,7 @@ static bool worker_round(int round)
     round_log[0] = '\0';
     nincs = 0;
     S.rounds_w++;
+    round_failures0 = failures_total();
     assert_int_equal(presence_subscribe(P, PRESENCE_SEQ_NOW, NULL, &SUB), 0);
     int nw = 2 + (int) (rnd() % 2), kills_wanted = 2 + (int) (rnd() % 3), kills = 0;
     struct running victim = {-1, {F_SURVIVE, -1, 0, 0}, 0};
@@ -855,6 +862,7 @@ static bool reaper_round(int round)
     round_log[0] = '\0';
     nincs = 0;
     S.rounds_r++;
+    round_failures0 = failures_total();
     assert_int_equal(presence_subscribe(P, PRESENCE_SEQ_NOW, NULL, &SUB), 0);
     int nw = 2 + (int) (rnd() % 2), kills_wanted = 2 + (int) (rnd() % 3);
     for (int i = 0; i < nw; i++) {
@@ -1046,7 +1054,11 @@ static void test_crash_harness(void **state)
     unsigned target = e ? (unsigned) strtoul(e, NULL, 10) : 240;
     /* Bounded in time under ctest; an explicit count runs as long as it takes. */
     uint64_t budget_ms = e ? UINT64_MAX : 140000;
-    printf("# %u kills wanted\n", target);
+    /* PRESENCE_CRASH_MODE=reaper|workers|random: only reaper rounds, only
+     * worker rounds, or worker rounds with random kills only (to chase a bug). */
+    const char *mode = getenv("PRESENCE_CRASH_MODE");
+    mode_random_only = mode && strcmp(mode, "random") == 0;
+    printf("# %u kills wanted%s%s\n", target, mode ? ", mode " : "", mode ? mode : "");
     uint64_t t0 = mono_ms();
     int round = 0, on_segment = 0;
     bool fresh = true;
@@ -1059,7 +1071,12 @@ static void test_crash_harness(void **state)
         for (int i = 0; i < NPOINTS; i++)
             reaper_kills += S.r_point[i];
         /* about one kill in five is the reaper's */
-        bool ok = reaper_kills * 5 < S.kills ? reaper_round(round) : worker_round(round);
+        bool reaper = reaper_kills * 5 < S.kills;
+        if (mode && strcmp(mode, "reaper") == 0)
+            reaper = true;
+        else if (mode && (strcmp(mode, "workers") == 0 || strcmp(mode, "random") == 0))
+            reaper = false;
+        bool ok = reaper ? reaper_round(round) : worker_round(round);
         fresh = !ok; /* a broken segment is not worth continuing */
         round++;
         on_segment++;

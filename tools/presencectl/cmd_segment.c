@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +270,84 @@ static void one(const struct ctl *c, struct ctl_kv *kv, json_t *doc, const char 
     (void) c;
 }
 
+/* A CLOCK_REALTIME time: ISO-8601 and, on a terminal, how long ago; JSON gets KEY
+ * (the time, null when 0) and KEY_ns. */
+static void one_time(const struct ctl *c, struct ctl_kv *kv, json_t *doc, const char *key,
+                     const char *label, uint64_t ns)
+{
+    char when[40], ago[32], key_ns[64];
+    snprintf(key_ns, sizeof key_ns, "%s_ns", key);
+    if (doc) {
+        ctl_json_set(doc, key, ctl_json_str(ns ? ctl_fmt_time(when, sizeof when, ns) : NULL));
+        ctl_json_set(doc, key_ns, ctl_json_u64(ns));
+    } else if (!c->tty) {
+        ctl_kv_add(kv, key_ns, label, "%" PRIu64, ns);
+    } else if (ns == 0) {
+        ctl_kv_add(kv, key, label, "never");
+    } else {
+        ctl_kv_add(kv, key, label, "%s (%s)", ctl_fmt_time(when, sizeof when, ns),
+                   ctl_fmt_ago(ago, sizeof ago, ns));
+    }
+}
+
+/* The reaper: pid and status, its sweeps and what they did. */
+static void stat_reaper(const struct ctl *c, struct ctl_kv *kv, json_t *doc,
+                        const presence_stats_t *st)
+{
+    const char *reaper = reaper_status(st->reaper_pid);
+    if (doc) {
+        ctl_json_set(doc, "reaper_pid", json_integer(st->reaper_pid));
+        ctl_json_set(doc, "reaper", ctl_json_str(reaper));
+    } else if (c->tty) {
+        if (st->reaper_pid > 0)
+            ctl_kv_add(kv, "reaper", "Reaper", "%s (pid %" PRId32 ")", reaper, st->reaper_pid);
+        else
+            ctl_kv_add(kv, "reaper", "Reaper", "%s", reaper);
+    } else {
+        ctl_kv_add(kv, "reaper_pid", "Reaper pid", "%" PRId32, st->reaper_pid);
+        ctl_kv_add(kv, "reaper", "Reaper", "%s", reaper);
+    }
+    one_time(c, kv, doc, "reaper_last_sweep", "Reaper last sweep", st->reaper_last_sweep_ns);
+    one(c, kv, doc, "reaper_sweeps", "Reaper sweeps", st->reaper_sweeps);
+    one(c, kv, doc, "reaper_expired", "Reaper expired", st->reaper_expired);
+    one(c, kv, doc, "reaper_reclaimed", "Reaper reclaimed", st->reaper_reclaimed);
+}
+
+/* The event ring and its subscribers. */
+static void stat_ring(const struct ctl *c, struct ctl_kv *kv, json_t *doc,
+                      const presence_stats_t *st)
+{
+    one(c, kv, doc, "ring_tail", "Ring tail (next event)", st->ring_tail);
+    one(c, kv, doc, "ring_oldest", "Ring oldest (may be there)", st->ring_oldest);
+    one(c, kv, doc, "ring_entries", "Ring entries", st->ring_entries);
+    one(c, kv, doc, "subscribers", "Subscribers", st->subscribers);
+    one(c, kv, doc, "ring_waiters", "Subscribers waiting", st->ring_waiters);
+    one(c, kv, doc, "lapped", "Subscribers lapped", st->lapped);
+}
+
+/* Who made the segment, when, for whom, with which layout. */
+static void stat_identity(const struct ctl *c, struct ctl_kv *kv, json_t *doc,
+                          const presence_stats_t *st)
+{
+    char mode[16];
+    snprintf(mode, sizeof mode, "%04" PRIo32, st->mode);
+    if (doc)
+        ctl_json_set(doc, "mode", ctl_json_str(mode));
+    else
+        ctl_kv_add(kv, "mode", "Mode", "%s", mode);
+    struct passwd *pw = c->tty && !doc ? getpwuid((uid_t) st->owner_uid) : NULL;
+    if (pw)
+        ctl_kv_add(kv, "owner_uid", "Owner", "%" PRIu32 " (%s)", st->owner_uid, pw->pw_name);
+    else
+        one(c, kv, doc, "owner_uid", "Owner", st->owner_uid);
+    if (doc)
+        ctl_json_set(doc, "creator_pid", json_integer(st->creator_pid));
+    else
+        ctl_kv_add(kv, "creator_pid", "Creator pid", "%" PRId32, st->creator_pid);
+    one_time(c, kv, doc, "created", "Created", st->created_ns);
+    one(c, kv, doc, "layout_version", "Layout version", st->layout_version);
+}
+
 static int cmd_stat(struct ctl *c, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -329,32 +408,15 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
                    ctl_fmt_bytes(buf, sizeof buf, st.state_max));
         ctl_kv_add(kv, "max_age_ms", "Max age", "%s", ctl_fmt_ms(buf2, sizeof buf2, st.max_age_ms));
     }
-    snprintf(buf, sizeof buf, "%04" PRIo32, opts.mode);
-    if (doc)
-        ctl_json_set(doc, "mode", ctl_json_str(buf));
-    else
-        ctl_kv_add(kv, "mode", "Mode", "%s", buf);
     one(c, kv, doc, "epoch", "Epoch", st.epoch);
     one(c, kv, doc, "limbo", "Limbo (to reclaim)", st.limbo);
     one(c, kv, doc, "joins", "Joins", st.joins);
     one(c, kv, doc, "leaves", "Leaves", st.leaves);
     one(c, kv, doc, "expired", "Expired", st.expired);
     one(c, kv, doc, "reclaimed", "Reclaimed", st.reclaimed);
-    const char *reaper = reaper_status(st.reaper_pid);
-    if (doc) {
-        ctl_json_set(doc, "reaper_pid", json_integer(st.reaper_pid));
-        ctl_json_set(doc, "reaper", ctl_json_str(reaper));
-    } else if (c->tty) {
-        if (st.reaper_pid > 0)
-            ctl_kv_add(kv, "reaper", "Reaper", "%s (pid %" PRId32 ")", reaper, st.reaper_pid);
-        else
-            ctl_kv_add(kv, "reaper", "Reaper", "%s", reaper);
-    } else {
-        ctl_kv_add(kv, "reaper_pid", "Reaper pid", "%" PRId32, st.reaper_pid);
-        ctl_kv_add(kv, "reaper", "Reaper", "%s", reaper);
-    }
-    one(c, kv, doc, "ring_tail", "Ring tail (next event)", st.ring_tail);
-    one(c, kv, doc, "ring_entries", "Ring entries", st.ring_entries);
+    stat_reaper(c, kv, doc, &st);
+    stat_ring(c, kv, doc, &st);
+    stat_identity(c, kv, doc, &st);
     if (doc)
         return ctl_json_print(c, doc);
     ctl_kv_print(c, kv);
