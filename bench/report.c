@@ -355,6 +355,7 @@ static void print_events(FILE *out, const bench_results_t *r)
             continue;
         const char *be = wk->backend;
         const bench_row_t *raw = find_row(r, be, "eventfd_pingpong");
+        const bench_row_t *rl = find_row(r, be, "eventfd_relay");
         const bench_row_t *rd = find_row(r, be, "events_flood_read");
         const bench_row_t *wr = find_row(r, be, "events_flood_write");
         if (raw != NULL && raw->ops > 0 && wk->ops > 0) {
@@ -370,11 +371,23 @@ static void print_events(FILE *out, const bench_results_t *r)
                     "ping-pong p50 %s, p99 %s (same run, interleaved): p50 x%.2f, p99 x%.2f\n",
                     be, a, b, c, d, r50 ? (double) w50 / (double) r50 : 0.0,
                     r99 ? (double) w99 / (double) r99 : 0.0);
+            if (rl != NULL && rl->ops > 0) {
+                uint64_t l50 = hist_percentile(rl->hist, 50), l99 = hist_percentile(rl->hist, 99);
+                fmt_ns(c, sizeof c, l50);
+                fmt_ns(d, sizeof d, l99);
+                fprintf(out,
+                        "events (%s): eventfd relayed by a third process (one forwarding hop, "
+                        "as through presence-reaper) p50 %s, p99 %s: wake-up / relay p50 "
+                        "x%.2f, p99 x%.2f\n",
+                        be, c, d, l50 ? (double) w50 / (double) l50 : 0.0,
+                        l99 ? (double) w99 / (double) l99 : 0.0);
+            }
             fprintf(out,
-                    "events (%s): %llu + %llu samples; the sleeper was not yet asleep at the "
-                    "first look in %llu + %llu of them (the sender waited for it)\n",
+                    "events (%s): %llu + %llu + %llu samples; a sleeper was not yet asleep at "
+                    "the first look in %llu + %llu + %llu of them (the sender waited)\n",
                     be, (unsigned long long) wk->ops, (unsigned long long) raw->ops,
-                    (unsigned long long) wk->retries, (unsigned long long) raw->retries);
+                    (unsigned long long) (rl ? rl->ops : 0), (unsigned long long) wk->retries,
+                    (unsigned long long) raw->retries, (unsigned long long) (rl ? rl->retries : 0));
         }
         if (rd != NULL && wr != NULL && wr->ops > 0) {
             char pr[24], prs[24], dl[24], dls[24];
@@ -526,7 +539,8 @@ static json_t *row_json(const bench_row_t *row)
     }
     if (strcmp(row->op, "events_flood_write") == 0)
         json_object_set_new(o, "produced", json_integer((json_int_t) row->items));
-    if (strcmp(row->op, "events_wakeup") == 0 || strcmp(row->op, "eventfd_pingpong") == 0)
+    if (strcmp(row->op, "events_wakeup") == 0 || strcmp(row->op, "eventfd_pingpong") == 0 ||
+        strcmp(row->op, "eventfd_relay") == 0)
         json_object_set_new(o, "not_asleep_at_first_look", json_integer((json_int_t) row->retries));
     if (row->errors > 0)
         json_object_set_new(o, "first_error", json_string(row->err));

@@ -21,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,7 +82,7 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
     wl->procs = cfg->procs;
     wl->rooms = cfg->rooms;
     wl->room_size = cfg->room_size;
-    wl->efd_ping = wl->efd_pong = -1;
+    wl->efd_ping = wl->efd_pong = wl->efd_relay_in = wl->efd_relay_out = -1;
     snprintf(wl->name, sizeof wl->name, "%s", bench_op_name(op));
     snprintf(wl->row[0], sizeof wl->row[0], "%s", bench_op_name(op));
     wl->nrows = 1;
@@ -114,17 +116,21 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
     case OP_EVENTS:
         snprintf(wl->row[0], sizeof wl->row[0], "events_wakeup");
         snprintf(wl->row[1], sizeof wl->row[1], "eventfd_pingpong");
-        snprintf(wl->row[2], sizeof wl->row[2], "events_flood_read");
-        snprintf(wl->row[3], sizeof wl->row[3], "events_flood_write");
-        snprintf(wl->row[4], sizeof wl->row[4], "events_drain");
-        wl->nrows = 5;
+        snprintf(wl->row[2], sizeof wl->row[2], "eventfd_relay");
+        snprintf(wl->row[3], sizeof wl->row[3], "events_flood_read");
+        snprintf(wl->row[4], sizeof wl->row[4], "events_flood_write");
+        snprintf(wl->row[5], sizeof wl->row[5], "events_drain");
+        wl->nrows = 6;
         wl->event_samples = cfg->event_samples;
         wl->event_pace_us = cfg->event_pace_us;
         wl->reaper = cfg->reaper;
         nextra = (size_t) cfg->procs * WL_EXTRA_KEYS;
         wl->efd_ping = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         wl->efd_pong = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (wl->efd_ping < 0 || wl->efd_pong < 0) {
+        wl->efd_relay_in = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        wl->efd_relay_out = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (wl->efd_ping < 0 || wl->efd_pong < 0 || wl->efd_relay_in < 0 ||
+            wl->efd_relay_out < 0) {
             workload_free(wl);
             return -1;
         }
@@ -191,6 +197,10 @@ void workload_free(workload_t *wl)
         close(wl->efd_ping);
     if (wl->efd_pong >= 0)
         close(wl->efd_pong);
+    if (wl->efd_relay_in >= 0)
+        close(wl->efd_relay_in);
+    if (wl->efd_relay_out >= 0)
+        close(wl->efd_relay_out);
     free(wl->names);
     free(wl->live.keys);
     free(wl->old.keys);
@@ -546,6 +556,7 @@ static int run_prune(wl_worker_t *w)
     int rc = w->be->prune(w->h);
     uint64_t t1 = now_ns();
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+
     atomic_store_explicit(&c->prune_end, t1, memory_order_release);
     run_row_t *r = &w->me->row[0];
     if (rc == BENCH_FATAL)
@@ -563,9 +574,48 @@ static int run_prune(wl_worker_t *w)
 
 /* ------------------------------------------------------------------ events ---- */
 
-/* Latency samples alternate: even k a raw eventfd ping, odd k a join the subscriber
- * must be woken for. Sample k's connection (worker 0's own) joins the first live room,
- * which the latency subscription filters on, and leaves once the sample is over. */
+/* Latency samples rotate through three kinds, k % 3: a raw eventfd ping from the
+ * producer to the subscriber; the same through a relay process (poll, read, write:
+ * the floor of any design where a daemon forwards the wake-up, as presence-reaper
+ * does); a join the subscriber must be woken for. Sample k's connection (worker 0's
+ * own) joins the first live room, which the latency subscription filters on, and
+ * leaves once the sample is over. */
+enum { EV_RAW, EV_RELAY, EV_PRESENCE, EV_KINDS };
+enum {
+    EV_ROW_WAKEUP,
+    EV_ROW_RAW,
+    EV_ROW_RELAY,
+    EV_ROW_FLOOD_READ,
+    EV_ROW_FLOOD_WRITE,
+    EV_ROW_DRAIN
+};
+static const unsigned ev_row_of[EV_KINDS] = {EV_ROW_RAW, EV_ROW_RELAY, EV_ROW_WAKEUP};
+
+static _Atomic uint64_t dbg_tj_shared;
+#define dbg_tj dbg_tj_shared_v
+static uint64_t dbg_tj_shared_v;
+static int ev_enough(const workload_t *wl, const uint64_t *n)
+{
+    return n[EV_RAW] >= wl->event_samples && n[EV_RELAY] >= wl->event_samples &&
+           n[EV_PRESENCE] >= wl->event_samples;
+}
+
+/* The relay: a child of the subscriber that forwards efd_relay_in to efd_relay_out
+ * (dies with its parent). @return its pid, or -1. */
+static pid_t ev_relay_start(const workload_t *wl)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    struct pollfd pfd = {.fd = wl->efd_relay_in, .events = POLLIN};
+    for (;;) {
+        uint64_t v;
+        if (poll(&pfd, 1, -1) > 0 && read(wl->efd_relay_in, &v, sizeof v) == (ssize_t) sizeof v &&
+            write(wl->efd_relay_out, &v, sizeof v) < 0)
+            _exit(1);
+    }
+}
 static bench_key_t ev_key(const workload_t *wl, uint32_t k)
 {
     const bench_key_t *x = &wl->extra.keys[(k / 2) % WL_EXTRA_KEYS];
@@ -631,7 +681,7 @@ static int ev_read(wl_worker_t *w, void *sub, int type, const char *conn, uint64
                 return 1;
             }
         } else if (rc == BENCH_EV_LAPPED) {
-            w->me->row[2].lapped++;
+            w->me->row[EV_ROW_FLOOD_READ].lapped++;
         } else if (rc == 0) {
             return 0;
         } else {
@@ -656,9 +706,10 @@ static int events_producer(wl_worker_t *w)
 {
     run_ctl_t *c = w->ctl;
     const workload_t *wl = w->wl;
-    uint64_t pace = (uint64_t) wl->event_pace_us * 1000u, n[2] = {0, 0};
-    for (uint32_t k = 0; n[0] < wl->event_samples || n[1] < wl->event_samples; k++) {
-        int presence = k & 1;
+    uint64_t pace = (uint64_t) wl->event_pace_us * 1000u, n[EV_KINDS] = {0, 0, 0};
+    for (uint32_t k = 0; !ev_enough(wl, n); k++) {
+        unsigned kind = k % EV_KINDS;
+        int presence = kind == EV_PRESENCE;
         while (atomic_load_explicit(&c->ev_armed, memory_order_acquire) != k + 1) {
             if (atomic_load_explicit(&c->abort, memory_order_relaxed))
                 return 0;
@@ -666,8 +717,9 @@ static int events_producer(wl_worker_t *w)
         }
         sleep_ns(pace);
         pid_t sp = atomic_load_explicit(&c->ev_sub_pid, memory_order_relaxed);
+        pid_t rp = atomic_load_explicit(&c->ev_relay_pid, memory_order_relaxed);
         unsigned tries = 0;
-        while (!proc_sleeping(sp) && tries < 1000) {
+        while ((!proc_sleeping(sp) || (kind == EV_RELAY && !proc_sleeping(rp))) && tries < 1000) {
             sleep_ns(20000);
             tries++;
         }
@@ -677,9 +729,11 @@ static int events_producer(wl_worker_t *w)
         if (presence) {
             if (check(w, "events: join", w->be->join(w->h, &key, 0), 0) != 0)
                 return -1;
+            dbg_tj = now_ns();
         } else {
             uint64_t one = 1;
-            if (write(wl->efd_ping, &one, sizeof one) != (ssize_t) sizeof one) {
+            int efd = kind == EV_RAW ? wl->efd_ping : wl->efd_relay_in;
+            if (write(efd, &one, sizeof one) != (ssize_t) sizeof one) {
                 snprintf(w->me->err, sizeof w->me->err, "events: write: %s", strerror(errno));
                 return -1;
             }
@@ -694,8 +748,8 @@ static int events_producer(wl_worker_t *w)
         if (presence && check(w, "events: leave", w->be->leave(w->h, &key), 1) != 0)
             return -1;
         if (t0 >= c->t_measure) {
-            n[presence]++;
-            w->me->row[presence ? 0 : 1].retries += tries > 0;
+            n[kind]++;
+            w->me->row[ev_row_of[kind]].retries += tries > 0;
         }
     }
 
@@ -705,7 +759,7 @@ static int events_producer(wl_worker_t *w)
             return 0;
         sleep_ns(20000);
     }
-    run_row_t *r = &w->me->row[3];
+    run_row_t *r = &w->me->row[EV_ROW_FLOOD_WRITE];
     uint64_t end = c->t_end ? now_ns() + (c->t_end - c->t_measure) : 0;
     for (uint64_t seq = 0;; seq++) {
         uint64_t t0 = now_ns();
@@ -741,12 +795,23 @@ static int events_producer(wl_worker_t *w)
     return 0;
 }
 
+static void ev_relay_stop(pid_t *pid)
+{
+    if (*pid > 0) {
+        kill(*pid, SIGKILL);
+        while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    *pid = 0;
+}
+
 /* Worker 1: sleeps in poll() for each latency sample, then drains the flood. */
 static int events_subscriber(wl_worker_t *w)
 {
     run_ctl_t *c = w->ctl;
     const workload_t *wl = w->wl;
     void *sub = NULL;
+    pid_t relay = 0;
     atomic_store_explicit(&c->ev_sub_pid, (int32_t) getpid(), memory_order_relaxed);
     int rc = w->be->ev_subscribe(w->h, wl->live.keys[0].room, &sub);
     if (rc < 0) {
@@ -754,18 +819,26 @@ static int events_subscriber(wl_worker_t *w)
         return -1;
     }
     int fd = w->be->ev_fd(sub);
-    uint64_t n[2] = {0, 0};
-    for (uint32_t k = 0; n[0] < wl->event_samples || n[1] < wl->event_samples; k++) {
-        int presence = k & 1;
+    relay = ev_relay_start(wl);
+    if (relay < 0) {
+        snprintf(w->me->err, sizeof w->me->err, "events: fork: %s", strerror(errno));
+        goto fail;
+    }
+    atomic_store_explicit(&c->ev_relay_pid, (int32_t) relay, memory_order_relaxed);
+    uint64_t n[EV_KINDS] = {0, 0, 0};
+    for (uint32_t k = 0; !ev_enough(wl, n); k++) {
+        unsigned kind = k % EV_KINDS;
+        int presence = kind == EV_PRESENCE;
         bench_key_t key = ev_key(wl, k);
         uint64_t t1 = 0, v;
         if (ev_read(w, sub, 0, NULL, NULL) < 0)
             goto fail;
         atomic_store_explicit(&c->ev_armed, k + 1, memory_order_release);
         if (!presence) {
-            if (ev_wait(w, wl->efd_ping, -1) < 0)
+            int efd = kind == EV_RAW ? wl->efd_ping : wl->efd_relay_out;
+            if (ev_wait(w, efd, -1) < 0)
                 goto fail;
-            if (read(wl->efd_ping, &v, sizeof v) != (ssize_t) sizeof v) {
+            if (read(efd, &v, sizeof v) != (ssize_t) sizeof v) {
                 snprintf(w->me->err, sizeof w->me->err, "events: read: %s", strerror(errno));
                 goto fail;
             }
@@ -797,10 +870,11 @@ static int events_subscriber(wl_worker_t *w)
                 goto fail;
         }
         if (t0 >= c->t_measure) {
-            ev_record(&w->me->row[presence ? 0 : 1], t0, t1);
-            n[presence]++;
+            ev_record(&w->me->row[ev_row_of[kind]], t0, t1);
+            n[kind]++;
         }
     }
+    ev_relay_stop(&relay);
     w->be->ev_close(sub);
 
     /* the flood: every room, as fast as one subscriber drains */
@@ -810,7 +884,7 @@ static int events_subscriber(wl_worker_t *w)
         return -1;
     }
     fd = w->be->ev_fd(sub);
-    run_row_t *r = &w->me->row[2];
+    run_row_t *r = &w->me->row[EV_ROW_FLOOD_READ];
     atomic_store_explicit(&c->ev_phase, 1, memory_order_release);
     for (;;) {
         int done = atomic_load_explicit(&c->ev_phase, memory_order_acquire) == 2;
@@ -839,7 +913,7 @@ static int events_subscriber(wl_worker_t *w)
 
     /* events_drain: each burst is written while we wait, then drained against the clock.
      * The row's t_first/t_last are set so that its ops/s is events over draining time. */
-    run_row_t *d = &w->me->row[4];
+    run_row_t *d = &w->me->row[EV_ROW_DRAIN];
     uint64_t busy = 0;
     for (uint32_t b = 0; b < WL_EV_BURSTS; b++) {
         if (ev_read(w, sub, 0, NULL, NULL) < 0)
@@ -878,6 +952,7 @@ static int events_subscriber(wl_worker_t *w)
     w->be->ev_close(sub);
     return 0;
 fail:
+    ev_relay_stop(&relay);
     w->be->ev_close(sub);
     return atomic_load(&c->abort) && w->me->err[0] == '\0' ? 0 : -1;
 }

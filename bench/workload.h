@@ -25,6 +25,9 @@
  *   eventfd_pingpong  the floor, interleaved with the above sample by sample: from
  *                     before write(eventfd) to after the sleeping peer's poll()
  *                     woke and read() returned                             worker 1
+ *   eventfd_relay     the same through a third process that polls, reads and writes
+ *                     a second eventfd: the floor of a wake-up forwarded by a
+ *                     daemon (presence-reaper's doorbell), interleaved too  worker 1
  *   events_flood_read one subscriber (all rooms) draining while a producer floods:
  *                     events delivered, times lapped                       worker 1
  *   events_flood_write the producer's join + leave pairs (two events each)  worker 0
@@ -44,7 +47,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#define WL_MAX_ROWS   5
+#define WL_MAX_ROWS   6
 #define WL_EXTRA_KEYS 1024 /* worker-owned connections per worker */
 
 typedef struct bench_keys {
@@ -64,6 +67,7 @@ typedef struct workload {
     uint32_t event_samples, event_pace_us; /* events */
     double idle_s;                         /* prune: the idle readers' window */
     int efd_ping, efd_pong;                /* events: the raw eventfd pair (-1: none) */
+    int efd_relay_in, efd_relay_out;       /* events: through the relay process */
     const char *reaper;                    /* events: the daemon the store needs */
     bench_keys_t live;  /* rooms * room_size presences; room r is live.keys[r * room_size].room */
     bench_keys_t old;   /* prune: expired presences */
@@ -103,7 +107,7 @@ typedef struct run_ctl {
      * for (k + 1), its pid, and the flood's phase (1 subscribed, 2 producer done) */
     _Atomic uint64_t ev_t0;
     _Atomic uint32_t ev_armed;
-    _Atomic int32_t ev_sub_pid;
+    _Atomic int32_t ev_sub_pid, ev_relay_pid;
     _Atomic uint32_t ev_phase;
     _Atomic uint32_t ev_burst_ready, ev_burst_done; /* events_drain: burst b + 1 */
     uint64_t t_go, t_measure, t_end; /* written before go; t_end 0 = count mode */

@@ -531,10 +531,11 @@ int presence_stats(presence_t *p, presence_stats_t *s)
 
 int64_t pr__counter(const struct presence *p, enum pr_ctr c)
 {
-    int64_t sum = 0;
+    /* Unsigned: wraps instead of overflowing (UB) on slots a corruption filled with garbage. */
+    uint64_t sum = 0;
     for (uint32_t i = 0; i < p->h->cap_procs; i++)
-        sum += pr_load(&pr__proc(p, i)->ctr[c]);
-    return sum;
+        sum += (uint64_t) pr_load(&pr__proc(p, i)->ctr[c]);
+    return (int64_t) sum;
 }
 
 void presence_proc_list_free(presence_proc_list_t *l)

@@ -26,7 +26,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #define PR_GAP_NS \
@@ -35,7 +37,10 @@
 struct presence_sub {
     struct presence *p;
     uint32_t slot;
-    int efd;
+    int efd;     /* the reaper writes it (wake-ups) */
+    int epfd;    /* what presence_sub_fd() returns: efd + the reaper link + tfd */
+    int tfd;     /* a 100 ms timer, running only while no reaper can wake us */
+    int watched; /* the reaper connection we watch for hang-up, -1 none */
     uint64_t pos;
     bool armed;
     uint64_t reaper; /* reaper_owner we registered our eventfd with */
@@ -136,6 +141,32 @@ static bool is_start(const struct presence *p, uint64_t pos)
     return pr_load(&ring_entry(p, pos)->stamp) == ((pos + 1) | PR_RING_START);
 }
 
+/* Keeps the descriptor able to wake us whatever the reaper does: while we are
+ * registered with a live reaper, its connection is watched for hang-up (a
+ * reaper that dies wakes us, and the next call re-registers with its
+ * successor); while no reaper holds our eventfd, a 100 ms timer polls. */
+static void sub_watch(presence_sub_t *s)
+{
+    struct presence *p = s->p;
+    bool registered = s->reaper != 0 && s->reaper == pr_load(&p->h->reaper_owner) && p->ipc_fd >= 0;
+    int want = registered ? p->ipc_fd : -1;
+    if (want != s->watched) {
+        if (s->watched >= 0)
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->watched, NULL); /* fails if closed: fine */
+        struct epoll_event ev = {.events = EPOLLRDHUP, .data.u32 = 2};
+        if (want >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, want, &ev) != 0)
+            want = -1;
+        s->watched = want;
+    }
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (want < 0) {
+        its.it_value.tv_nsec = 100000000;
+        its.it_interval.tv_nsec = 100000000;
+    }
+    timerfd_settime(s->tfd, 0, &its, NULL);
+}
+
 int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room, presence_sub_t **out)
 {
     size_t fl = 0;
@@ -160,19 +191,35 @@ int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room, prese
     s->p = p;
     s->pos = from_seq == PRESENCE_SEQ_NOW ? tail : from_seq;
     s->slot = UINT32_MAX;
+    s->watched = -1;
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (s->efd < 0) {
+    s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event e1 = {.events = EPOLLIN, .data.u32 = 0};
+    struct epoll_event e2 = {.events = EPOLLIN, .data.u32 = 1};
+    if (s->efd < 0 || s->tfd < 0 || s->epfd < 0 ||
+        epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->efd, &e1) != 0 ||
+        epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->tfd, &e2) != 0) {
         int rc = -errno;
+        if (s->efd >= 0)
+            close(s->efd);
+        if (s->tfd >= 0)
+            close(s->tfd);
+        if (s->epfd >= 0)
+            close(s->epfd);
         free(s);
         return rc;
     }
     if (room && !(s->filter = strdup(room))) {
         close(s->efd);
+        close(s->tfd);
+        close(s->epfd);
         free(s);
         return -ENOMEM;
     }
     s->filter_len = fl;
-    if (p->rdonly) { /* an inspector: no slot, no wake-ups, it polls */
+    if (p->rdonly) { /* an inspector: no slot, no eventfd wake-ups: the timer polls */
+        sub_watch(s);
         *out = s;
         return 0;
     }
@@ -184,6 +231,8 @@ int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room, prese
     }
     if (s->slot == UINT32_MAX) {
         close(s->efd);
+        close(s->tfd);
+        close(s->epfd);
         free(s->filter);
         free(s);
         return PRESENCE_ENOSUBS;
@@ -194,6 +243,7 @@ int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room, prese
     s->reaper = pr_load(&h->reaper_owner);
     if (pr__ipc_subscribe(p, s->slot, s->efd) != 0)
         s->reaper = 0; /* no reaper now: retried when arming */
+    sub_watch(s);
     /* Armed from the start (after the reaper has our eventfd), so that polling
      * the descriptor before the first presence_sub_next works as documented;
      * events already waiting make it readable at once. */
@@ -213,8 +263,9 @@ int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room, prese
 
 int presence_sub_fd(const presence_sub_t *s)
 {
-    return s->efd;
+    return s->epfd;
 }
+
 
 uint64_t presence_sub_position(const presence_sub_t *s)
 {
@@ -245,6 +296,8 @@ void presence_sub_close(presence_sub_t *s)
     if (sub_slot(s))
         pr_store(&sub_slot(s)->owner, 0);
     close(s->efd);
+    close(s->tfd);
+    close(s->epfd);
     free(s->filter);
     free(s);
 }
@@ -367,6 +420,18 @@ int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
     if (read(s->efd, &drain, sizeof drain) < 0) {
         /* EAGAIN: no wake-up pending */
     }
+    if (read(s->tfd, &drain, sizeof drain) < 0) {
+        /* EAGAIN: the timer has not fired */
+    }
+    if (s->reaper != pr_load(&h->reaper_owner) || (s->watched >= 0 && s->watched != p->ipc_fd)) {
+        /* The reaper changed (or died): hand our eventfd to the new one. */
+        s->reaper = pr_load(&h->reaper_owner);
+        if (sub_slot(s) && pr__ipc_subscribe(p, s->slot, s->efd) != 0)
+            s->reaper = 0;
+        if (!sub_slot(s))
+            s->reaper = 0;
+        sub_watch(s);
+    }
     for (unsigned rounds = 0; rounds < 1000000; rounds++) {
         uint64_t tail = pr_load(&h->ring_tail);
         if (tail - s->pos > h->ring_entries - PR_RING_MAXENT && tail > s->pos) {
@@ -405,11 +470,6 @@ int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
          * (a record claimed but not committed, a dead producer's gap not yet
          * old enough): otherwise nobody would ever wake us again. */
         if (sub_slot(s) && (!s->armed || pr_load(&h->subs[s->slot].waiting) == 0)) {
-            if (pr_load(&h->reaper_owner) != s->reaper) {
-                s->reaper = pr_load(&h->reaper_owner);
-                if (pr__ipc_subscribe(p, s->slot, s->efd) != 0)
-                    s->reaper = 0;
-            }
             s->armed = true;
             pr_store(&h->subs[s->slot].pos, s->pos);
             if (pr_xchg(&h->subs[s->slot].waiting, 1u) == 0u)

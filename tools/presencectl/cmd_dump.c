@@ -2,15 +2,21 @@
  * cmd_dump.c -- presencectl: `dump`, the whole registry as one JSON document, on
  * a read-only attachment: every room from presence_rooms() with its counters, and
  * its occupants (uuid, connection, state) from presence_here_now(), asked in
- * batches so that the library's per-call de-duplication stays cheap. Groups are
- * not included: the public API has no call that enumerates them.
+ * batches so that the library's per-call de-duplication stays cheap, and every
+ * group (presence_groups()) with its rooms (presence_group_list()).
  */
 #include "ctl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define DUMP_BATCH 256 /* rooms per here_now call */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
 
 /* Adds the rooms items[0..n) with their occupants to @channels; sums @total. */
 static int dump_batch(const struct ctl *c, presence_t *p, const presence_room_info_t *items,
@@ -43,6 +49,39 @@ static int dump_batch(const struct ctl *c, presence_t *p, const presence_room_in
     return CTL_OK;
 }
 
+/* {GROUP: [ROOM, ...]} for every group, rooms sorted; NULL after an error (reported). */
+static json_t *dump_groups(const struct ctl *c, presence_t *p)
+{
+    presence_strlist_t *names = NULL;
+    int rc = presence_groups(p, &names);
+    if (rc < 0) {
+        ctl_fail(c, rc, NULL);
+        return NULL;
+    }
+    json_t *groups = json_object();
+    for (size_t i = 0; i < names->count; i++) {
+        presence_strlist_t *rooms = NULL;
+        rc = presence_group_list(p, names->items[i], &rooms);
+        if (rc == PRESENCE_ENOGROUP)
+            continue; /* deleted meanwhile */
+        if (rc < 0) {
+            ctl_fail(c, rc, NULL);
+            json_decref(groups);
+            groups = NULL;
+            break;
+        }
+        qsort(rooms->items, rooms->count, sizeof *rooms->items, cmp_str);
+        json_t *arr = json_array();
+        for (size_t k = 0; k < rooms->count; k++)
+            if (json_array_append_new(arr, ctl_json_str(rooms->items[k])) != 0)
+                ctl_oom();
+        ctl_json_set(groups, names->items[i], arr);
+        presence_strlist_free(rooms);
+    }
+    presence_strlist_free(names);
+    return groups;
+}
+
 static int cmd_dump(struct ctl *c, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -68,7 +107,10 @@ static int cmd_dump(struct ctl *c, int argc, char **argv)
         size_t n = rooms->count - i < DUMP_BATCH ? rooms->count - i : DUMP_BATCH;
         status = dump_batch(c, p, rooms->items + i, n, channels, &total);
     }
+    json_t *groups = status == CTL_OK ? dump_groups(c, p) : NULL;
     presence_close(p);
+    if (!groups)
+        status = CTL_ERROR;
     if (status != CTL_OK) {
         json_decref(channels);
         json_decref(doc);
@@ -79,9 +121,7 @@ static int cmd_dump(struct ctl *c, int argc, char **argv)
     ctl_json_set(doc, "total_channels", ctl_json_u64(json_object_size(channels)));
     ctl_json_set(doc, "total_occupancy", ctl_json_u64(total));
     ctl_json_set(doc, "channels", channels);
-    ctl_json_set(doc, "groups", json_null());
-    ctl_json_set(doc, "note",
-                 ctl_json_str("groups are not included: the library cannot enumerate them"));
+    ctl_json_set(doc, "groups", groups);
     presence_room_list_free(rooms);
     return ctl_json_print(c, doc);
 }
@@ -90,12 +130,12 @@ const struct ctl_cmd ctl_cmd_dump = {
     "dump",
     cmd_dump,
     "",
-    "Print the whole registry as JSON (rooms, occupants, state)",
+    "Print the whole registry as JSON (rooms, occupants, state, groups)",
     "Always JSON (indented on a terminal):\n"
     "  {\"segment\": S, \"total_channels\": N, \"total_occupancy\": N,\n"
     "   \"channels\": {\"ROOM\": {\"occupancy\": N, \"users\": N, \"anonymous\": N,\n"
     "                \"occupants\": [{\"uuid\": U, \"conn\": C, \"state\": {...}}]}},\n"
-    "   \"groups\": null, \"note\": \"...\"}\n"
-    "Groups are not included (the library cannot enumerate them). Each room is a\n"
-    "consistent snapshot; the document as a whole is not, while writers run.\n",
+    "   \"groups\": {\"GROUP\": [\"ROOM\", ...]}}\n"
+    "Each room is a consistent snapshot; the document as a whole is not, while\n"
+    "writers run.\n",
 };

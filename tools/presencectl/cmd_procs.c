@@ -4,7 +4,7 @@
  * (the slot's liveness lock is held), whether it is the reaper, when it
  * attached, its reader (thread) slots with the oldest epoch they announce (what
  * holds back reclamation: the global epoch minus it is the lag), its event
- * subscriptions, and its command name from /proc when it is alive. A read-only
+ * subscriptions, and its program name from /proc when it is alive. A read-only
  * attachment, like this command's own, takes no slot and is not listed.
  */
 #include "ctl.h"
@@ -13,22 +13,29 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The command name of a live process (/proc/PID/comm), or NULL. */
+/* The program of a live process: the base name of its argv[0] (/proc/PID/cmdline),
+ * else its 15-byte comm; NULL when unknown. */
 static const char *proc_comm(pid_t pid, int alive, char *buf, size_t n)
 {
-    if (!alive || pid <= 0)
+    if (!alive || pid <= 0 || n < 2)
         return NULL;
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/comm", (int) pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return NULL;
-    const char *s = fgets(buf, (int) n, f);
-    fclose(f);
-    if (!s)
-        return NULL;
-    buf[strcspn(buf, "\n")] = '\0';
-    return buf;
+    const char *kinds[] = {"cmdline", "comm"};
+    for (size_t k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "/proc/%d/%s", (int) pid, kinds[k]);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, n - 1, f);
+        fclose(f);
+        buf[len] = '\0'; /* cmdline: argv[0] ends at its NUL */
+        buf[strcspn(buf, "\n")] = '\0';
+        const char *base = strrchr(buf, '/');
+        base = base ? base + 1 : buf;
+        if (*base)
+            return base;
+    }
+    return NULL;
 }
 
 static json_t *procs_json(const struct ctl *c, const presence_proc_list_t *l)

@@ -1,8 +1,8 @@
 /*
  * cmd_segment.c -- presencectl: the segment as a whole. `create` and `destroy`
- * (its lifecycle), `stat` (capacities, counts, processes, reaper and ring, from
- * presence_stats() and presence_get_options()) and `check` (presence_check():
- * exit 0 when consistent, 1 with one line per violation).
+ * (its lifecycle), `stat` (capacities, counts, processes, reaper, event ring, and
+ * who created the segment when, from presence_stats()) and `check`
+ * (presence_check(): exit 0 when consistent, 1 with one line per violation).
  */
 #include "ctl.h"
 
@@ -361,9 +361,7 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
     if (ctl_open(c, false, &p) != CTL_OK)
         return CTL_ERROR;
     presence_stats_t st;
-    presence_options_t opts;
     int rc = presence_stats(p, &st);
-    presence_get_options(p, &opts);
     presence_close(p);
     if (rc < 0)
         return ctl_fail(c, rc, NULL);
@@ -428,9 +426,10 @@ const struct ctl_cmd ctl_cmd_stat = {
     "stat",
     cmd_stat,
     "",
-    "Show capacities, counts, bytes used, processes, reaper and ring positions",
-    "Terminal: 'Label: used / capacity (percent)' lines. Piped: 'key<TAB>value' lines\n"
-    "with the keys of the JSON document (the names of presence_stats_t).\n",
+    "Show capacities, counts, bytes used, processes, reaper, ring and origin",
+    "Terminal: 'Label: used / capacity (percent)' lines, times in UTC with how long\n"
+    "ago. Piped: 'key<TAB>value' lines with the keys of the JSON document (the names\n"
+    "of presence_stats_t; times as *_ns, CLOCK_REALTIME nanoseconds, 0 = never).\n",
 };
 
 /* ---- check --------------------------------------------------------------------------- */

@@ -18,6 +18,7 @@
  */
 #include "ctl.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,11 +156,11 @@ static int take_sample(struct top *t, struct sample *s)
     s->window_ns = s->now_ns > since ? s->now_ns - since : 1;
     t->prev_ns = s->now_ns;
     rc = presence_stats(t->p, &s->st); /* again: counts as of now */
-    if (rc == 0)
+    if (rc >= 0)
         rc = presence_rooms(t->p, NULL, &s->rooms);
-    if (rc < 0) {
+    if (rc < 0 || !s->rooms) {
         sample_free(s);
-        return ctl_fail(t->c, rc, NULL);
+        return ctl_fail(t->c, rc < 0 ? rc : -ENOMEM, NULL);
     }
     s->order = ctl_xmalloc((s->rooms->count ? s->rooms->count : 1) * sizeof *s->order);
     for (size_t i = 0; i < s->rooms->count; i++)
