@@ -39,6 +39,7 @@ typedef struct bench_config {
     unsigned n_here_now_sizes;
     uint32_t prune_size;   /* expired presences the prune workload removes */
     uint64_t population;   /* --population: total presences (0: rooms x room_size) */
+    uint32_t conn_rooms;   /* --conn-rooms: rooms per connection (1) */
     uint32_t event_samples; /* --event-samples: measured wake-ups of each kind (2000) */
     uint32_t event_pace_us; /* --event-pace: idle time before each wake-up sample (300) */
     const char *reaper;    /* presence-reaper to start for the events workload (NULL: none) */

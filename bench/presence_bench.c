@@ -93,6 +93,9 @@ static void usage(FILE *out)
             "      --population N   total presences (up to 10,000,000): N / room-size rooms,\n"
             "                       one room per connection, here_now rooms included (the\n"
             "                       scale runs); loaded by several processes in parallel\n"
+            "      --conn-rooms K   each connection of the population in K rooms (default 1;\n"
+            "                       needs rooms x room-size divisible by K and at least\n"
+            "                       K rooms; where_now then answers K rooms)\n"
             "      --prune-size N   expired presences the prune workload removes (100000)\n"
             "      --event-samples N  events: measured wake-ups of each kind (default 2000)\n"
             "      --event-pace US  events: how long the subscriber sleeps before each\n"
@@ -125,7 +128,7 @@ static void usage(FILE *out)
             "  %s -t touch -n 1000000 -q          a fixed number of touches, one line\n"
             "  %s -t here_now --room-size 1000 --json out.json\n"
             "  %s -t events -P 2                   wake-up latency vs raw eventfd\n"
-            "  %s -t touch,where_now --room-size 100 --population 10000000\n"
+            "  %s -t touch,where_now --room-size 100 --population 10000000 --conn-rooms 10\n"
             "\n"
             "Exit status: 0 ok, 1 a run failed or nothing could run, 2 usage error.\n",
             g_prog, g_prog, g_prog, g_prog, g_prog, g_prog, g_prog, g_prog, g_prog);
@@ -323,6 +326,7 @@ enum {
     OPT_ROOM_SIZE,
     OPT_PRUNE_SIZE,
     OPT_POPULATION,
+    OPT_CONN_ROOMS,
     OPT_EVENT_SAMPLES,
     OPT_EVENT_PACE,
     OPT_REAPER,
@@ -347,6 +351,7 @@ int main(int argc, char **argv)
         {"room-size", required_argument, NULL, OPT_ROOM_SIZE},
         {"prune-size", required_argument, NULL, OPT_PRUNE_SIZE},
         {"population", required_argument, NULL, OPT_POPULATION},
+        {"conn-rooms", required_argument, NULL, OPT_CONN_ROOMS},
         {"event-samples", required_argument, NULL, OPT_EVENT_SAMPLES},
         {"event-pace", required_argument, NULL, OPT_EVENT_PACE},
         {"reaper", required_argument, NULL, OPT_REAPER},
@@ -374,6 +379,7 @@ int main(int argc, char **argv)
         .here_now_sizes = {100, 10000},
         .n_here_now_sizes = 2,
         .prune_size = 100000,
+        .conn_rooms = 1,
         .event_samples = 2000,
         .event_pace_us = 300,
         .timeout_s = 60.0,
@@ -418,6 +424,9 @@ int main(int argc, char **argv)
             break;
         case OPT_POPULATION:
             cfg.population = parse_uint(optarg, 1, 10000000, "--population");
+            break;
+        case OPT_CONN_ROOMS:
+            cfg.conn_rooms = (uint32_t) parse_uint(optarg, 1, 1000, "--conn-rooms");
             break;
         case OPT_EVENT_SAMPLES:
             cfg.event_samples = (uint32_t) parse_uint(optarg, 1, 10000000, "--event-samples");
@@ -487,6 +496,10 @@ int main(int argc, char **argv)
                     (unsigned long long) cfg.rooms * cfg.room_size, cfg.rooms, cfg.room_size);
         cfg.population = (uint64_t) cfg.rooms * cfg.room_size;
     }
+    if (cfg.conn_rooms > 1 &&
+        (((uint64_t) cfg.rooms * cfg.room_size) % cfg.conn_rooms != 0 || cfg.rooms < cfg.conn_rooms))
+        usage_error("%s: rooms x room-size must be divisible by K, with at least K rooms",
+                    "--conn-rooms");
     if ((uint64_t) cfg.rooms * cfg.room_size > 10000000u)
         usage_error("%s: at most 10,000,000 presences in the population", "--rooms x --room-size");
     if (cfg.room_size_set) {

@@ -233,8 +233,12 @@ void report_header(FILE *out, const bench_config_t *cfg, const char *const *back
         fprintf(out, "%.2f s measured per run", cfg->duration_s);
     fprintf(out, " after %.2f s warm-up; seed %llu\n", cfg->warmup_s,
             (unsigned long long) cfg->seed);
-    fprintf(out, "population: %u rooms x %u members (one room per connection)", cfg->rooms,
-            cfg->room_size);
+    if (cfg->conn_rooms > 1)
+        fprintf(out, "population: %u rooms x %u members (each connection in %u rooms)",
+                cfg->rooms, cfg->room_size, cfg->conn_rooms);
+    else
+        fprintf(out, "population: %u rooms x %u members (one room per connection)", cfg->rooms,
+                cfg->room_size);
     if (cfg->population)
         fprintf(out, " = --population %llu", (unsigned long long) cfg->population);
     if (cfg->ops & (1u << OP_HERE_NOW)) {
@@ -560,13 +564,15 @@ int report_json(const char *path, const bench_config_t *cfg, const bench_results
         json_array_append_new(bes, json_string(backends[b]));
     for (unsigned i = 0; i < cfg->n_here_now_sizes; i++)
         json_array_append_new(sizes, json_integer(cfg->here_now_sizes[i]));
-    json_t *config = json_pack("{s:I,s:o,s:o,s:f,s:I,s:f,s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:I}", "procs",
+    json_t *config = json_pack("{s:I,s:o,s:o,s:f,s:I,s:f,s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:I,s:I}",
+                               "procs",
                                (json_int_t) cfg->procs, "ops", ops, "backends", bes, "duration_s",
                                cfg->duration_s, "count", (json_int_t) cfg->count, "warmup_s",
                                cfg->warmup_s, "seed", (json_int_t) cfg->seed, "rooms",
                                (json_int_t) cfg->rooms, "room_size", (json_int_t) cfg->room_size,
                                "here_now_sizes", sizes, "prune_size", (json_int_t) cfg->prune_size,
-                               "population", (json_int_t) cfg->population, "event_samples",
+                               "population", (json_int_t) cfg->population, "conn_rooms",
+                               (json_int_t) cfg->conn_rooms, "event_samples",
                                (json_int_t) cfg->event_samples, "event_pace_us",
                                (json_int_t) cfg->event_pace_us);
     struct utsname un;

@@ -148,8 +148,15 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
         break;
     }
     size_t nlive = (size_t) wl->rooms * wl->room_size;
+    /* --conn-rooms K: connection c holds presences c, c + n/K, c + 2n/K, ... (K rooms,
+     * all different as long as n/K >= room_size); otherwise one room each */
+    uint32_t per = cfg->conn_rooms ? cfg->conn_rooms : 1;
+    if (per > 1 && (nlive % per != 0 || nlive / per < wl->room_size))
+        per = 1;
+    wl->conn_rooms = per;
+    wl->live_conns = nlive / per;
     uint32_t old_rooms = nold ? (uint32_t) ((nold + wl->room_size - 1) / wl->room_size) : 0;
-    size_t nnames = wl->rooms + old_rooms + 2 * (nlive + nold + nextra);
+    size_t nnames = wl->rooms + old_rooms + 2 * (wl->live_conns + nold + nextra);
     wl->names = malloc(nnames * WL_NAME_CAP);
     wl->live.keys = calloc(nlive, sizeof(bench_key_t));
     wl->old.keys = calloc(nold ? nold : 1, sizeof(bench_key_t));
@@ -166,8 +173,13 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
             room = put_name(&cur, "room-%05u", (unsigned) (i / wl->room_size));
         bench_key_t *k = &wl->live.keys[i];
         k->room = room;
-        k->conn = put_name(&cur, "conn-%07u", (unsigned) i);
-        k->user = put_name(&cur, "user-%07u", (unsigned) i);
+        if (i < wl->live_conns) {
+            k->conn = put_name(&cur, "conn-%07u", (unsigned) i);
+            k->user = put_name(&cur, "user-%07u", (unsigned) i);
+        } else {
+            k->conn = wl->live.keys[i % wl->live_conns].conn;
+            k->user = wl->live.keys[i % wl->live_conns].user;
+        }
     }
     wl->live.n = nlive;
     for (size_t i = 0; i < nold; i++) {
@@ -239,8 +251,8 @@ void workload_spec(const workload_t *wl, bench_store_spec_t *spec)
 {
     uint64_t old_rooms = wl->old.n ? (wl->old.n + wl->room_size - 1) / wl->room_size : 0;
     spec->rooms = wl->rooms + old_rooms;
-    spec->connections = wl->live.n + wl->old.n + wl->extra.n;
-    spec->presences = spec->connections;
+    spec->connections = wl->live_conns + wl->old.n + wl->extra.n;
+    spec->presences = wl->live.n + wl->old.n + wl->extra.n;
     spec->procs = wl->procs + 1 + BENCH_MAX_PROCS / 32; /* + parallel populators */
     spec->state_len = wl->with_state ? (uint32_t) strlen(g_state) : 0;
     spec->reaper = wl->op == OP_EVENTS ? wl->reaper : NULL;
@@ -429,7 +441,7 @@ static int op_where_now(wl_worker_t *w, uint64_t seq)
 {
     (void) seq;
     const bench_key_t *k = &w->wl->live.keys[rnd(w, w->wl->live.n)];
-    return check(w, "where_now", w->be->where_now(w->h, k->user), 1);
+    return check(w, "where_now", w->be->where_now(w->h, k->user), (int) w->wl->conn_rooms);
 }
 
 static int op_get_state(wl_worker_t *w, uint64_t seq)
@@ -591,9 +603,6 @@ enum {
 };
 static const unsigned ev_row_of[EV_KINDS] = {EV_ROW_RAW, EV_ROW_RELAY, EV_ROW_WAKEUP};
 
-static _Atomic uint64_t dbg_tj_shared;
-#define dbg_tj dbg_tj_shared_v
-static uint64_t dbg_tj_shared_v;
 static int ev_enough(const workload_t *wl, const uint64_t *n)
 {
     return n[EV_RAW] >= wl->event_samples && n[EV_RELAY] >= wl->event_samples &&
@@ -729,7 +738,6 @@ static int events_producer(wl_worker_t *w)
         if (presence) {
             if (check(w, "events: join", w->be->join(w->h, &key, 0), 0) != 0)
                 return -1;
-            dbg_tj = now_ns();
         } else {
             uint64_t one = 1;
             int efd = kind == EV_RAW ? wl->efd_ping : wl->efd_relay_in;
@@ -970,7 +978,7 @@ static int prepare(wl_worker_t *w)
 {
     if (w->wl->op != OP_TOUCH_HANDLE)
         return 0;
-    w->ntokens = w->wl->live.n;
+    w->ntokens = w->wl->live_conns; /* the first live_conns keys name every connection */
     w->tokens = calloc(w->ntokens, sizeof *w->tokens);
     if (w->tokens == NULL) {
         snprintf(w->me->err, sizeof w->me->err, "out of memory");

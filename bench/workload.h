@@ -35,7 +35,8 @@
  *                     written while it waits, then drained; the cost per event, and
  *                     ops/s = events over the time spent draining only        worker 1
  * With --population N the standard population is N presences (N / room_size rooms
- * of room_size members, one room per connection), here_now included.
+ * of room_size members), here_now included. With --conn-rooms K each connection is
+ * in K rooms (N / K connections), so where_now answers K rooms.
  */
 #ifndef BENCH_WORKLOAD_H
 #define BENCH_WORKLOAD_H
@@ -70,6 +71,8 @@ typedef struct workload {
     int efd_relay_in, efd_relay_out;       /* events: through the relay process */
     const char *reaper;                    /* events: the daemon the store needs */
     bench_keys_t live;  /* rooms * room_size presences; room r is live.keys[r * room_size].room */
+    uint32_t conn_rooms; /* rooms per connection in it (--conn-rooms, or 1) */
+    size_t live_conns;   /* its connections: live.keys[0 .. live_conns - 1] name each once */
     bench_keys_t old;   /* prune: expired presences */
     bench_keys_t extra; /* procs * WL_EXTRA_KEYS worker-owned connections, random live rooms */
     char *names;        /* storage of every name above */

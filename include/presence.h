@@ -485,16 +485,17 @@ PRESENCE_EXTERN const char *presence_event_name(int type);
 typedef struct presence_sub presence_sub_t; /**< Opaque: one subscription. */
 
 /** presence_subscribe(): start at the next event produced. */
-#define PRESENCE_SEQ_NOW UINT64_MAX
+#define PRESENCE_SEQ_NOW    UINT64_MAX
+/** presence_subscribe(): start at the oldest event still in the ring. */
+#define PRESENCE_SEQ_OLDEST (UINT64_MAX - 1)
 
 /**
  * Subscribes to the event ring from @p from_seq (an event's seq still in the
- * ring) or PRESENCE_SEQ_NOW, optionally only events of room @p room (NULL: all).
- * Producers never wait for subscribers; one that falls a whole ring behind is
- * told so (PRESENCE_ELAPPED from presence_sub_next) and carries on from the
- * oldest event still there.
- * On a read-only attachment the subscription writes nothing to the segment and
- * gets no wake-ups (its descriptor never becomes readable): poll on a timer.
+ * ring), PRESENCE_SEQ_NOW or PRESENCE_SEQ_OLDEST, optionally only events of room @p room (NULL:
+ * all). Producers never wait for subscribers; one that falls a whole ring behind is told so
+ * (PRESENCE_ELAPPED from presence_sub_next) and carries on from the oldest event still there. On a
+ * read-only attachment the subscription writes nothing to the segment and gets no wake-ups (its
+ * descriptor never becomes readable): poll on a timer.
  * @return 0, PRESENCE_ELAPPED (from_seq is no longer in the ring), -EINVAL
  *   (from_seq is not an event's seq), PRESENCE_ENAME*, PRESENCE_ENOSUBS,
  *   -ENOMEM, -EMFILE. Never blocks (the registration with a running reaper is a

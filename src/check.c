@@ -529,6 +529,21 @@ int presence_stats(presence_t *p, presence_stats_t *s)
     return 0;
 }
 
+/* Frees the process slots of dead processes once their bound connections,
+ * reader slots and subscriptions are gone (the sweep removed them just before):
+ * the owner word keeps its generation and loses its pid. */
+void pr__procs_collect(struct presence *p)
+{
+    for (uint32_t i = 0; i < p->h->cap_procs; i++) {
+        struct pr_proc *pp = pr__proc(p, i);
+        uint64_t owner = pr_load(&pp->owner);
+        uint32_t gen = (uint32_t) (owner >> 32);
+        if ((uint32_t) owner == 0 || pr__proc_alive(p, i, gen))
+            continue;
+        pr_cas(&pp->owner, owner, (uint64_t) gen << 32);
+    }
+}
+
 int64_t pr__counter(const struct presence *p, enum pr_ctr c)
 {
     /* Unsigned: wraps instead of overflowing (UB) on slots a corruption filled with garbage. */
@@ -772,6 +787,8 @@ int presence_maintain(presence_t *p)
             pr__finish_removals(p);
             pr__exit(p, t);
         }
+        pr__subs_collect(p);
+        pr__procs_collect(p);
         sweep_suspect(p);
         pr_fetch_add(&p->h->global_epoch, 1);
     }

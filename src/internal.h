@@ -181,6 +181,7 @@ static inline void pr__count(struct presence *p, enum pr_ctr c, int64_t delta)
 }
 /* The counter's total over every process slot. */
 int64_t pr__counter(const struct presence *p, enum pr_ctr c);
+void pr__procs_collect(struct presence *p);
 
 /* ---- misc ------------------------------------------------------------------ */
 uint64_t pr__now_ns(void);      /* CLOCK_MONOTONIC */

@@ -80,6 +80,7 @@ int presence_reaper_sweep(presence_t *p, presence_sweep_stats_t *st)
     st->rooms_deleted = rc > 0 ? rc : 0;
     pr__subs_collect(p);
     rc = presence_maintain(p);
+    pr__procs_collect(p); /* after maintain cleared their reader slots */
     st->reclaimed = rc > 0 ? rc : 0;
     st->duration_ns = pr__now_ns() - t0;
     pr_fetch_add(&h->reaper_expired, (uint64_t) st->expired);

@@ -177,6 +177,12 @@ int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room, prese
     }
     struct pr_header *h = p->h;
     uint64_t tail = pr_load(&h->ring_tail);
+    if (from_seq == PRESENCE_SEQ_OLDEST) {
+        uint64_t keep = h->ring_entries - PR_RING_MAXENT;
+        from_seq = tail > keep ? tail - keep : 0;
+        while (from_seq < tail && !is_start(p, from_seq))
+            from_seq++;
+    }
     if (from_seq != PRESENCE_SEQ_NOW) {
         if (from_seq > tail)
             return -EINVAL;
@@ -265,7 +271,6 @@ int presence_sub_fd(const presence_sub_t *s)
 {
     return s->epfd;
 }
-
 
 uint64_t presence_sub_position(const presence_sub_t *s)
 {

@@ -181,6 +181,9 @@ static int poll_code(pid_t pid)
     return -1;
 }
 
+static void keepers_touch(void);
+static const char *phase = "start"; /* what the parent is doing (for a long heartbeat gap) */
+
 /* The exit code of @pid within @ms, or -1 (it is then killed). */
 static int wait_code(pid_t pid, unsigned ms)
 {
@@ -196,6 +199,7 @@ static int wait_code(pid_t pid, unsigned ms)
             untrack(pid);
             return -1;
         }
+        keepers_touch();
         sleep_ms(1);
     }
 }
@@ -277,6 +281,9 @@ static void keepers_touch(void)
     uint64_t gap = now - keep_last;
     if (gap > S.keep_max_gap)
         S.keep_max_gap = gap;
+    if (gap > 400)
+        printf("# (the parent did not heartbeat for %llu ms: %s)\n", (unsigned long long) gap,
+               phase);
     for (int k = 0; k < NKEEP; k++) {
         int rc = presence_touch_handle(P, keep_h[k]);
         if (rc != 0) {
@@ -760,6 +767,7 @@ static unsigned round_failures0; /* failures_total() when the round began */
 static bool round_end(int round, bool strict)
 {
     unsigned before = round_failures0;
+    phase = "recovery and check";
     recover_and_check("after the kills and recovery");
     presence_stats_t st;
     presence_stats(P, &st);
@@ -772,9 +780,12 @@ static bool round_end(int round, bool strict)
         printf("# %d model mismatch(es)\n", bad);
         S.model_errors += (unsigned) bad;
     }
+    phase = "ring marker";
     ring_marker(round);
+    phase = "cleanup";
     round_cleanup();
     recover_and_check("after the round's cleanup");
+    phase = "between rounds";
     bool ok = failures_total() == before;
     if (!ok) {
         S.failed_rounds++;
@@ -790,6 +801,7 @@ static bool worker_round(int round)
     nincs = 0;
     S.rounds_w++;
     round_failures0 = failures_total();
+    phase = "worker round";
     assert_int_equal(presence_subscribe(P, PRESENCE_SEQ_NOW, NULL, &SUB), 0);
     int nw = 2 + (int) (rnd() % 2), kills_wanted = 2 + (int) (rnd() % 3), kills = 0;
     struct running victim = {-1, {F_SURVIVE, -1, 0, 0}, 0};
@@ -842,6 +854,7 @@ static bool worker_round(int round)
         sleep_ms(1);
     }
     sleep_touch(2 + rnd() % 20); /* the survivors run on (and maintain) after the kill */
+    phase = "stopping workers";
     stop_workers();
     bool ok = round_end(round, true);
     presence_sub_close(SUB);
@@ -863,6 +876,7 @@ static bool reaper_round(int round)
     nincs = 0;
     S.rounds_r++;
     round_failures0 = failures_total();
+    phase = "reaper round";
     assert_int_equal(presence_subscribe(P, PRESENCE_SEQ_NOW, NULL, &SUB), 0);
     int nw = 2 + (int) (rnd() % 2), kills_wanted = 2 + (int) (rnd() % 3);
     for (int i = 0; i < nw; i++) {
@@ -935,6 +949,7 @@ static bool reaper_round(int round)
     }
     /* A reaper that stays: it takes over, the workers stop, it expires what they
      * left; then it is stopped cleanly and the segment checked. */
+    phase = "final reaper";
     pid_t rp = start_reaper(NULL);
     sleep_touch(50 + rnd() % 100);
     drain();
@@ -951,6 +966,7 @@ static bool reaper_round(int round)
     if (st.presences != 2 * NKEEP)
         printf("# the restarted reaper left %u presences (want the %d of the keepers)\n",
                st.presences, 2 * NKEEP);
+    phase = "stopping the reaper";
     kill(rp, SIGTERM);
     int code = wait_code(rp, 5000);
     if (code != 0) {

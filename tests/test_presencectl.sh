@@ -2,12 +2,16 @@
 # test_presencectl.sh -- end-to-end test of presencectl against a real segment:
 # every command, its output (raw, table and JSON), its exit status (0 ok, 1 error,
 # 2 usage) and its error messages; read-only commands must leave the segment's
-# bytes unchanged; `check` must report a segment broken on purpose (helper_corrupt).
+# bytes unchanged; `check` must report a segment broken on purpose (helper_corrupt);
+# the live views: `watch` (following, --from replays, room filters, lapping, signals),
+# `top` (--once, --json, and on a terminal under tmux when tmux is installed) and `procs`
+# (with a presence-reaper running).
 #
 # Run by CTest (label tools), which sets:
 #   PRESENCECTL              the presencectl binary
 #   PRESENCE_HELPER_CORRUPT  the helper_corrupt binary (tests/helper_corrupt.c)
 #   PRESENCE_HELPER_WORKER   (optional) helper_worker: presencectl runs alongside it
+#   PRESENCE_REAPER          (optional) presence-reaper, for `procs`
 # By hand: PRESENCECTL=build/tools/presencectl \
 #          PRESENCE_HELPER_CORRUPT=build/tests/helper_corrupt bash tests/test_presencectl.sh
 # JSON is parsed with python3; without it the test is skipped (exit 77).
@@ -21,13 +25,24 @@ if ! command -v python3 >/dev/null; then
 fi
 
 seg=pr-test-ctl-$$
+live=pr-test-ctl-$$-live
 junk=pr-test-ctl-$$-junk
 missing=pr-test-ctl-$$-missing
 tmp=$(mktemp -d)
 unset PRESENCE_SEGMENT PRESENCE_FORCE_TTY NO_COLOR
 
+bg_pids=() # processes started in the background: stopped by pid on exit
 cleanup() {
-    "$ctl" -s "$seg" destroy >/dev/null 2>&1 || true
+    local pid
+    for pid in "${bg_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    for name in "$seg" "${main_seg:-$seg}" "$live" "$live-small"; do
+        "$ctl" -s "$name" destroy >/dev/null 2>&1 || true
+    done
+    if command -v tmux >/dev/null; then
+        tmux -L "pr-test-ctl-$$" kill-server 2>/dev/null || true
+    fi
     rm -f "/dev/shm/$junk" "/dev/shm/$missing"
     rm -rf "$tmp"
 }
@@ -362,12 +377,16 @@ contains "stat (table) usage" "$out" "3 / 256"
 run 0 stat --json
 jsame "stat counts" '[d["rooms"], d["connections"], d["presences"]]' '[3,4,5]'
 
+run 0 group add dumpg lobby zz game.1
 run 0 dump
 jsame "dump totals" '[d["segment"], d["total_channels"], d["total_occupancy"]]' "[\"$seg\",3,5]"
 jsame "dump room" '[d["channels"]["lobby"][k] for k in ("occupancy","users","anonymous")]' '[3,2,1]'
 jsame "dump occupant" '[o for o in d["channels"]["game.1"]["occupants"]]' \
     '[{"conn":"c1","state":{"g":1},"uuid":"alice"}]'
-jsame "dump notes groups" '[d["groups"], "groups" in d["note"]]' '[null,true]'
+jsame "dump groups" 'd["groups"]' '{"dumpg":["game.1","lobby","zz"]}'
+run 0 group delete dumpg
+run 0 dump
+jsame "dump without groups" 'd["groups"]' '{}'
 
 # ---- leave-all, prune, prune-rooms ------------------------------------------------------------------------
 
@@ -440,12 +459,272 @@ run 1 check --json
 jsame "check --json broken" '[d["clean"], d["count"] > 0, any("occupancy" in v for v in d["violations"])]' \
     '[false,true,true]'
 
-# ---- live views (not available yet) ----------------------------------------------------------------------------
+# ---- live views: watch, top, procs ------------------------------------------------------------------------------
+# On a segment of their own (a small ring, so that it laps), with presencectl itself as the
+# producer, presence-reaper (PRESENCE_REAPER) for procs, and tmux for top's screen.
 
-for cmd in watch top procs; do
-    run 1 "$cmd"
-    same "$cmd" "$err" "presencectl: $cmd: not available yet (needs the event ring)"
+main_seg=$seg
+seg=$live
+run 0 create --rooms 64 --connections 128 --presences 256 --ring 1024 --max-age 60
+
+# ring_tail: the seq the next event will get.
+ring_tail() { "$ctl" -s "$live" stat | awk -F'\t' '$1 == "ring_tail" { print $2 }'; }
+
+# wait_pid PID SECONDS: waits for a background process of ours; its exit status, or 124
+# (and it is killed) when it runs longer.
+wait_pid() {
+    local pid=$1 i rc=0
+    for ((i = 0; i < $2 * 10; i++)); do
+        [[ $(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) == [^Z]* ]] || break
+        sleep 0.1
+    done
+    if [[ $(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) == [^Z]* ]]; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        return 124
+    fi
+    wait "$pid" || rc=$?
+    return "$rc"
+}
+
+# jl EXPR FILE: evaluates EXPR on the list of JSON lines of FILE (as e).
+jl() {
+    python3 -c '
+import json, sys
+e = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+print(json.dumps(eval(sys.argv[1], {"e": e}), sort_keys=True, separators=(",", ":")))
+' "$1" "$2"
+}
+jlsame() {
+    local got
+    if ! got=$(jl "$2" "$3" 2>&1); then
+        fail "$1: cannot evaluate $2 on $(cat "$3"): $got"
+        return
+    fi
+    same "$1" "$got" "$4"
+}
+
+# watch --json --count, following a producer (presencectl) that runs after it started;
+# --from the tail taken before, so that no event can slip in before it subscribed.
+start=$(ring_tail)
+"$ctl" -s "$live" watch --json --count 7 --from "$start" >"$tmp/watch1" 2>"$tmp/watch1.err" &
+wpid=$!
+sleep 0.3
+run 0 join w1 c1 --user u1
+run 0 join w2 c2
+run 0 set-state c1 '{"k": 1}' w1
+run 0 leave w1 c1
+run 0 prune-rooms
+rc=0
+wait_pid "$wpid" 10 || rc=$?
+same "watch --json --count: exit (stderr: $(cat "$tmp/watch1.err"))" "$rc" 0
+jlsame "watch: 7 events" 'len(e)' "$tmp/watch1" 7
+jlsame "watch: types" '[x["type"] for x in e]' "$tmp/watch1" \
+    '["room_created","join","room_created","join","state_change","leave","room_deleted"]'
+jlsame "watch: rooms, conns, users" '[(x["room"], x["conn"], x["user"]) for x in e]' "$tmp/watch1" \
+    '[["w1",null,null],["w1","c1","u1"],["w2",null,null],["w2","c2",null],["w1","c1","u1"],["w1","c1","u1"],["w1",null,null]]'
+jlsame "watch: occupancy" '[x["occupancy"] for x in e]' "$tmp/watch1" '[0,1,0,1,1,0,0]'
+jlsame "watch: reason" '[x["reason"] for x in e]' "$tmp/watch1" \
+    '[null,null,null,null,null,"leave","room_deleted"]'
+jlsame "watch: keys" 'sorted(e[1])' "$tmp/watch1" \
+    '["conn","occupancy","reason","room","seq","time","time_ns","type","user"]'
+jlsame "watch: seqs increase from the tail" \
+    "e[0]['seq'] == $start and all(a['seq'] < b['seq'] for a, b in zip(e, e[1:]))" "$tmp/watch1" true
+jlsame "watch: time is ISO-8601 UTC with ms and agrees with time_ns" \
+    '[__import__("re").fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", x["time"]) is not None and __import__("datetime").datetime.utcfromtimestamp(x["time_ns"] // 10**9).strftime("%Y-%m-%dT%H:%M:%S") == x["time"][:19] for x in e] == [True] * 7' \
+    "$tmp/watch1" true
+seqs=$(jl '[x["seq"] for x in e]' "$tmp/watch1")
+
+# watch --from SEQ replays: the same events again, long after they happened
+run 0 watch --json --count 7 --from "$start"
+printf '%s\n' "$out" >"$tmp/watch2"
+jlsame "watch --from replays the same events" '[x["seq"] for x in e]' "$tmp/watch2" "$seqs"
+third=$(jl 'e[2]["seq"]' "$tmp/watch1")
+run 0 watch --json --count 2 --from "$third"
+printf '%s\n' "$out" >"$tmp/watch3"
+jlsame "watch --from the third event" '[x["type"] for x in e]' "$tmp/watch3" \
+    '["room_created","join"]'
+# several rooms: one subscription, filtered by name; one room: the library filters
+run 0 watch w2 nosuch --json --count 2 --from "$start"
+printf '%s\n' "$out" >"$tmp/watch4"
+jlsame "watch ROOM ROOM" '[(x["type"], x["room"]) for x in e]' "$tmp/watch4" \
+    '[["room_created","w2"],["join","w2"]]'
+run 0 watch w1 --json --count 3 --from "$start"
+printf '%s\n' "$out" >"$tmp/watch5"
+jlsame "watch ROOM" '[(x["type"], x["room"]) for x in e]' "$tmp/watch5" \
+    '[["room_created","w1"],["join","w1"],["state_change","w1"]]'
+# piped: tab-separated seq, time, type, room, conn, user, occupancy, reason
+run 0 watch --count 2 --from "$start"
+same "watch (raw) fields" "$(cut -f1,3- <<<"$out")" \
+    "$(printf '%s\troom_created\tw1\t\t\t0\t\n%s\tjoin\tw1\tc1\tu1\t1\t' "$start" "$((start + 1))")"
+PRESENCE_FORCE_TTY=1 run 0 watch --count 1 --from "$start"
+contains "watch (terminal) header" "$(head -n1 <<<"$out")" "SEQ  EVENT"
+contains "watch (terminal) line" "$(tail -n1 <<<"$out")" "room_created  w1"
+
+# a record of several ring entries (a long name): its second entry is not an event
+longroom=$(printf 'room%.0s' $(seq 30))
+long_seq=$(ring_tail)
+run 0 join "$longroom" c9
+run 1 watch --count 1 --from "$((long_seq + 1))"
+contains "watch --from inside a record" "$err" "is not the seq of an event"
+run 1 watch --from 999999
+contains "watch --from the future" "$err" "seq 999999 has not happened yet"
+run 2 watch --count 0
+run 2 watch --from soon
+run 1 watch "$(printf 'bad\tname')"
+contains "watch bad room" "$err" "room name contains a control character"
+
+# "from now": only events produced after it started (produce until it has one)
+now_tail=$(ring_tail)
+"$ctl" -s "$live" watch --json --count 1 >"$tmp/watch6" &
+wpid=$!
+for ((i = 0; i < 50; i++)); do
+    "$ctl" -s "$live" join nowroom "n$i" >/dev/null
+    [[ -s $tmp/watch6 ]] && break
+    sleep 0.1
 done
+rc=0
+wait_pid "$wpid" 10 || rc=$?
+same "watch from now: exit" "$rc" 0
+jlsame "watch from now: a later event" \
+    "[e[0]['seq'] >= $now_tail, e[0]['room'], e[0]['type'] in ('join', 'room_created')]" \
+    "$tmp/watch6" '[true,"nowroom",true]'
+
+# Ctrl-C and SIGTERM end it with status 0
+for sig in INT TERM; do
+    "$ctl" -s "$live" watch >/dev/null 2>"$tmp/watch.err" &
+    wpid=$!
+    sleep 0.3
+    kill "-$sig" "$wpid"
+    rc=0
+    wait_pid "$wpid" 5 || rc=$?
+    same "watch ends on SIG$sig with status 0 ($(cat "$tmp/watch.err"))" "$rc" 0
+done
+
+# a watcher that asks for events the ring no longer holds: "lapped", then continues
+seg=$live-small
+run 0 create --rooms 256 --connections 64 --presences 256 --ring 64 --max-age 60
+for ((i = 0; i < 12; i++)); do
+    "$ctl" -s "$seg" join "$longroom-$i" c1 >/dev/null
+done
+run 0 watch --json --count 2 --from 0
+printf '%s\n' "$out" >"$tmp/watch7"
+jlsame "watch --from a lapped seq: a lapped line first" \
+    '[e[0]["type"], sorted(e[0]), [x["type"] in ("join", "room_created") for x in e[1:]]]' \
+    "$tmp/watch7" '["lapped",["message","next_seq","time","time_ns","type"],[true,true]]'
+run 0 destroy
+seg=$live
+
+# top --once (and piped): the busiest room first, with the event rate
+run 0 join busy b1 -u x
+run 0 join busy b2 -u y
+run 0 join busy b3
+run 0 join quiet q1
+run 0 top --once
+contains "top --once header" "$(head -n1 <<<"$out")" "presencectl top: segment '$live'"
+contains "top --once events" "$out" "Events "
+same "top --once: the busiest room first" \
+    "$(awk '$1 == "ROOM" { getline; print $1, $2; exit }' <<<"$out")" "busy 3"
+rc=0
+timeout 10 "$ctl" -s "$live" top >"$tmp/top" 2>&1 || rc=$?
+same "top piped behaves like --once" "$rc:$(head -c 20 "$tmp/top")" "0:presencectl top: seg"
+if [[ $(cat "$tmp/top") == *$'\033'* ]]; then fail "top --once wrote escape sequences"; else ok; fi
+run 0 top --once --limit 1
+contains "top --limit" "$out" "more rooms)"
+run 0 top --json
+jsame "top --json busiest" '[d["busiest"][0]["room"], d["busiest"][0]["occupancy"], d["busiest"][0]["users"]]' \
+    '["busy",3,2]'
+jsame "top --json rate" '[d["events"] >= 0, isinstance(d["events_per_sec"], float), d["rooms"] >= 2]' \
+    '[true,true,true]'
+run 0 top --json --interval 60000
+jsame "top --json counts the last interval's events" 'd["busiest"][0]["events"] >= 3' true
+run 2 top --interval 0
+run 2 top --limit x
+
+# procs: presence-reaper and a read-write process, with liveness and reader slots
+if [[ -n ${PRESENCE_REAPER:-} ]]; then
+    rsock=${TMPDIR:-/tmp}/pr-test-ctl-$$.sock
+    "$PRESENCE_REAPER" -s "$live" --sweep-ms 100 --socket "$rsock" 2>"$tmp/reaper.log" &
+    rpid=$!
+    bg_pids+=("$rpid")
+    for ((i = 0; i < 50; i++)); do
+        "$ctl" -s "$live" stat | grep -qx $'reaper\trunning' && break
+        sleep 0.1
+    done
+    run 0 procs --json
+    jsame "procs lists the reaper" \
+        "[(p['pid'], p['alive'], p['is_reaper'], p['readers'] >= 0) for p in d['procs'] if p['pid'] == $rpid]" \
+        "[[$rpid,true,true,true]]"
+    jsame "procs keys" 'sorted(d["procs"][0])' \
+        '["alive","attached","attached_ns","command","epoch_lag","is_reaper","oldest_epoch","pid","readers","slot","subscribers"]'
+    jsame "procs command" "[p['command'] for p in d['procs'] if p['pid'] == $rpid]" \
+        '["presence-reaper"]'
+    run 0 procs
+    contains "procs (raw)" "$out" "$(printf '\t%s\tyes\tyes\t' "$rpid")"
+    PRESENCE_FORCE_TTY=1 run 0 procs
+    contains "procs (table) header" "$(head -n1 <<<"$out")" "SLOT"
+    contains "procs (table) header" "$(head -n1 <<<"$out")" "REAPER"
+    run 0 stat --json
+    jsame "stat: reaper fields" \
+        "[d['reaper_pid'] == $rpid, d['reaper_sweeps'] > 0, d['reaper_last_sweep_ns'] > 0, d['reaper_last_sweep'].endswith('Z'), d['procs_alive'] >= 1]" \
+        '[true,true,true,true,true]'
+    kill -TERM "$rpid"
+    rc=0
+    wait_pid "$rpid" 10 || rc=$?
+    same "presence-reaper stops on SIGTERM ($(cat "$tmp/reaper.log"))" "$rc" 0
+    run 0 procs --json
+    jsame "procs: the reaper detached" "[p for p in d['procs'] if p['pid'] == $rpid]" '[]'
+    rm -f "$rsock"
+else
+    echo "test_presencectl: PRESENCE_REAPER not set; skipping procs with a reaper" >&2
+fi
+# the live views are inspectors too: they leave the segment's bytes unchanged
+before=$(md5sum "/dev/shm/$live" | cut -d' ' -f1)
+for args in "watch --json --count 3 --from $start" "top --once" "top --json" procs "procs --json"; do
+    # shellcheck disable=SC2086 # split the command on purpose
+    "$ctl" -s "$live" $args >/dev/null 2>&1 || true
+done
+same "watch, top and procs leave the segment's bytes unchanged" \
+    "$(md5sum "/dev/shm/$live" | cut -d' ' -f1)" "$before"
+run 0 procs --json
+jsame "procs --json" '[d["segment"], d["count"] == len(d["procs"]), d["global_epoch"] >= 1]' \
+    "[\"$live\",true,true]"
+run 0 stat --json
+jsame "stat: new fields" \
+    '[k in d for k in ("ring_oldest","subscribers","lapped","reaper_sweeps","reaper_last_sweep_ns","layout_version","creator_pid","owner_uid","created","created_ns","mode","procs_alive")]' \
+    '[true,true,true,true,true,true,true,true,true,true,true,true]'
+jsame "stat: origin" "[d['owner_uid'] == $(id -u), d['creator_pid'] > 0, d['created'].endswith('Z'), d['layout_version'] >= 1]" \
+    '[true,true,true,true]'
+
+# top on a terminal, under tmux: header, 'q' quits, the terminal is restored
+if command -v tmux >/dev/null; then
+    tsock=pr-test-ctl-$$
+    tmux -L "$tsock" new-session -d -s top -x 120 -y 40 \
+        "'$ctl' -s '$live' top --interval 200; echo TOP-EXITED-\$?; stty -a | tr ' ;' '\n\n' | grep -x -e echo -e icanon | tr '\n' ' '; echo; sleep 60"
+    screen=""
+    for ((i = 0; i < 50; i++)); do
+        screen=$(tmux -L "$tsock" capture-pane -p -t top 2>/dev/null || true)
+        [[ $screen == *"presencectl top: segment '$live'"* && $screen == *busy* ]] && break
+        sleep 0.1
+    done
+    contains "top under tmux: header" "$screen" "presencectl top: segment '$live'"
+    contains "top under tmux: the busiest room" "$screen" "busy"
+    contains "top under tmux: key help" "$screen" "q or Ctrl-C: quit"
+    tmux -L "$tsock" send-keys -t top q
+    for ((i = 0; i < 50; i++)); do
+        screen=$(tmux -L "$tsock" capture-pane -p -t top 2>/dev/null || true)
+        [[ $screen == *TOP-EXITED-*echo* ]] && break
+        sleep 0.1
+    done
+    contains "top under tmux: 'q' quits with status 0" "$screen" "TOP-EXITED-0"
+    contains "top under tmux: the terminal is restored" "$screen" "icanon echo"
+    tmux -L "$tsock" kill-server 2>/dev/null || true
+else
+    echo "test_presencectl: tmux not found; skipping top on a terminal (tools/bootstrap.sh installs it)" >&2
+fi
+
+run 0 destroy
+seg=$main_seg
 
 # ---- PRESENCE_SEGMENT, destroy ------------------------------------------------------------------------------------
 

@@ -334,12 +334,56 @@ static struct mconn *mc(const char *s)
     return &M.conns[i];
 }
 
+/* A group's members are kept sorted (groups of 2000: no quadratic model). Returns
+ * the position of @s, or where it would go (*found tells which). */
+static size_t m_group_pos(const struct mgroup *g, const char *s, bool *found)
+{
+    size_t lo = 0, hi = g->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(g->m[mid], s);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
 static bool m_group_has(const struct mgroup *g, const char *s)
 {
-    for (size_t k = 0; k < g->n; k++)
-        if (strcmp(g->m[k], s) == 0)
-            return true;
-    return false;
+    bool found;
+    m_group_pos(g, s, &found);
+    return found;
+}
+
+static void m_group_insert(struct mgroup *g, const char *s)
+{
+    bool found;
+    size_t at = m_group_pos(g, s, &found);
+    if (found)
+        return;
+    GROW(g->m, g->n, g->cap);
+    memmove(g->m + at + 1, g->m + at, (g->n - at) * sizeof *g->m);
+    g->m[at] = xstrdup(s);
+    g->n++;
+}
+
+static bool m_group_erase(struct mgroup *g, const char *s)
+{
+    bool found;
+    size_t at = m_group_pos(g, s, &found);
+    if (!found)
+        return false;
+    free(g->m[at]);
+    memmove(g->m + at, g->m + at + 1, (g->n - at - 1) * sizeof *g->m);
+    g->n--;
+    return true;
 }
 
 static long m_find_pres(size_t room, size_t conn)
@@ -1037,7 +1081,7 @@ static void op_set_state(struct in *in)
     touch_uuid(conn);
 }
 
-static void group_add(const char *group, const struct names *rooms)
+static int group_add(const char *group, const struct names *rooms)
 {
     int want = model_name_err(group);
     want = first_err(want, rooms->null_list ? -EINVAL : 0);
@@ -1075,15 +1119,14 @@ static void group_add(const char *group, const struct names *rooms)
     if (rc >= 0) {
         struct mgroup *g = mg(group);
         g->exists = true;
-        for (size_t k = 0; k < fresh; k++) {
-            GROW(g->m, g->n, g->cap);
-            g->m[g->n++] = xstrdup(nv[k]);
-        }
+        for (size_t k = 0; k < fresh; k++)
+            m_group_insert(g, nv[k]);
     }
     for (size_t k = 0; k < fresh && k < 64; k++)
         touch_room(nv[k]);
     free(nv);
     touch_group(group);
+    return rc;
 }
 
 static void op_group_add(struct in *in)
@@ -1093,19 +1136,29 @@ static void op_group_add(struct in *in)
     group_add(group, &rooms);
 }
 
-/* A group of up to 2100 generated room names b<start>..b<start+n-1>. */
+/* Up to 2100 generated room names b<start>..b<start+n-1> into a group: more than
+ * 2000 in one call (rejected before any work), else in calls of up to 128 names
+ * (group_add deduplicates a request in O(n^2): whole 2000-name calls would make
+ * the fuzzer crawl). Stops at the first failure. */
 static void op_group_bulk(struct in *in)
 {
     const char *group = rd_name(in);
-    struct names rooms = {NULL, rd16(in) % 2101, false};
+    size_t n = rd16(in) % 2101;
     unsigned start = rd8(in) * 16u;
-    rooms.v = (const char **) (void *) keep(calloc(rooms.n + 1, sizeof *rooms.v));
-    for (size_t k = 0; k < rooms.n; k++) {
-        char buf[16];
+    size_t chunk = 1 + rd8(in) % 128;
+    const char **v = (const char **) (void *) keep(calloc(n + 1, sizeof *v));
+    for (size_t k = 0; k < n; k++) {
+        char buf[24];
         snprintf(buf, sizeof buf, "b%zu", start + k);
-        rooms.v[k] = keep(xstrdup(buf));
+        v[k] = keep(xstrdup(buf));
     }
-    group_add(group, &rooms);
+    if (n == 0 || n > PRESENCE_GROUP_MAX_ROOMS)
+        chunk = n ? n : 1;
+    for (size_t off = 0; off < n || n == 0; off += chunk) {
+        struct names sub = {v + off, n - off < chunk ? n - off : chunk, false};
+        if (group_add(group, &sub) < 0 || n == 0)
+            break;
+    }
 }
 
 static void op_group_remove(struct in *in)
@@ -1118,27 +1171,27 @@ static void op_group_remove(struct in *in)
         want = model_name_err(rooms.v[k]);
     if (!want && !mg(group)->exists)
         want = PRESENCE_ENOGROUP;
-    if (!want) {
+    const char **distinct = NULL;
+    size_t nd = 0;
+    if (!want) { /* each member goes once, however often it is named */
         const struct mgroup *g = mg(group);
-        for (size_t j = 0; j < g->n; j++)
-            for (size_t k = 0; k < rooms.n; k++)
-                if (strcmp(g->m[j], rooms.v[k]) == 0) {
-                    want++;
-                    break;
-                }
+        distinct = calloc(rooms.n + 1, sizeof *distinct);
+        if (!distinct)
+            abort();
+        for (size_t k = 0; k < rooms.n; k++)
+            distinct[k] = rooms.v[k];
+        nd = sort_unique(distinct, rooms.n);
+        for (size_t k = 0; k < nd; k++)
+            want += m_group_has(g, distinct[k]);
     }
     int rc = presence_group_remove(P, group, rooms.null_list ? NULL : rooms.v, rooms.n);
     expect("group_remove", rc, want, false);
     if (rc > 0) {
         struct mgroup *g = mg(group);
-        for (size_t j = g->n; j-- > 0;)
-            for (size_t k = 0; k < rooms.n; k++)
-                if (strcmp(g->m[j], rooms.v[k]) == 0) {
-                    free(g->m[j]);
-                    g->m[j] = g->m[--g->n];
-                    break;
-                }
+        for (size_t k = 0; k < nd; k++)
+            m_group_erase(g, distinct[k]);
     }
+    free(distinct);
     touch_group(group);
 }
 

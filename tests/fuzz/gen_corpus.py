@@ -166,8 +166,8 @@ def group_add(g, rooms, null=False):
     return op("group_add", name(g), names(rooms, null))
 
 
-def group_bulk(g, n, start=0):
-    return op("group_bulk", name(g), struct.pack("<H", n), bytes([start]))
+def group_bulk(g, n, start=0, chunk=128):
+    return op("group_bulk", name(g), struct.pack("<H", n), bytes([start, chunk - 1]))
 
 
 def group_remove(g, rooms):

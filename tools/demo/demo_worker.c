@@ -313,10 +313,14 @@ int main(int argc, char **argv)
     presence_options_t opts;
     presence_get_options(W.p, &opts);
     W.max_age_ns = opts.max_age_ms * 1000000u;
-    if (!W.quiet)
-        fprintf(stderr, PROG " %u (pid %d): %u connections%s, %u going silent after %llu ms\n",
-                W.id, (int) getpid(), W.nconns, W.bound ? ", bound to this process" : "", W.nstall,
-                (unsigned long long) W.stall_after_ms);
+    if (!W.quiet) {
+        char silent[64] = "";
+        if (W.nstall)
+            snprintf(silent, sizeof silent, ", %u going silent after %llu ms", W.nstall,
+                     (unsigned long long) W.stall_after_ms);
+        fprintf(stderr, PROG " %u (pid %d): %u connections%s%s\n", W.id, (int) getpid(), W.nconns,
+                W.bound ? " bound to this process" : "", silent);
+    }
 
     uint64_t start = mono_ns();
     for (unsigned j = 0; j < W.nconns; j++)

@@ -133,10 +133,11 @@ const struct ctl_cmd ctl_cmd_procs = {
     "[--json]",
     "List the attached processes, their reader slots and the epochs they hold",
     "One row per process slot in use: SLOT, PID, ALIVE (its liveness lock is held;\n"
-    "'no' means it died and a sweep has not cleared it yet), REAPER, ATTACHED (UTC)\n"
-    "and SINCE, READERS (reader slots: threads that read), EPOCH (the oldest epoch\n"
-    "one of its readers is inside: memory retired since cannot be reclaimed before\n"
-    "it leaves; '-' when none is reading), SUBS (event subscriptions) and COMMAND.\n"
-    "Piped: tab-separated, no header, SINCE empty. --json adds epoch_lag.\n"
+    "'no': it died, and its slot stays listed until a new process reuses it),\n"
+    "REAPER, ATTACHED (UTC) and SINCE, READERS (reader slots: threads that read),\n"
+    "EPOCH (the oldest epoch one of its readers is inside: memory retired since\n"
+    "cannot be reclaimed before it leaves; '-' when none is reading), SUBS (event\n"
+    "subscriptions) and COMMAND. Piped: tab-separated, no header, SINCE empty.\n"
+    "--json adds epoch_lag.\n"
     "Read-only attachments (inspectors such as this one) take no slot: not listed.\n",
 };

@@ -155,6 +155,20 @@ const struct ctl_cmd ctl_cmd_create = {
 
 /* ---- destroy ------------------------------------------------------------------------- */
 
+/* Attached processes that are alive: a dead process keeps its slot (and counts in
+ * procs_attached) until another process reuses it. */
+static uint32_t procs_alive(presence_t *p)
+{
+    presence_proc_list_t *l = NULL;
+    uint32_t n = 0;
+    if (presence_procs(p, &l) < 0)
+        return 0;
+    for (size_t i = 0; i < l->count; i++)
+        n += l->items[i].alive != 0;
+    presence_proc_list_free(l);
+    return n;
+}
+
 static int cmd_destroy(struct ctl *c, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -188,9 +202,7 @@ static int cmd_destroy(struct ctl *c, int argc, char **argv)
         return ctl_error(c, "'%s' is not a presence segment (bad magic); --force removes it anyway",
                          c->segment);
     if (rc == 0) {
-        presence_stats_t st;
-        if (presence_stats(p, &st) == 0)
-            attached = st.procs_attached;
+        attached = procs_alive(p);
         presence_close(p);
     }
     rc = presence_unlink(c->segment);
@@ -202,7 +214,7 @@ static int cmd_destroy(struct ctl *c, int argc, char **argv)
         json_t *doc = json_object();
         ctl_json_set(doc, "segment", ctl_json_str(c->segment));
         ctl_json_set(doc, "destroyed", json_true());
-        ctl_json_set(doc, "procs_attached", ctl_json_u64(attached));
+        ctl_json_set(doc, "procs_attached", ctl_json_u64(attached)); /* alive ones */
         return ctl_json_print(c, doc);
     }
     if (c->tty) {
@@ -362,6 +374,7 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
         return CTL_ERROR;
     presence_stats_t st;
     int rc = presence_stats(p, &st);
+    uint32_t alive = procs_alive(p);
     presence_close(p);
     if (rc < 0)
         return ctl_fail(c, rc, NULL);
@@ -396,6 +409,7 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
                    (double) st.arena_used / (double) st.presences);
     usage_pair(c, kv, doc, "procs_attached", "procs_cap", "Processes attached", st.procs_attached,
                st.procs_cap, false);
+    one(c, kv, doc, "procs_alive", "Processes alive", alive);
     usage_pair(c, kv, doc, "readers_active", "readers_cap", "Reader slots in use",
                st.readers_active, st.readers_cap, false);
     if (doc || !c->tty) {

@@ -146,12 +146,13 @@ static int take_sample(struct top *t, struct sample *s)
 {
     memset(s, 0, sizeof *s);
     int rc = presence_stats(t->p, &s->st);
-    if (rc < 0)
-        return ctl_fail(t->c, rc, NULL);
+    if (rc < 0) {
+        ctl_fail(t->c, rc, NULL);
+        return CTL_ERROR;
+    }
     uint64_t since = t->prev_ns;
-    int status = drain(t, s, since);
-    if (status != CTL_OK)
-        return status;
+    if (drain(t, s, since) != CTL_OK)
+        return CTL_ERROR;
     s->now_ns = ctl_now_ns();
     s->window_ns = s->now_ns > since ? s->now_ns - since : 1;
     t->prev_ns = s->now_ns;
@@ -160,7 +161,8 @@ static int take_sample(struct top *t, struct sample *s)
         rc = presence_rooms(t->p, NULL, &s->rooms);
     if (rc < 0 || !s->rooms) {
         sample_free(s);
-        return ctl_fail(t->c, rc < 0 ? rc : -ENOMEM, NULL);
+        ctl_fail(t->c, rc < 0 ? rc : -ENOMEM, NULL);
+        return CTL_ERROR;
     }
     s->order = ctl_xmalloc((s->rooms->count ? s->rooms->count : 1) * sizeof *s->order);
     for (size_t i = 0; i < s->rooms->count; i++)

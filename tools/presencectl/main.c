@@ -79,8 +79,11 @@ static void main_help(void)
            "  %s set-state conn-1 '{\"typing\":true}' lobby\n"
            "  %s prune --max-age 90\n"
            "  %s check && echo consistent\n"
-           "  PRESENCE_SEGMENT=chat %s dump > registry.json\n",
-           CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG);
+           "  PRESENCE_SEGMENT=chat %s dump > registry.json\n"
+           "  %s watch lobby game.1 --json | jq .type\n"
+           "  %s top --interval 500\n",
+           CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG, CTL_PROG,
+           CTL_PROG);
 }
 
 static int cmd_help(struct ctl *c, int argc, char **argv)
