@@ -46,7 +46,7 @@ typedef struct bench_store_spec {
 
 /** What a store holds and costs, read after its population (store_info()). */
 typedef struct bench_store_info {
-    uint64_t store_bytes;        /* shm: the segment's size */
+    uint64_t store_bytes; /* shm: the segment's size */
     uint64_t presences, presences_cap;
     uint64_t connections, connections_cap;
     uint64_t rooms, rooms_cap;

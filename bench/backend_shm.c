@@ -38,15 +38,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SHM_HEADROOM     65536u /* records that may sit retired between maintenance passes */
-#define REAPER_WAIT_MS   5000   /* how long the reaper may take to claim the segment */
-#define REAPER_SWEEP_MS  "1000" /* its sweep period: nothing expires in these workloads */
+#define SHM_HEADROOM    65536u       /* records that may sit retired between maintenance passes */
+#define SHM_ARENA_MAX   (1ull << 30) /* the largest arena presence_open() accepts */
+#define REAPER_WAIT_MS  5000         /* how long the reaper may take to claim the segment */
+#define REAPER_SWEEP_MS "1000"       /* its sweep period: nothing expires in these workloads */
 
 typedef struct shm_store {
     char name[64];
-    pid_t reaper;       /* 0: none */
-    char sock[108];     /* its registration socket */
-    char log[128];      /* its stderr */
+    pid_t reaper;   /* 0: none */
+    char sock[108]; /* its registration socket */
+    char log[128];  /* its stderr */
 } shm_store_t;
 
 static void ms_sleep(unsigned ms)
@@ -110,8 +111,7 @@ static void reaper_stop(shm_store_t *st)
 
 /* Starts presence-reaper on the segment; waits until it is the segment's reaper and
  * its socket accepts. @return 0 or -1 with @p err. */
-static int reaper_start(shm_store_t *st, presence_t *p, const char *exe, char *err,
-                        size_t errlen)
+static int reaper_start(shm_store_t *st, presence_t *p, const char *exe, char *err, size_t errlen)
 {
     snprintf(st->sock, sizeof st->sock, "/tmp/presence-bench-%d-%s.sock", (int) getpid(),
              strrchr(st->name, '-') + 1);
@@ -189,6 +189,8 @@ static int shm_setup(const bench_store_spec_t *spec, void **store, char *err, si
     while (cell < (uint64_t) spec->state_len + 24)
         cell *= 2;
     o.arena_bytes = 16u * 1024 * 1024 + names * 64 + (spec->state_len ? o.presences * cell : 0);
+    if (o.arena_bytes > SHM_ARENA_MAX) /* the library's limit: loading then fails with ENOSPC */
+        o.arena_bytes = SHM_ARENA_MAX;
     if (o.procs < spec->procs + 8)
         o.procs = spec->procs + 8;
     if (o.readers < 4 * spec->procs + 16)

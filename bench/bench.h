@@ -37,16 +37,16 @@ typedef struct bench_config {
     bool room_size_set; /* --room-size given: here_now runs that size only */
     uint32_t here_now_sizes[BENCH_MAX_HERE_NOW];
     unsigned n_here_now_sizes;
-    uint32_t prune_size;   /* expired presences the prune workload removes */
-    uint64_t population;   /* --population: total presences (0: rooms x room_size) */
-    uint32_t conn_rooms;   /* --conn-rooms: rooms per connection (1) */
+    uint32_t prune_size;    /* expired presences the prune workload removes */
+    uint64_t population;    /* --population: total presences (0: rooms x room_size) */
+    uint32_t conn_rooms;    /* --conn-rooms: rooms per connection (1) */
     uint32_t event_samples; /* --event-samples: measured wake-ups of each kind (2000) */
     uint32_t event_pace_us; /* --event-pace: idle time before each wake-up sample (300) */
-    const char *reaper;    /* presence-reaper to start for the events workload (NULL: none) */
-    double timeout_s;      /* a run that takes this much longer than planned is killed */
-    const char *json_path; /* --json */
-    bool quiet;            /* -q */
-    uint64_t clock_ns;     /* measured cost of one clock reading */
+    const char *reaper;     /* presence-reaper to start for the events workload (NULL: none) */
+    double timeout_s;       /* a run that takes this much longer than planned is killed */
+    const char *json_path;  /* --json */
+    bool quiet;             /* -q */
+    uint64_t clock_ns;      /* measured cost of one clock reading */
 } bench_config_t;
 
 /** The workload's -t name ("touch", ...). */

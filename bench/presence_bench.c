@@ -488,16 +488,16 @@ int main(int argc, char **argv)
         if (have_rooms)
             usage_error("%s: give one or the other", "--rooms/--population");
         if (cfg.population < cfg.room_size)
-            usage_error("%s: fewer presences than one room holds (--room-size %u)",
-                        "--population", cfg.room_size);
+            usage_error("%s: fewer presences than one room holds (--room-size %u)", "--population",
+                        cfg.room_size);
         cfg.rooms = (uint32_t) (cfg.population / cfg.room_size);
         if (cfg.population % cfg.room_size != 0)
             fprintf(stderr, "%s: --population: rounded down to %llu (%u rooms of %u)\n", g_prog,
                     (unsigned long long) cfg.rooms * cfg.room_size, cfg.rooms, cfg.room_size);
         cfg.population = (uint64_t) cfg.rooms * cfg.room_size;
     }
-    if (cfg.conn_rooms > 1 &&
-        (((uint64_t) cfg.rooms * cfg.room_size) % cfg.conn_rooms != 0 || cfg.rooms < cfg.conn_rooms))
+    if (cfg.conn_rooms > 1 && (((uint64_t) cfg.rooms * cfg.room_size) % cfg.conn_rooms != 0 ||
+                               cfg.rooms < cfg.conn_rooms))
         usage_error("%s: rooms x room-size must be divisible by K, with at least K rooms",
                     "--conn-rooms");
     if ((uint64_t) cfg.rooms * cfg.room_size > 10000000u)

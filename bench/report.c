@@ -234,8 +234,8 @@ void report_header(FILE *out, const bench_config_t *cfg, const char *const *back
     fprintf(out, " after %.2f s warm-up; seed %llu\n", cfg->warmup_s,
             (unsigned long long) cfg->seed);
     if (cfg->conn_rooms > 1)
-        fprintf(out, "population: %u rooms x %u members (each connection in %u rooms)",
-                cfg->rooms, cfg->room_size, cfg->conn_rooms);
+        fprintf(out, "population: %u rooms x %u members (each connection in %u rooms)", cfg->rooms,
+                cfg->room_size, cfg->conn_rooms);
     else
         fprintf(out, "population: %u rooms x %u members (one room per connection)", cfg->rooms,
                 cfg->room_size);
@@ -249,9 +249,10 @@ void report_header(FILE *out, const bench_config_t *cfg, const char *const *back
     if (cfg->ops & (1u << OP_PRUNE))
         fprintf(out, "; prune %u expired", cfg->prune_size);
     if (cfg->ops & (1u << OP_EVENTS))
-        fprintf(out, "\nevents:     %u wake-up samples of each kind, %u us asleep before each; "
-                     "reaper %s", cfg->event_samples, cfg->event_pace_us,
-                cfg->reaper ? cfg->reaper : "(not found)");
+        fprintf(out,
+                "\nevents:     %u wake-up samples of each kind, %u us asleep before each; "
+                "reaper %s",
+                cfg->event_samples, cfg->event_pace_us, cfg->reaper ? cfg->reaper : "(not found)");
     fprintf(out,
             "\nclock:      CLOCK_MONOTONIC, %llu ns per reading; every latency below "
             "includes one reading\n",
@@ -410,7 +411,8 @@ static void print_events(FILE *out, const bench_results_t *r)
             char n[24], rate[24], per[24];
             fmt_count(n, sizeof n, (double) dr->ops);
             fmt_count(rate, sizeof rate, dr->seconds > 0 ? (double) dr->ops / dr->seconds : 0);
-            fmt_ns(per, sizeof per, dr->seconds > 0 ? (uint64_t) (dr->seconds * 1e9 / (double) dr->ops) : 0);
+            fmt_ns(per, sizeof per,
+                   dr->seconds > 0 ? (uint64_t) (dr->seconds * 1e9 / (double) dr->ops) : 0);
             fprintf(out,
                     "events drain (%s): one subscriber consumed %s events written ahead of it "
                     "at %s/s (%s per event), lapped %llu times\n",
@@ -436,17 +438,17 @@ static void print_stores(FILE *out, const bench_results_t *r)
 {
     if (r->nnotes == 0)
         return;
-    fprintf(out, "\n%-16s %-11s %10s %8s %9s %8s %10s %10s %8s %8s\n", "population of",
-            "backend", "presences", "load", "load/s", "settle", "store", "store/pres", "record",
-            "names/p");
+    fprintf(out, "\n%-16s %-11s %10s %8s %9s %8s %10s %10s %8s %8s\n", "population of", "backend",
+            "presences", "load", "load/s", "settle", "store", "store/pres", "record", "names/p");
     for (size_t i = 0; i < r->nnotes; i++) {
         const bench_store_note_t *n = &r->notes[i];
         char pop[24], ld[24], rate[24], st[24], sb[24] = "-", per[24] = "-", rec[24] = "-",
-                                                  nm[24] = "-";
+                                                nm[24] = "-";
         fmt_count(pop, sizeof pop, (double) n->population);
         fmt_ns(ld, sizeof ld, (uint64_t) (n->populate_s * 1e9));
         fmt_ns(st, sizeof st, (uint64_t) (n->settle_s * 1e9));
-        fmt_count(rate, sizeof rate, n->populate_s > 0 ? (double) n->population / n->populate_s : 0);
+        fmt_count(rate, sizeof rate,
+                  n->populate_s > 0 ? (double) n->population / n->populate_s : 0);
         if (n->have_info && n->presences > 0) {
             fmt_bytes(sb, sizeof sb, (double) n->store_bytes);
             snprintf(per, sizeof per, "%.0f B", (double) n->store_bytes / (double) n->presences);
@@ -564,17 +566,14 @@ int report_json(const char *path, const bench_config_t *cfg, const bench_results
         json_array_append_new(bes, json_string(backends[b]));
     for (unsigned i = 0; i < cfg->n_here_now_sizes; i++)
         json_array_append_new(sizes, json_integer(cfg->here_now_sizes[i]));
-    json_t *config = json_pack("{s:I,s:o,s:o,s:f,s:I,s:f,s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:I,s:I}",
-                               "procs",
-                               (json_int_t) cfg->procs, "ops", ops, "backends", bes, "duration_s",
-                               cfg->duration_s, "count", (json_int_t) cfg->count, "warmup_s",
-                               cfg->warmup_s, "seed", (json_int_t) cfg->seed, "rooms",
-                               (json_int_t) cfg->rooms, "room_size", (json_int_t) cfg->room_size,
-                               "here_now_sizes", sizes, "prune_size", (json_int_t) cfg->prune_size,
-                               "population", (json_int_t) cfg->population, "conn_rooms",
-                               (json_int_t) cfg->conn_rooms, "event_samples",
-                               (json_int_t) cfg->event_samples, "event_pace_us",
-                               (json_int_t) cfg->event_pace_us);
+    json_t *config = json_pack(
+        "{s:I,s:o,s:o,s:f,s:I,s:f,s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:I,s:I}", "procs",
+        (json_int_t) cfg->procs, "ops", ops, "backends", bes, "duration_s", cfg->duration_s,
+        "count", (json_int_t) cfg->count, "warmup_s", cfg->warmup_s, "seed", (json_int_t) cfg->seed,
+        "rooms", (json_int_t) cfg->rooms, "room_size", (json_int_t) cfg->room_size,
+        "here_now_sizes", sizes, "prune_size", (json_int_t) cfg->prune_size, "population",
+        (json_int_t) cfg->population, "conn_rooms", (json_int_t) cfg->conn_rooms, "event_samples",
+        (json_int_t) cfg->event_samples, "event_pace_us", (json_int_t) cfg->event_pace_us);
     struct utsname un;
     int have_un = uname(&un) == 0;
     json_t *root = json_pack(
@@ -608,8 +607,8 @@ int report_json(const char *path, const bench_config_t *cfg, const bench_results
     for (size_t i = 0; i < r->nnotes; i++) {
         const bench_store_note_t *n = &r->notes[i];
         json_t *so = json_pack("{s:s,s:s,s:I,s:f,s:f}", "backend", n->backend, "workload",
-                               n->workload, "population", (json_int_t) n->population,
-                               "populate_s", n->populate_s, "settle_s", n->settle_s);
+                               n->workload, "population", (json_int_t) n->population, "populate_s",
+                               n->populate_s, "settle_s", n->settle_s);
         if (so != NULL && n->have_info) {
             json_object_set_new(so, "store_bytes", json_integer((json_int_t) n->store_bytes));
             json_object_set_new(so, "presences", json_integer((json_int_t) n->presences));

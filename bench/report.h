@@ -16,15 +16,15 @@
 typedef struct bench_row {
     char backend[24];
     char op[32];
-    uint64_t ops;    /* measured operations */
-    uint64_t errors; /* failed operations (warm-up included) */
-    uint64_t items;  /* prune: presences removed; events: delivered / produced */
-    uint64_t lapped; /* events_flood_read: times lapped */
-    uint64_t cpu_ns; /* prune: the call's CPU time (its wall time is the latency) */
+    uint64_t ops;     /* measured operations */
+    uint64_t errors;  /* failed operations (warm-up included) */
+    uint64_t items;   /* prune: presences removed; events: delivered / produced */
+    uint64_t lapped;  /* events_flood_read: times lapped */
+    uint64_t cpu_ns;  /* prune: the call's CPU time (its wall time is the latency) */
     uint64_t retries; /* events latency rows: samples whose peer was not asleep at once */
-    double seconds;  /* measured window: first start to last end */
-    hist_t *hist;    /* merged over workers */
-    char err[256];   /* first error, when errors > 0 */
+    double seconds;   /* measured window: first start to last end */
+    hist_t *hist;     /* merged over workers */
+    char err[256];    /* first error, when errors > 0 */
 } bench_row_t;
 
 typedef struct bench_failure {

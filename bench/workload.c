@@ -36,8 +36,9 @@
 #define WL_PAR_POPULATE  100000u    /* populations this large are loaded in parallel */
 #define WL_EV_POLL_MS    200        /* events: poll() slices, to notice an abort */
 #define WL_EV_BURSTS     20         /* events_drain: bursts */
-#define WL_EV_BURST      5000u      /* join + leave pairs per burst (10,000 events, which
-                                       fit the default ring of 65,536 64-byte entries) */
+#define WL_EV_BURST                                             \
+    5000u /* join + leave pairs per burst (10,000 events, which \
+             fit the default ring of 65,536 64-byte entries) */
 
 static const char *const g_state = "{\"mood\":\"ok\",\"device\":\"web\",\"typing\":false}";
 
@@ -129,8 +130,7 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
         wl->efd_pong = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         wl->efd_relay_in = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         wl->efd_relay_out = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (wl->efd_ping < 0 || wl->efd_pong < 0 || wl->efd_relay_in < 0 ||
-            wl->efd_relay_out < 0) {
+        if (wl->efd_ping < 0 || wl->efd_pong < 0 || wl->efd_relay_in < 0 || wl->efd_relay_out < 0) {
             workload_free(wl);
             return -1;
         }
@@ -261,8 +261,8 @@ void workload_spec(const workload_t *wl, bench_store_spec_t *spec)
 /* Loads @p n keys: through @p h, or with @p nproc forked processes, each attached on
  * its own, loading one contiguous slice. @return 0 or -1 with @p err. */
 static int populate_keys(const bench_backend_t *be, void *store, void *h, unsigned nproc,
-                         const bench_key_t *keys, size_t n, uint64_t timeout_ms,
-                         const char *state, char *err, size_t errlen)
+                         const bench_key_t *keys, size_t n, uint64_t timeout_ms, const char *state,
+                         char *err, size_t errlen)
 {
     if (nproc <= 1 || n < WL_PAR_POPULATE) {
         int rc = be->populate(h, keys, n, timeout_ms, state);
@@ -328,8 +328,8 @@ int workload_populate(const workload_t *wl, const bench_backend_t *be, void *sto
                       wl->with_state ? g_state : NULL, err, errlen) != 0)
         return -1;
     if (wl->old.n > 0) {
-        if (populate_keys(be, store, h, nproc, wl->old.keys, wl->old.n, WL_OLD_TIMEOUT, NULL,
-                          err, errlen) != 0)
+        if (populate_keys(be, store, h, nproc, wl->old.keys, wl->old.n, WL_OLD_TIMEOUT, NULL, err,
+                          errlen) != 0)
             return -1;
         sleep_ns(2 * WL_OLD_TIMEOUT * 1000000u); /* let them expire */
     }

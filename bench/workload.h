@@ -70,12 +70,12 @@ typedef struct workload {
     int efd_ping, efd_pong;                /* events: the raw eventfd pair (-1: none) */
     int efd_relay_in, efd_relay_out;       /* events: through the relay process */
     const char *reaper;                    /* events: the daemon the store needs */
-    bench_keys_t live;  /* rooms * room_size presences; room r is live.keys[r * room_size].room */
+    bench_keys_t live;   /* rooms * room_size presences; room r is live.keys[r * room_size].room */
     uint32_t conn_rooms; /* rooms per connection in it (--conn-rooms, or 1) */
     size_t live_conns;   /* its connections: live.keys[0 .. live_conns - 1] name each once */
-    bench_keys_t old;   /* prune: expired presences */
-    bench_keys_t extra; /* procs * WL_EXTRA_KEYS worker-owned connections, random live rooms */
-    char *names;        /* storage of every name above */
+    bench_keys_t old;    /* prune: expired presences */
+    bench_keys_t extra;  /* procs * WL_EXTRA_KEYS worker-owned connections, random live rooms */
+    char *names;         /* storage of every name above */
 } workload_t;
 
 /* One worker's figures for one row. */
@@ -113,8 +113,8 @@ typedef struct run_ctl {
     _Atomic int32_t ev_sub_pid, ev_relay_pid;
     _Atomic uint32_t ev_phase;
     _Atomic uint32_t ev_burst_ready, ev_burst_done; /* events_drain: burst b + 1 */
-    uint64_t t_go, t_measure, t_end; /* written before go; t_end 0 = count mode */
-    uint64_t count;                  /* count mode: measured ops per row, all workers */
+    uint64_t t_go, t_measure, t_end;                /* written before go; t_end 0 = count mode */
+    uint64_t count; /* count mode: measured ops per row, all workers */
     unsigned nworkers;
     run_worker_t w[];
 } run_ctl_t;

@@ -642,6 +642,23 @@ static bool sweep_push(struct presence *p, size_t *cap, uint32_t item, uint64_t 
     return true;
 }
 
+/* What the sweep remembers of a blob it suspects: its allocation (seq) and its
+ * owner. The seq alone does not say whether the blob was used in between: a
+ * state blob that set_state allocated and had not attached yet (only the last
+ * of several is in the reader slot's inflight_blob) is unreferenced in phase 1;
+ * after the grace period a later set_state may have attached it and be
+ * detaching it again, between its xchg and its retire (unreferenced, not in
+ * limbo yet), and freeing it then freed it twice (once here, once from limbo)
+ * while its cell went to someone else. set_state sets the owner from 0 to the
+ * presence before it attaches a state, and a state blob is detached only to be
+ * retired, so a blob seen unreferenced in both phases with the same
+ * fingerprint was in no operation's hands. */
+static uint64_t blob_print(const char *d)
+{
+    const struct pr_blob *b = (const struct pr_blob *) (const void *) (d - PR_BLOB_HDR);
+    return ((uint64_t) pr_load(&b->owner) << 32) | pr_load(&b->seq);
+}
+
 /* Phase 1: suspects records that no index reaches and that are not where their
  * state says (FREE off its stack, RETIRED out of limbo, CLAIMED/DEAD/LIVE
  * unreachable), and blobs nothing references. */
@@ -681,8 +698,7 @@ static int sweep_suspect(struct presence *p)
                 continue;
             const char *d = pr__blob_get(p, (uint32_t) unit + 1, NULL);
             if (d)
-                sweep_push(p, &cap, PR_ITEM(PR_K_BLOB, (uint32_t) unit),
-                           ((const struct pr_blob *) (const void *) (d - PR_BLOB_HDR))->seq);
+                sweep_push(p, &cap, PR_ITEM(PR_K_BLOB, (uint32_t) unit), blob_print(d));
         }
     }
     marks_free(&m);
@@ -717,8 +733,7 @@ static int sweep_act(struct presence *p)
         if (kind == PR_K_BLOB) {
             const char *d = pr__blob_get(p, i + 1, NULL);
             if (d && pr__blob_allocated(p, i + 1) && !m.blob_ref[i] && !m.blob_limbo[i] &&
-                ((const struct pr_blob *) (const void *) (d - PR_BLOB_HDR))->seq ==
-                    p->sweep_states[j]) {
+                blob_print(d) == p->sweep_states[j]) {
                 pr__blob_free(p, i + 1);
                 fixed++;
             }
@@ -779,6 +794,15 @@ int presence_maintain(presence_t *p)
     if (rc)
         return rc == -EBUSY ? 0 : rc;
     int n = pr__reclaim(p); /* also clears reader slots of dead processes */
+    if (pr_xchg(&p->h->owners_changed, 0u) && !pr_load(&p->h->needs_sweep)) {
+        /* a process detached: its bound connections go; no full sweep needed */
+        struct pr_tls *t = pr__enter(p);
+        if (t) {
+            pr__remove_dead_owners(p);
+            pr__exit(p, t);
+        }
+        pr__procs_collect(p);
+    }
     if (pr_xchg(&p->h->needs_sweep, 0u)) {
         touch_all_locks(p);
         struct pr_tls *t = pr__enter(p);

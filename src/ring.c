@@ -123,7 +123,7 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
     PR_KILL_POINT("ring_commit");
     for (uint32_t i = k; i-- > 0;) /* first entry last: its START publishes the record */
         pr_store(&ring_entry(p, pos + i)->stamp, (pos + i + 1) | (i == 0 ? PR_RING_START : 0));
-    pr_smp_mb();
+    pr_smp_mb_cheap(); /* store(stamps) -> load(ring_waiters): the subscriber fences too */
     if (PR_UNLIKELY(pr_load(&h->ring_waiters) != 0))
         pr__doorbell(p);
 }
@@ -421,13 +421,7 @@ int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
 {
     struct presence *p = s->p;
     struct pr_header *h = p->h;
-    uint64_t drain;
-    if (read(s->efd, &drain, sizeof drain) < 0) {
-        /* EAGAIN: no wake-up pending */
-    }
-    if (read(s->tfd, &drain, sizeof drain) < 0) {
-        /* EAGAIN: the timer has not fired */
-    }
+    bool drained = false;
     if (s->reaper != pr_load(&h->reaper_owner) || (s->watched >= 0 && s->watched != p->ipc_fd)) {
         /* The reaper changed (or died): hand our eventfd to the new one. */
         s->reaper = pr_load(&h->reaper_owner);
@@ -470,7 +464,20 @@ int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
             skip_to_start(s, tail);
             continue;
         }
-        /* none yet: arm, fence, look once more (the producer fences too). Re-arm
+        /* none yet. First clear the descriptor (only now: draining a backlog makes
+         * no system call), then look again, so that no wake-up is lost. */
+        if (!drained) {
+            uint64_t drain;
+            if (read(s->efd, &drain, sizeof drain) < 0) {
+                /* EAGAIN: no wake-up pending */
+            }
+            if (read(s->tfd, &drain, sizeof drain) < 0) {
+                /* EAGAIN: the timer has not fired */
+            }
+            drained = true;
+            continue;
+        }
+        /* Then arm, fence, look once more (the producer fences too). Re-arm
          * when the reaper disarmed us to wake us while nothing could be read yet
          * (a record claimed but not committed, a dead producer's gap not yet
          * old enough): otherwise nobody would ever wake us again. */
@@ -479,7 +486,7 @@ int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
             pr_store(&h->subs[s->slot].pos, s->pos);
             if (pr_xchg(&h->subs[s->slot].waiting, 1u) == 0u)
                 pr_fetch_add(&h->ring_waiters, 1u);
-            pr_smp_mb();
+            pr_smp_mb_cheap();
             continue;
         }
         return 0;

@@ -540,7 +540,7 @@ void presence_close(presence_t *p)
         struct pr_proc *pp = pr__proc(p, p->proc);
         if (pp)
             pr_store(&pp->owner, (uint64_t) p->proc_gen << 32);
-        pr_store(&p->h->needs_sweep, 1u); /* its bound connections go */
+        pr_store(&p->h->owners_changed, 1u); /* its bound connections go at the next sweep */
     }
     struct pr_tls *t = pthread_getspecific(p->tls_key);
     if (t) {

@@ -133,8 +133,8 @@ int main(int argc, char **argv)
         presence_t *q = NULL;
         int rc2 = presence_open(name, NULL, &q);
         if (rc2 != 0) {
-            fprintf(stderr, "helper_create[%d]: -EEXIST, then attach failed: %s\n",
-                    (int) getpid(), presence_err_name(rc2));
+            fprintf(stderr, "helper_create[%d]: -EEXIST, then attach failed: %s\n", (int) getpid(),
+                    presence_err_name(rc2));
             return 4;
         }
         return report(q, 3);

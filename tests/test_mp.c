@@ -73,7 +73,7 @@ static int setup(void **state)
     presence_options_init(&o);
     o.flags = PRESENCE_CREATE | PRESENCE_EXCL;
     o.rooms = 256;
-    o.connections = 1024; /* tight: reclamation must keep up with the churn */
+    o.connections = 4096; /* 48 live: the rest is churn waiting for its grace period */
     o.presences = 4096;
     o.readers = 256;
     presence_t *p;

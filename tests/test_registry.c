@@ -93,13 +93,13 @@ static int teardown(void **state)
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-#define assert_rc(expr, want)                                                                      \
-    do {                                                                                           \
-        int rc_ = (expr);                                                                          \
-        int want_ = (want);                                                                        \
-        if (rc_ != want_)                                                                          \
-            fail_msg("%s = %d (%s), expected %d (%s)", #expr, rc_, presence_err_name(rc_), want_,  \
-                     presence_err_name(want_));                                                    \
+#define assert_rc(expr, want)                                                                     \
+    do {                                                                                          \
+        int rc_ = (expr);                                                                         \
+        int want_ = (want);                                                                       \
+        if (rc_ != want_)                                                                         \
+            fail_msg("%s = %d (%s), expected %d (%s)", #expr, rc_, presence_err_name(rc_), want_, \
+                     presence_err_name(want_));                                                   \
     } while (0)
 
 static void assert_clean(presence_t *p)
@@ -129,11 +129,9 @@ static presence_stats_t stats(presence_t *p)
     return s;
 }
 
-/* Asserts that @l holds exactly the @n names given (in any order). */
-static void expect_set(const presence_strlist_t *l, size_t n, ...)
+/* Whether @l holds exactly the @n names of @ap (in any order). */
+static bool holds_exactly(const presence_strlist_t *l, size_t n, va_list ap)
 {
-    va_list ap;
-    va_start(ap, n);
     bool ok = l->count == n;
     for (size_t i = 0; ok && i < n; i++) {
         const char *want = va_arg(ap, const char *);
@@ -142,11 +140,25 @@ static void expect_set(const presence_strlist_t *l, size_t n, ...)
             found = strcmp(l->items[j], want) == 0;
         ok = found;
     }
+    return ok;
+}
+
+static void print_items(const presence_strlist_t *l)
+{
+    for (size_t j = 0; j < l->count; j++)
+        print_error("  '%s'\n", l->items[j]);
+}
+
+/* Asserts that @l holds exactly the @n names given (in any order). */
+static void expect_set(const presence_strlist_t *l, size_t n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    bool ok = holds_exactly(l, n, ap);
     va_end(ap);
     if (!ok) {
         print_error("list has %zu item(s), expected %zu:\n", l->count, n);
-        for (size_t j = 0; j < l->count; j++)
-            print_error("  '%s'\n", l->items[j]);
+        print_items(l);
         fail();
     }
 }
@@ -157,19 +169,11 @@ static void expect_where(presence_t *p, const char *uuid, size_t n, ...)
     assert_rc(presence_where_now(p, uuid, &l), 0);
     va_list ap;
     va_start(ap, n);
-    bool ok = l->count == n;
-    for (size_t i = 0; ok && i < n; i++) {
-        const char *want = va_arg(ap, const char *);
-        bool found = false;
-        for (size_t j = 0; j < l->count && !found; j++)
-            found = strcmp(l->items[j], want) == 0;
-        ok = found;
-    }
+    bool ok = holds_exactly(l, n, ap);
     va_end(ap);
     if (!ok) {
         print_error("where_now(%s) has %zu room(s), expected %zu:\n", uuid, l->count, n);
-        for (size_t j = 0; j < l->count; j++)
-            print_error("  '%s'\n", l->items[j]);
+        print_items(l);
     }
     presence_strlist_free(l);
     assert_true(ok);
@@ -304,7 +308,7 @@ static void test_join_then_refresh(void **state)
     assert_rc(presence_join(p, "r", "c", "u"), PRESENCE_REFRESHED);
     assert_rc(presence_join_ex(p, "r", "c", "u", 0, 0, NULL), PRESENCE_REFRESHED);
     presence_stats_t s2 = stats(p);
-    assert_int_equal(s2.joins, s1.joins); /* counted once */
+    assert_int_equal(s2.joins, s1.joins);         /* counted once */
     assert_int_equal(s2.ring_tail, s1.ring_tail); /* no event for a refresh */
     assert_int_equal(s2.presences, 1);
     assert_int_equal(s2.connections, 1);
@@ -594,7 +598,7 @@ static void test_on_message(void **state)
     assert_rc(presence_on_message(p, "c", "heartbeat", 9), 0);
     assert_rc(presence_on_message(p, "c", "\"heartbeat\"\n", 12), 0);
     assert_rc(presence_on_message(p, "c", "\"heartbeat\"\0", 12), 0); /* trailing NUL */
-    assert_rc(presence_on_message(p, "c", "\"heart\0eat\"", 11), 0); /* embedded NUL */
+    assert_rc(presence_on_message(p, "c", "\"heart\0eat\"", 11), 0);  /* embedded NUL */
     assert_rc(presence_on_message(p, "c", "\"heartbeat", 10), 0);
     assert_rc(presence_on_message(p, "c", "\"HEARTBEAT\"", 11), 0);
     assert_rc(presence_on_message(p, "c", " \"heartbeat\"", 12), 0);
@@ -947,7 +951,7 @@ static void test_where_now(void **state)
     expect_where(p, "u1", 3, "r1", "r2", "r3"); /* by user: every connection */
     expect_where(p, "c1", 2, "r1", "r2");       /* by connection id */
     expect_where(p, "c3", 1, "r3");
-    expect_where(p, "c2", 1, "r1");             /* anonymous, by connection id */
+    expect_where(p, "c2", 1, "r1"); /* anonymous, by connection id */
     expect_where(p, "u4", 1, "r4");
     expect_where(p, "nobody", 0);
     presence_strlist_t *l = NULL;
@@ -1052,7 +1056,8 @@ static void test_state_replace(void **state)
     assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", " { \"k\" : [1, 2] } "), 1);
     expect_state(p, "r1", "u", "{\"k\":[1,2]}");
     /* any JSON object is accepted, kept in compact form */
-    assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", "{\"n\":{\"m\":[null,true,\"x\"]}}"), 1);
+    assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", "{\"n\":{\"m\":[null,true,\"x\"]}}"),
+              1);
     expect_state(p, "r1", "u", "{\"n\":{\"m\":[null,true,\"x\"]}}");
     assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", "{\"s\":\"caf\xc3\xa9\"}"), 1);
     expect_state(p, "r1", "u", "{\"s\":\"caf\xc3\xa9\"}");
@@ -1108,8 +1113,8 @@ static void test_state_not_an_object(void **state)
     const char *rooms[] = {"r"};
     assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", "{\"keep\":1}"), 1);
     static const char *const bad[] = {
-        "[1]", "3", "nope", "{", "", "\"str\"", "null", "true", "{}x", "{\"a\":}", "{'a':1}",
-        "{\"a\":1}}", "[{\"a\":1}]", " ",
+        "[1]",  "3",   "nope",     "{",       "",           "\"str\"",     "null",
+        "true", "{}x", "{\"a\":}", "{'a':1}", "{\"a\":1}}", "[{\"a\":1}]", " ",
     };
     struct snap s;
     snap_take(p, &s);
@@ -1133,12 +1138,14 @@ static void test_state_too_big(void **state)
     const char *rooms[] = {"r"};
     char doc[128];
     /* {"k":"xxx...x"} is 8 + n bytes */
-    snprintf(doc, sizeof doc, "{\"k\":\"%.*s\"}", 56, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    snprintf(doc, sizeof doc, "{\"k\":\"%.*s\"}", 56,
+             "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
     assert_int_equal(strlen(doc), 64);
     assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c", doc), 1); /* at most state_max */
     char keep[128];
     memcpy(keep, doc, sizeof doc);
-    snprintf(doc, sizeof doc, "{\"k\":\"%.*s\"}", 57, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    snprintf(doc, sizeof doc, "{\"k\":\"%.*s\"}", 57,
+             "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
     assert_int_equal(strlen(doc), 65);
     struct snap s;
     snap_take(p, &s);
@@ -1356,7 +1363,7 @@ static const struct bad_name *bad_names(size_t *n)
         {"\xe2\x82", PRESENCE_ENAMEUTF8},         /* truncated */
         {"ab\xe2\x82", PRESENCE_ENAMEUTF8},
         {"\xe2\x82x", PRESENCE_ENAMEUTF8},
-        {"\xed\xa0\x80", PRESENCE_ENAMEUTF8},     /* surrogate */
+        {"\xed\xa0\x80", PRESENCE_ENAMEUTF8}, /* surrogate */
         {"\xed\xbf\xbf", PRESENCE_ENAMEUTF8},
         {"\xf4\x90\x80\x80", PRESENCE_ENAMEUTF8}, /* above U+10FFFF */
         {"\x80", PRESENCE_ENAMEUTF8},             /* lone continuation */
@@ -1415,11 +1422,11 @@ static void test_names_valid_multibyte(void **state)
 {
     presence_t *p = FX(state);
     const char *cafe = "caf\xc3\xa9";
-    const char *emoji = "\xf0\x9f\x98\x80";         /* U+1F600 */
-    const char *cjk = "\xe7\x94\xa8\xe6\x88\xb7";   /* two CJK characters */
-    const char *maxcp = "\xf4\x8f\xbf\xbf";         /* U+10FFFF */
-    const char *nbsp = "a\xc2\xa0z";                /* U+00A0, first after C1 */
-    const char *bmp_end = "\xef\xbf\xbd";           /* U+FFFD */
+    const char *emoji = "\xf0\x9f\x98\x80";       /* U+1F600 */
+    const char *cjk = "\xe7\x94\xa8\xe6\x88\xb7"; /* two CJK characters */
+    const char *maxcp = "\xf4\x8f\xbf\xbf";       /* U+10FFFF */
+    const char *nbsp = "a\xc2\xa0z";              /* U+00A0, first after C1 */
+    const char *bmp_end = "\xef\xbf\xbd";         /* U+FFFD */
     assert_rc(presence_join(p, cafe, emoji, cjk), PRESENCE_JOINED);
     assert_rc(presence_join(p, maxcp, nbsp, NULL), PRESENCE_JOINED);
     assert_rc(presence_join(p, bmp_end, "c", "\xe2\x82\xac"), PRESENCE_JOINED);
@@ -1572,13 +1579,20 @@ static void test_full_presences(void **state)
     assert_clean(p);
 }
 
+/* Fills a segment with room for two (rooms or connections): c1 in r1, c2 in @room2;
+ * then snapshots it into @s. */
+static void fill_two(presence_t *p, const char *room2, struct snap *s)
+{
+    assert_rc(presence_join(p, "r1", "c1", NULL), PRESENCE_JOINED);
+    assert_rc(presence_join(p, room2, "c2", NULL), PRESENCE_JOINED);
+    snap_take(p, s);
+}
+
 static void test_full_rooms(void **state)
 {
     presence_t *p = FX(state);
-    assert_rc(presence_join(p, "r1", "c1", NULL), PRESENCE_JOINED);
-    assert_rc(presence_join(p, "r2", "c2", NULL), PRESENCE_JOINED);
     struct snap s;
-    snap_take(p, &s);
+    fill_two(p, "r2", &s);
     assert_rc(presence_join(p, "r3", "c3", "u3"), -ENOSPC);
     snap_same(p, &s, false);
     assert_rc(presence_touch(p, "c3"), PRESENCE_NOT_PRESENT); /* no connection left */
@@ -1603,10 +1617,8 @@ static void test_full_rooms(void **state)
 static void test_full_connections(void **state)
 {
     presence_t *p = FX(state);
-    assert_rc(presence_join(p, "r1", "c1", NULL), PRESENCE_JOINED);
-    assert_rc(presence_join(p, "r1", "c2", NULL), PRESENCE_JOINED);
     struct snap s;
-    snap_take(p, &s);
+    fill_two(p, "r1", &s);
     assert_rc(presence_join(p, "r-new", "c3", NULL), -ENOSPC);
     snap_same(p, &s, false);
     assert_false(room_listed(p, "r-new"));
@@ -1701,11 +1713,11 @@ static void test_events_counted(void **state)
 {
     presence_t *p = FX(state);
     uint64_t t = stats(p).ring_tail;
-#define EXPECT_EVENTS(n)                                                                           \
-    do {                                                                                           \
-        uint64_t now_ = stats(p).ring_tail;                                                        \
-        assert_int_equal(now_ - t, (n));                                                           \
-        t = now_;                                                                                  \
+#define EXPECT_EVENTS(n)                    \
+    do {                                    \
+        uint64_t now_ = stats(p).ring_tail; \
+        assert_int_equal(now_ - t, (n));    \
+        t = now_;                           \
     } while (0)
     assert_rc(presence_join(p, "r1", "c1", NULL), PRESENCE_JOINED);
     EXPECT_EVENTS(2); /* room_created, join */
@@ -2005,7 +2017,7 @@ static void test_bad_arguments(void **state)
 
 /* ---- main --------------------------------------------------------------------------------- */
 
-#define T(f)        cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f)       cmocka_unit_test_setup_teardown(f, setup, teardown)
 #define TC(f, cfg) cmocka_unit_test_prestate_setup_teardown(f, setup, teardown, &(cfg))
 
 int main(void)

@@ -34,7 +34,7 @@
 
 #include <cmocka.h>
 
-#define SHM_DIR "/dev/shm"
+#define SHM_DIR  "/dev/shm"
 #define SENTINEL ((presence_t *) (uintptr_t) 0x5a5a5a5a)
 
 /* ---- fixture ------------------------------------------------------------- */
@@ -128,9 +128,11 @@ static off_t create_valid(const struct seg *s)
     return st.st_size;
 }
 
-/* Maps the whole object /dev/shm/<name> read-write, for patching its header by hand. */
-static struct pr_header *map_header(const struct seg *s, size_t *size)
+/* Creates a valid segment (create_valid()) and maps the whole object /dev/shm/<name>
+ * read-write, for patching its header by hand. */
+static struct pr_header *create_mapped(const struct seg *s, size_t *size)
 {
+    create_valid(s);
     int fd = open(s->path, O_RDWR | O_CLOEXEC);
     assert_true(fd >= 0);
     struct stat st;
@@ -439,13 +441,13 @@ static void test_bad_options(void **state)
         presence_options_t o;
     } cases[20];
     size_t n = 0;
-#define BAD(desc, stmt)                                                                            \
-    do {                                                                                           \
-        cases[n].what = desc;                                                                      \
-        small_opts(&cases[n].o, PRESENCE_CREATE);                                                  \
-        presence_options_t *o = &cases[n].o;                                                       \
-        stmt;                                                                                      \
-        n++;                                                                                       \
+#define BAD(desc, stmt)                           \
+    do {                                          \
+        cases[n].what = desc;                     \
+        small_opts(&cases[n].o, PRESENCE_CREATE); \
+        presence_options_t *o = &cases[n].o;      \
+        stmt;                                     \
+        n++;                                      \
     } while (0)
     BAD("rooms 0", o->rooms = 0);
     BAD("connections 0", o->connections = 0);
@@ -472,8 +474,8 @@ static void test_bad_options(void **state)
         presence_t *p = SENTINEL;
         int rc = presence_open(s->name, &cases[i].o, &p);
         if (rc != PRESENCE_EOPTION)
-            fail_msg("%s: got %s (%d), want PRESENCE_EOPTION", cases[i].what,
-                     presence_err_name(rc), rc);
+            fail_msg("%s: got %s (%d), want PRESENCE_EOPTION", cases[i].what, presence_err_name(rc),
+                     rc);
         assert_ptr_equal(p, SENTINEL);
         if (shm_exists(s))
             fail_msg("%s: a segment was left behind", cases[i].what);
@@ -505,8 +507,8 @@ static void test_bad_names(void **state)
         assert_ptr_equal(p, SENTINEL);
         rc = presence_open(bad[i], NULL, &p);
         if (rc != -EINVAL)
-            fail_msg("presence_open(\"%s\"): got %s (%d), want -EINVAL",
-                     bad[i] ? bad[i] : "(null)", presence_err_name(rc), rc);
+            fail_msg("presence_open(\"%s\"): got %s (%d), want -EINVAL", bad[i] ? bad[i] : "(null)",
+                     presence_err_name(rc), rc);
         rc = presence_unlink(bad[i]);
         if (rc != -EINVAL)
             fail_msg("presence_unlink(\"%s\"): got %s (%d), want -EINVAL",
@@ -650,8 +652,8 @@ static void test_concurrent_create_excl(void **state)
                          round, i, codes[i]);
         }
         if (created != 1 || existed != NCREATORS - 1)
-            fail_msg("round %d: %d created, %d got -EEXIST; want 1 and %d", round, created,
-                     existed, NCREATORS - 1);
+            fail_msg("round %d: %d created, %d got -EEXIST; want 1 and %d", round, created, existed,
+                     NCREATORS - 1);
         check_final_segment(s, inodes);
         assert_int_equal(presence_unlink(s->name), 0);
     }
@@ -749,9 +751,8 @@ static void test_attach_truncated(void **state)
 static void test_attach_wrong_version(void **state)
 {
     struct seg *s = *state;
-    create_valid(s);
     size_t size;
-    struct pr_header *h = map_header(s, &size);
+    struct pr_header *h = create_mapped(s, &size);
     assert_int_equal(h->layout_version, PR_LAYOUT_VERSION);
     h->layout_version = PR_LAYOUT_VERSION + 1;
     munmap(h, size);
@@ -761,9 +762,8 @@ static void test_attach_wrong_version(void **state)
 static void test_attach_not_ready(void **state)
 {
     struct seg *s = *state;
-    create_valid(s);
     size_t size;
-    struct pr_header *h = map_header(s, &size);
+    struct pr_header *h = create_mapped(s, &size);
     assert_int_equal(h->ready, 1);
     h->ready = 0;
     munmap(h, size);
@@ -784,9 +784,8 @@ static void test_attach_not_ready(void **state)
 static void test_attach_corrupt_offset(void **state)
 {
     struct seg *s = *state;
-    create_valid(s);
     size_t size;
-    struct pr_header *h = map_header(s, &size);
+    struct pr_header *h = create_mapped(s, &size);
     assert_int_equal(h->segment_size, size);
     h->off_ring = h->segment_size + 4096;
     munmap(h, size);
@@ -807,9 +806,8 @@ static void test_attach_wrong_boot(void **state)
         print_message("[  SKIPPED ] no /proc/sys/kernel/random/boot_id: no boot check\n");
         skip();
     }
-    create_valid(s);
     size_t size;
-    struct pr_header *h = map_header(s, &size);
+    struct pr_header *h = create_mapped(s, &size);
     assert_true(h->boot_id[0] != '\0');
     assert_int_equal(strncmp(h->boot_id, boot, 36), 0); /* the creator recorded this boot */
     /* Another boot: same shape, different id. */
@@ -822,9 +820,15 @@ static void test_attach_wrong_boot(void **state)
 static void test_damage_codes_distinct(void **state)
 {
     (void) state;
-    const int codes[] = {PRESENCE_EBADMAGIC, PRESENCE_ETRUNCATED, PRESENCE_EVERSION,
-                         PRESENCE_ENOTREADY, PRESENCE_ECORRUPT,   PRESENCE_EBOOT,
-                         PRESENCE_EOWNER,    -ENOENT,             -EEXIST};
+    const int codes[] = {PRESENCE_EBADMAGIC,
+                         PRESENCE_ETRUNCATED,
+                         PRESENCE_EVERSION,
+                         PRESENCE_ENOTREADY,
+                         PRESENCE_ECORRUPT,
+                         PRESENCE_EBOOT,
+                         PRESENCE_EOWNER,
+                         -ENOENT,
+                         -EEXIST};
     size_t n = sizeof codes / sizeof codes[0];
     for (size_t i = 0; i < n; i++)
         for (size_t j = i + 1; j < n; j++) {
@@ -953,8 +957,7 @@ static void test_rdonly(void **state)
     const char *rooms[] = {"room1"};
     assert_int_equal(presence_join(ro, "room2", "c3", NULL), -EROFS);
     assert_int_equal(presence_join(ro, "room1", "c1", "u1"), -EROFS);
-    assert_int_equal(presence_join_ex(ro, "room2", "c3", NULL, 1000, PRESENCE_BOUND, NULL),
-                     -EROFS);
+    assert_int_equal(presence_join_ex(ro, "room2", "c3", NULL, 1000, PRESENCE_BOUND, NULL), -EROFS);
     assert_int_equal(presence_leave(ro, "room1", "c1"), -EROFS);
     assert_int_equal(presence_leave_all(ro, "c2"), -EROFS);
     assert_int_equal(presence_touch(ro, "c1"), -EROFS);
@@ -984,8 +987,8 @@ static void test_rdonly(void **state)
     presence_close(rw);
 }
 
-#define T(fn, short)                                                                               \
-    cmocka_unit_test_prestate_setup_teardown(fn, seg_setup, seg_teardown, (void *) (short))
+#define T(fn, name) \
+    cmocka_unit_test_prestate_setup_teardown(fn, seg_setup, seg_teardown, (void *) (name))
 
 int main(void)
 {

@@ -37,11 +37,9 @@ void ctl_print_help(const struct ctl *c, const struct ctl_cmd *cmd)
 int ctl_usage_error(struct ctl *c, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "%s: %s: ", CTL_PROG, c->cmd_name);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    ctl_verror(c, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     ctl_print_usage(c, c->cmd);
     c->stop = CTL_USAGE;
     return CTL_USAGE;
@@ -81,6 +79,14 @@ int ctl_getopt(struct ctl *c, int argc, char **argv, const char *shortopts,
             return o;
         }
     }
+}
+
+int ctl_no_options(struct ctl *c, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        CTL_COMMON_LONGOPTS,
+    };
+    return ctl_getopt(c, argc, argv, "", longopts) == -1 ? -1 : c->stop;
 }
 
 /* ---- value parsers ------------------------------------------------------------------- */

@@ -45,6 +45,14 @@ char *ctl_xstrdup(const char *s)
     return d;
 }
 
+char *ctl_xvasprintf(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        ctl_oom();
+    return s;
+}
+
 /* ---- attaching ----------------------------------------------------------------------- */
 
 int ctl_open(struct ctl *c, bool write, presence_t **out)
@@ -64,16 +72,58 @@ int ctl_open(struct ctl *c, bool write, presence_t **out)
     return CTL_ERROR;
 }
 
+int ctl_open_no_args(struct ctl *c, int argc, char **argv, presence_t **out)
+{
+    int status = ctl_no_options(c, argc, argv);
+    if (status >= 0)
+        return status;
+    if (optind < argc)
+        return ctl_usage_error(c, "unexpected argument '%s'", argv[optind]);
+    return ctl_open(c, false, out) == CTL_OK ? -1 : CTL_ERROR;
+}
+
+int ctl_targets_open(struct ctl *c, int argc, char **argv, int skip, bool write,
+                     struct ctl_targets *t)
+{
+    for (int i = optind + skip; i < argc; i++)
+        ctl_strv_push(&t->rooms, argv[i]);
+    int status = -1;
+    if (!t->rooms.n && !t->groups.n)
+        status = ctl_usage_error(c, "expected at least one ROOM or -g GROUP");
+    else if (ctl_open(c, write, &t->p) != CTL_OK)
+        status = CTL_ERROR;
+    if (status >= 0)
+        ctl_targets_close(t);
+    return status;
+}
+
+void ctl_targets_close(struct ctl_targets *t)
+{
+    presence_close(t->p);
+    t->p = NULL;
+    ctl_strv_free(&t->rooms);
+    ctl_strv_free(&t->groups);
+}
+
 /* ---- errors -------------------------------------------------------------------------- */
+
+/* The message is formatted apart and written with the prefix in one call. (That no
+ * vfprintf() and no va_arg() run on a va_list started here also keeps clang-tidy 14
+ * quiet: checking several files in one run, it misses va_start() in all but the
+ * first and calls the va_list uninitialized.) */
+void ctl_verror(const struct ctl *c, const char *fmt, va_list ap)
+{
+    char *msg = ctl_xvasprintf(fmt, ap);
+    fprintf(stderr, "%s: %s: %s\n", CTL_PROG, c->cmd_name, msg);
+    free(msg);
+}
 
 int ctl_error(const struct ctl *c, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "%s: %s: ", CTL_PROG, c->cmd_name);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    ctl_verror(c, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     return CTL_ERROR;
 }
 
@@ -118,41 +168,34 @@ static int generic_failure(const struct ctl *c, int rc)
     return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
 }
 
-/* Picks the rejected name among (label, value) pairs: the first one failing the same
- * way as the call, else the first one failing at all. */
-static void pick_bad(int rc, va_list ap, const char **label, const char **name, int *found)
+/* Picks the rejected name among the (label, value) pairs of @names: the first one
+ * failing the same way as the call, else the first one failing at all. */
+static void pick_bad(int rc, const char *const *names, size_t n, const char **label,
+                     const char **name, int *found)
 {
-    for (;;) {
-        const char *l = va_arg(ap, const char *);
-        if (!l)
-            break;
-        const char *v = va_arg(ap, const char *);
-        int verdict = name_verdict(v);
+    for (size_t i = 0; i + 1 < n && names[i]; i += 2) {
+        int verdict = name_verdict(names[i + 1]);
         if (verdict && (!*label || (*found != rc && verdict == rc))) {
-            *label = l;
-            *name = v;
+            *label = names[i];
+            *name = names[i + 1];
             *found = verdict;
         }
     }
 }
 
-int ctl_fail(const struct ctl *c, int rc, ...)
+/* The first of @v (rooms or groups) that is not a valid name, reported; 0 if none. */
+static int bad_in(const struct ctl *c, const char *label, const struct ctl_strv *v)
 {
-    if (!is_name_error(rc))
-        return generic_failure(c, rc);
-    const char *label = NULL, *name = NULL;
-    int found = 0;
-    va_list ap;
-    va_start(ap, rc);
-    pick_bad(rc, ap, &label, &name, &found);
-    va_end(ap);
-    if (!label)
-        return generic_failure(c, rc);
-    return name_message(c, label, name, found);
+    for (size_t i = 0; v && i < v->n; i++) {
+        int verdict = name_verdict(v->v[i]);
+        if (verdict)
+            return name_message(c, label, v->v[i], verdict);
+    }
+    return 0;
 }
 
-int ctl_fail_groups(const struct ctl *c, presence_t *p, int rc, const struct ctl_strv *rooms,
-                    const struct ctl_strv *groups, ...)
+int ctl_fail_names(const struct ctl *c, presence_t *p, int rc, const struct ctl_strv *rooms,
+                   const struct ctl_strv *groups, const char *const *names, size_t n)
 {
     if (rc == PRESENCE_ENOGROUP) {
         for (size_t i = 0; groups && i < groups->n; i++) {
@@ -168,21 +211,10 @@ int ctl_fail_groups(const struct ctl *c, presence_t *p, int rc, const struct ctl
         return generic_failure(c, rc);
     const char *label = NULL, *name = NULL;
     int found = 0;
-    va_list ap;
-    va_start(ap, groups);
-    pick_bad(rc, ap, &label, &name, &found);
-    va_end(ap);
+    pick_bad(rc, names, n, &label, &name, &found);
     if (label)
         return name_message(c, label, name, found);
-    for (size_t i = 0; rooms && i < rooms->n; i++) {
-        int v = name_verdict(rooms->v[i]);
-        if (v)
-            return name_message(c, "room", rooms->v[i], v);
-    }
-    for (size_t i = 0; groups && i < groups->n; i++) {
-        int v = name_verdict(groups->v[i]);
-        if (v)
-            return name_message(c, "group", groups->v[i], v);
-    }
+    if (bad_in(c, "room", rooms) || bad_in(c, "group", groups))
+        return CTL_ERROR;
     return generic_failure(c, rc);
 }

@@ -84,16 +84,10 @@ static json_t *dump_groups(const struct ctl *c, presence_t *p)
 
 static int cmd_dump(struct ctl *c, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        CTL_COMMON_LONGOPTS,
-    };
-    if (ctl_getopt(c, argc, argv, "", longopts) != -1)
-        return c->stop;
-    if (optind < argc)
-        return ctl_usage_error(c, "unexpected argument '%s'", argv[optind]);
     presence_t *p = NULL;
-    if (ctl_open(c, false, &p) != CTL_OK)
-        return CTL_ERROR;
+    int status = ctl_open_no_args(c, argc, argv, &p);
+    if (status >= 0)
+        return status;
     presence_room_list_t *rooms = NULL;
     int rc = presence_rooms(p, NULL, &rooms);
     if (rc < 0) {
@@ -102,7 +96,7 @@ static int cmd_dump(struct ctl *c, int argc, char **argv)
     }
     json_t *doc = json_object(), *channels = json_object();
     uint64_t total = 0;
-    int status = CTL_OK;
+    status = CTL_OK;
     for (size_t i = 0; i < rooms->count && status == CTL_OK; i += DUMP_BATCH) {
         size_t n = rooms->count - i < DUMP_BATCH ? rooms->count - i : DUMP_BATCH;
         status = dump_batch(c, p, rooms->items + i, n, channels, &total);

@@ -56,11 +56,9 @@ static int change_rooms(struct ctl *c, presence_t *p, int sub, const char *group
 
 static int cmd_group(struct ctl *c, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        CTL_COMMON_LONGOPTS,
-    };
-    if (ctl_getopt(c, argc, argv, "", longopts) != -1)
-        return c->stop;
+    int status = ctl_no_options(c, argc, argv);
+    if (status >= 0)
+        return status;
     if (optind >= argc)
         return ctl_usage_error(c, "expected add, remove, list or delete");
     int sub = -1;
@@ -78,7 +76,7 @@ static int cmd_group(struct ctl *c, int argc, char **argv)
     presence_t *p = NULL;
     if (ctl_open(c, sub != G_LIST, &p) != CTL_OK)
         return CTL_ERROR;
-    int status = CTL_OK;
+    status = CTL_OK;
     if (sub == G_ADD || sub == G_REMOVE) {
         status = change_rooms(c, p, sub, group, npos - 1, argv + optind + 2);
     } else if (sub == G_LIST) {

@@ -12,33 +12,68 @@
 
 enum { OPT_USER = CTL_OPT_FIRST_FREE, OPT_TIMEOUT, OPT_MAX_AGE };
 
-/* Commands with no options of their own and exactly @n positionals (@what). */
-static int exact_args(struct ctl *c, int argc, char **argv, int n, const char *what)
+/* Room for a result sentence that quotes a room and a connection name. */
+enum { SENTENCE_MAX = 128 + 2 * PRESENCE_NAME_MAX };
+
+/* Commands with no options of their own and exactly @n positionals, [ROOM] CONN or
+ * none (@what in the usage error): attaches read-write and makes the one call.
+ * Returns -1 with the call's result (>= 0) in *result, else the exit status. */
+static int member_call(struct ctl *c, int argc, char **argv, int n, const char *what,
+                       int (*call)(presence_t *p, char **args), int *result)
 {
-    static const struct option longopts[] = {
-        CTL_COMMON_LONGOPTS,
-    };
-    if (ctl_getopt(c, argc, argv, "", longopts) != -1)
-        return c->stop;
+    int status = ctl_no_options(c, argc, argv);
+    if (status >= 0)
+        return status;
     if (argc - optind != n)
         return ctl_usage_error(c, "expected %s", what);
+    char **args = argv + optind;
+    presence_t *p = NULL;
+    if (ctl_open(c, true, &p) != CTL_OK)
+        return CTL_ERROR;
+    int rc = call(p, args);
+    presence_close(p);
+    if (rc < 0 && n == 2)
+        return ctl_fail(c, rc, "room", args[0], "connection", args[1], NULL);
+    if (rc < 0 && n == 1)
+        return ctl_fail(c, rc, "connection", args[0], NULL);
+    if (rc < 0)
+        return ctl_fail(c, rc, NULL);
+    *result = rc;
     return -1;
+}
+
+/* {"room": R, "conn": C}, "room" left out when NULL: what a result is about. */
+static json_t *about(const char *room, const char *conn)
+{
+    json_t *doc = json_object();
+    if (room)
+        ctl_json_set(doc, "room", ctl_json_str(room));
+    ctl_json_set(doc, "conn", ctl_json_str(conn));
+    return doc;
+}
+
+/* A result: @doc with KEY: @value under --json, else @sentence on a terminal and
+ * @word when piped. Takes the references @doc and @value. */
+static int print_result(const struct ctl *c, json_t *doc, const char *key, json_t *value,
+                        const char *sentence, const char *word)
+{
+    if (c->json) {
+        ctl_json_set(doc, key, value);
+        return ctl_json_print(c, doc);
+    }
+    json_decref(doc);
+    json_decref(value);
+    ctl_say(c, sentence, word);
+    return CTL_OK;
 }
 
 /* A count result: "Removed 3 presences of 'c'." / "3" / {"...": 3}. */
 static int print_count(const struct ctl *c, json_t *doc, const char *key, int n,
                        const char *sentence)
 {
-    if (c->json) {
-        ctl_json_set(doc, key, json_integer(n));
-        return ctl_json_print(c, doc);
-    }
-    json_decref(doc);
-    if (c->tty)
-        puts(sentence);
-    else
-        printf("%d\n", n);
-    return CTL_OK;
+    char word[16];
+    snprintf(word, sizeof word, "%d", n);
+    return print_result(c, doc, key, json_integer(n), sentence, word);
 }
 
 /* ---- join ---------------------------------------------------------------------------- */
@@ -79,20 +114,12 @@ static int cmd_join(struct ctl *c, int argc, char **argv)
     if (status != CTL_OK)
         return status;
     const char *word = rc == PRESENCE_REFRESHED ? "refreshed" : "joined";
-    if (c->json) {
-        json_t *doc = json_object();
-        ctl_json_set(doc, "room", ctl_json_str(room));
-        ctl_json_set(doc, "conn", ctl_json_str(conn));
-        ctl_json_set(doc, "result", ctl_json_str(word));
-        return ctl_json_print(c, doc);
-    }
-    if (c->tty)
-        printf(rc == PRESENCE_REFRESHED ? "Refreshed: '%s' was already in '%s'.\n"
-                                        : "Joined: '%s' is in '%s'.\n",
-               conn, room);
-    else
-        puts(word);
-    return CTL_OK;
+    char sentence[SENTENCE_MAX];
+    snprintf(sentence, sizeof sentence,
+             rc == PRESENCE_REFRESHED ? "Refreshed: '%s' was already in '%s'."
+                                      : "Joined: '%s' is in '%s'.",
+             conn, room);
+    return print_result(c, about(room, conn), "result", ctl_json_str(word), sentence, word);
 }
 
 const struct ctl_cmd ctl_cmd_join = {
@@ -110,34 +137,23 @@ const struct ctl_cmd ctl_cmd_join = {
 
 /* ---- leave --------------------------------------------------------------------------- */
 
+static int call_leave(presence_t *p, char **args)
+{
+    return presence_leave(p, args[0], args[1]);
+}
+
 static int cmd_leave(struct ctl *c, int argc, char **argv)
 {
-    int status = exact_args(c, argc, argv, 2, "ROOM CONN");
+    int rc = 0;
+    int status = member_call(c, argc, argv, 2, "ROOM CONN", call_leave, &rc);
     if (status >= 0)
         return status;
     const char *room = argv[optind], *conn = argv[optind + 1];
-    presence_t *p = NULL;
-    if (ctl_open(c, true, &p) != CTL_OK)
-        return CTL_ERROR;
-    int rc = presence_leave(p, room, conn);
-    if (rc < 0)
-        status = ctl_fail(c, rc, "room", room, "connection", conn, NULL);
-    presence_close(p);
-    if (rc < 0)
-        return status;
-    if (c->json) {
-        json_t *doc = json_object();
-        ctl_json_set(doc, "room", ctl_json_str(room));
-        ctl_json_set(doc, "conn", ctl_json_str(conn));
-        ctl_json_set(doc, "removed", json_boolean(rc == 1));
-        return ctl_json_print(c, doc);
-    }
-    if (c->tty)
-        printf(rc == 1 ? "Removed: '%s' left '%s'.\n" : "Absent: '%s' was not in '%s'.\n", conn,
-               room);
-    else
-        puts(rc == 1 ? "removed" : "absent");
-    return CTL_OK;
+    char sentence[SENTENCE_MAX];
+    snprintf(sentence, sizeof sentence,
+             rc == 1 ? "Removed: '%s' left '%s'." : "Absent: '%s' was not in '%s'.", conn, room);
+    return print_result(c, about(room, conn), "removed", json_boolean(rc == 1), sentence,
+                        rc == 1 ? "removed" : "absent");
 }
 
 const struct ctl_cmd ctl_cmd_leave = {
@@ -150,34 +166,24 @@ const struct ctl_cmd ctl_cmd_leave = {
 
 /* ---- touch --------------------------------------------------------------------------- */
 
+static int call_touch(presence_t *p, char **args)
+{
+    return presence_touch(p, args[0]);
+}
+
 static int cmd_touch(struct ctl *c, int argc, char **argv)
 {
-    int status = exact_args(c, argc, argv, 1, "CONN");
+    int rc = 0;
+    int status = member_call(c, argc, argv, 1, "CONN", call_touch, &rc);
     if (status >= 0)
         return status;
     const char *conn = argv[optind];
-    presence_t *p = NULL;
-    if (ctl_open(c, true, &p) != CTL_OK)
-        return CTL_ERROR;
-    int rc = presence_touch(p, conn);
-    if (rc < 0)
-        status = ctl_fail(c, rc, "connection", conn, NULL);
-    presence_close(p);
-    if (rc < 0)
-        return status;
     bool touched = rc != PRESENCE_NOT_PRESENT;
-    if (c->json) {
-        json_t *doc = json_object();
-        ctl_json_set(doc, "conn", ctl_json_str(conn));
-        ctl_json_set(doc, "touched", json_boolean(touched));
-        return ctl_json_print(c, doc);
-    }
-    if (c->tty)
-        printf(touched ? "Touched '%s'.\n" : "Not present: no connection '%s' (join it again).\n",
-               conn);
-    else
-        puts(touched ? "touched" : "not-present");
-    return CTL_OK;
+    char sentence[SENTENCE_MAX];
+    snprintf(sentence, sizeof sentence,
+             touched ? "Touched '%s'." : "Not present: no connection '%s' (join it again).", conn);
+    return print_result(c, about(NULL, conn), "touched", json_boolean(touched), sentence,
+                        touched ? "touched" : "not-present");
 }
 
 const struct ctl_cmd ctl_cmd_touch = {
@@ -190,27 +196,22 @@ const struct ctl_cmd ctl_cmd_touch = {
 
 /* ---- leave-all ----------------------------------------------------------------------- */
 
+static int call_leave_all(presence_t *p, char **args)
+{
+    return presence_leave_all(p, args[0]);
+}
+
 static int cmd_leave_all(struct ctl *c, int argc, char **argv)
 {
-    int status = exact_args(c, argc, argv, 1, "CONN");
+    int rc = 0;
+    int status = member_call(c, argc, argv, 1, "CONN", call_leave_all, &rc);
     if (status >= 0)
         return status;
     const char *conn = argv[optind];
-    presence_t *p = NULL;
-    if (ctl_open(c, true, &p) != CTL_OK)
-        return CTL_ERROR;
-    int rc = presence_leave_all(p, conn);
-    if (rc < 0)
-        status = ctl_fail(c, rc, "connection", conn, NULL);
-    presence_close(p);
-    if (rc < 0)
-        return status;
-    json_t *doc = json_object();
-    ctl_json_set(doc, "conn", ctl_json_str(conn));
-    char sentence[128 + PRESENCE_NAME_MAX];
+    char sentence[SENTENCE_MAX];
     snprintf(sentence, sizeof sentence, "Removed %d presence%s of '%s'.", rc, rc == 1 ? "" : "s",
              conn);
-    return print_count(c, doc, "removed", rc, sentence);
+    return print_count(c, about(NULL, conn), "removed", rc, sentence);
 }
 
 const struct ctl_cmd ctl_cmd_leave_all = {
@@ -250,7 +251,7 @@ static int cmd_prune(struct ctl *c, int argc, char **argv)
         return ctl_fail(c, rc, NULL);
     json_t *doc = json_object();
     ctl_json_set(doc, "max_age_ms", ctl_json_u64(max_age_ms));
-    char sentence[96];
+    char sentence[SENTENCE_MAX];
     snprintf(sentence, sizeof sentence, "Removed %d expired connection%s.", rc, rc == 1 ? "" : "s");
     return print_count(c, doc, "removed", rc, sentence);
 }
@@ -265,19 +266,19 @@ const struct ctl_cmd ctl_cmd_prune = {
     "Prints the number of connections removed (each leave is a timeout event).\n",
 };
 
+static int call_prune_rooms(presence_t *p, char **args)
+{
+    (void) args;
+    return presence_prune_rooms(p);
+}
+
 static int cmd_prune_rooms(struct ctl *c, int argc, char **argv)
 {
-    int status = exact_args(c, argc, argv, 0, "no arguments");
+    int rc = 0;
+    int status = member_call(c, argc, argv, 0, "no arguments", call_prune_rooms, &rc);
     if (status >= 0)
         return status;
-    presence_t *p = NULL;
-    if (ctl_open(c, true, &p) != CTL_OK)
-        return CTL_ERROR;
-    int rc = presence_prune_rooms(p);
-    presence_close(p);
-    if (rc < 0)
-        return ctl_fail(c, rc, NULL);
-    char sentence[64];
+    char sentence[SENTENCE_MAX];
     snprintf(sentence, sizeof sentence, "Removed %d empty room%s.", rc, rc == 1 ? "" : "s");
     return print_count(c, json_object(), "removed", rc, sentence);
 }

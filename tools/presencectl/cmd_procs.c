@@ -103,22 +103,16 @@ static void procs_table(const struct ctl *c, const presence_proc_list_t *l)
 
 static int cmd_procs(struct ctl *c, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        CTL_COMMON_LONGOPTS,
-    };
-    if (ctl_getopt(c, argc, argv, "", longopts) != -1)
-        return c->stop;
-    if (optind < argc)
-        return ctl_usage_error(c, "unexpected argument '%s'", argv[optind]);
     presence_t *p = NULL;
-    if (ctl_open(c, false, &p) != CTL_OK)
-        return CTL_ERROR;
+    int status = ctl_open_no_args(c, argc, argv, &p);
+    if (status >= 0)
+        return status;
     presence_proc_list_t *l = NULL;
     int rc = presence_procs(p, &l);
     presence_close(p);
     if (rc < 0)
         return ctl_fail(c, rc, NULL);
-    int status = CTL_OK;
+    status = CTL_OK;
     if (c->json)
         status = ctl_json_print(c, procs_json(c, l));
     else

@@ -162,7 +162,7 @@ static int cmd_here_now(struct ctl *c, int argc, char **argv)
         {"offset", required_argument, NULL, OPT_OFFSET},
         CTL_COMMON_LONGOPTS,
     };
-    struct ctl_strv rooms = {0}, groups = {0};
+    struct ctl_targets t = {0};
     bool state = false, uuids = true;
     size_t limit = 0, offset = 0;
     int o, status = CTL_OK;
@@ -170,7 +170,7 @@ static int cmd_here_now(struct ctl *c, int argc, char **argv)
     while (!stop && (o = ctl_getopt(c, argc, argv, "g:", longopts)) != -1) {
         switch (o) {
         case 'g':
-            ctl_strv_push(&groups, optarg);
+            ctl_strv_push(&t.groups, optarg);
             break;
         case OPT_STATE:
             state = true;
@@ -193,36 +193,25 @@ static int cmd_here_now(struct ctl *c, int argc, char **argv)
         }
     }
     if (stop) {
-        ctl_strv_free(&groups);
+        ctl_targets_close(&t);
         return status;
     }
-    for (int i = optind; i < argc; i++)
-        ctl_strv_push(&rooms, argv[i]);
-    if (!rooms.n && !groups.n) {
-        ctl_strv_free(&groups);
-        return ctl_usage_error(c, "expected at least one ROOM or -g GROUP");
-    }
-    presence_t *p = NULL;
+    status = ctl_targets_open(c, argc, argv, 0, false, &t);
+    if (status >= 0)
+        return status;
     presence_here_now_t *hn = NULL;
-    if (ctl_open(c, false, &p) != CTL_OK) {
-        status = CTL_ERROR;
-        goto out;
-    }
     unsigned flags = (uuids ? PRESENCE_INCLUDE_UUIDS : 0u) | (state ? PRESENCE_INCLUDE_STATE : 0u);
-    int rc = presence_here_now(p, rooms.v, rooms.n, groups.v, groups.n, flags, limit, offset, &hn);
-    if (rc < 0) {
-        status = ctl_fail_groups(c, p, rc, &rooms, &groups, NULL);
-        goto out;
-    }
-    if (c->json)
+    int rc = presence_here_now(t.p, t.rooms.v, t.rooms.n, t.groups.v, t.groups.n, flags, limit,
+                               offset, &hn);
+    status = CTL_OK;
+    if (rc < 0)
+        status = ctl_fail_groups(c, t.p, rc, &t.rooms, &t.groups, NULL);
+    else if (c->json)
         status = ctl_json_print(c, ctl_here_now_json(hn, uuids, state, false));
     else
         here_now_table(c, hn, uuids, state);
-out:
     presence_here_now_free(hn);
-    presence_close(p);
-    ctl_strv_free(&rooms);
-    ctl_strv_free(&groups);
+    ctl_targets_close(&t);
     return status;
 }
 
@@ -269,11 +258,9 @@ int ctl_print_strlist(const struct ctl *c, const presence_strlist_t *l, const ch
 /* Commands taking exactly one name: where-now UUID, users ROOM. */
 static int one_name_query(struct ctl *c, int argc, char **argv, const char *what, bool users)
 {
-    static const struct option longopts[] = {
-        CTL_COMMON_LONGOPTS,
-    };
-    if (ctl_getopt(c, argc, argv, "", longopts) != -1)
-        return c->stop;
+    int status = ctl_no_options(c, argc, argv);
+    if (status >= 0)
+        return status;
     if (argc - optind != 1)
         return ctl_usage_error(c, argc == optind ? "expected %s" : "expected only %s", what);
     const char *name = argv[optind];
@@ -282,7 +269,6 @@ static int one_name_query(struct ctl *c, int argc, char **argv, const char *what
         return CTL_ERROR;
     presence_strlist_t *l = NULL;
     int rc = users ? presence_users(p, name, &l) : presence_where_now(p, name, &l);
-    int status;
     if (rc < 0)
         status = ctl_fail(c, rc, users ? "room" : "uuid", name, NULL);
     else if (users)

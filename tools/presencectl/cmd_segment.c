@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,29 +33,33 @@ enum {
     OPT_FORCE,
 };
 
+/* The counts `create` takes, each parsed into a uint32_t of presence_options_t. */
+static const struct {
+    int opt;
+    const char *name; /* in messages */
+    size_t offset;    /* of the uint32_t in presence_options_t */
+} create_counts[] = {
+    {OPT_ROOMS, "--rooms", offsetof(presence_options_t, rooms)},
+    {OPT_CONNS, "--connections", offsetof(presence_options_t, connections)},
+    {OPT_PRES, "--presences", offsetof(presence_options_t, presences)},
+    {OPT_GROUPS, "--groups", offsetof(presence_options_t, groups)},
+    {OPT_GMEMBERS, "--group-members", offsetof(presence_options_t, group_members)},
+    {OPT_RING, "--ring", offsetof(presence_options_t, ring_entries)},
+    {OPT_PROCS, "--procs", offsetof(presence_options_t, procs)},
+    {OPT_READERS, "--readers", offsetof(presence_options_t, readers)},
+};
+
 static int create_option(struct ctl *c, int o, presence_options_t *opts)
 {
+    for (size_t i = 0; i < sizeof create_counts / sizeof create_counts[0]; i++)
+        if (o == create_counts[i].opt)
+            return ctl_parse_u32(c, create_counts[i].name, optarg,
+                                 (uint32_t *) ((char *) opts + create_counts[i].offset));
     uint64_t v = 0;
     int rc = 0;
     switch (o) {
-    case OPT_ROOMS:
-        return ctl_parse_u32(c, "--rooms", optarg, &opts->rooms);
-    case OPT_CONNS:
-        return ctl_parse_u32(c, "--connections", optarg, &opts->connections);
-    case OPT_PRES:
-        return ctl_parse_u32(c, "--presences", optarg, &opts->presences);
-    case OPT_GROUPS:
-        return ctl_parse_u32(c, "--groups", optarg, &opts->groups);
-    case OPT_GMEMBERS:
-        return ctl_parse_u32(c, "--group-members", optarg, &opts->group_members);
     case OPT_ARENA:
         return ctl_parse_size(c, "--arena", optarg, &opts->arena_bytes);
-    case OPT_RING:
-        return ctl_parse_u32(c, "--ring", optarg, &opts->ring_entries);
-    case OPT_PROCS:
-        return ctl_parse_u32(c, "--procs", optarg, &opts->procs);
-    case OPT_READERS:
-        return ctl_parse_u32(c, "--readers", optarg, &opts->readers);
     case OPT_STATE_MAX:
         rc = ctl_parse_size(c, "--state-max", optarg, &v);
         if (rc == 0 && v > UINT32_MAX)
@@ -68,6 +73,16 @@ static int create_option(struct ctl *c, int o, presence_options_t *opts)
     default:
         return c->stop;
     }
+}
+
+/* What create and destroy print under --json: {"segment": S, DONE: true, KEY: N}. */
+static int print_done(const struct ctl *c, const char *done, const char *key, uint64_t n)
+{
+    json_t *doc = json_object();
+    ctl_json_set(doc, "segment", ctl_json_str(c->segment));
+    ctl_json_set(doc, done, json_true());
+    ctl_json_set(doc, key, ctl_json_u64(n));
+    return ctl_json_print(c, doc);
 }
 
 static int cmd_create(struct ctl *c, int argc, char **argv)
@@ -110,13 +125,8 @@ static int cmd_create(struct ctl *c, int argc, char **argv)
     presence_close(p);
     if (rc < 0)
         return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
-    if (c->json) {
-        json_t *doc = json_object();
-        ctl_json_set(doc, "segment", ctl_json_str(c->segment));
-        ctl_json_set(doc, "created", json_true());
-        ctl_json_set(doc, "segment_bytes", ctl_json_u64(st.segment_bytes));
-        return ctl_json_print(c, doc);
-    }
+    if (c->json)
+        return print_done(c, "created", "segment_bytes", st.segment_bytes);
     if (c->tty) {
         char size[32];
         printf("Created segment '%s' (%s): %" PRIu32 " rooms, %" PRIu32 " connections, %" PRIu32
@@ -210,13 +220,8 @@ static int cmd_destroy(struct ctl *c, int argc, char **argv)
         return ctl_error(c, "segment '%s' does not exist", c->segment);
     if (rc < 0)
         return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
-    if (c->json) {
-        json_t *doc = json_object();
-        ctl_json_set(doc, "segment", ctl_json_str(c->segment));
-        ctl_json_set(doc, "destroyed", json_true());
-        ctl_json_set(doc, "procs_attached", ctl_json_u64(attached)); /* alive ones */
-        return ctl_json_print(c, doc);
-    }
+    if (c->json)
+        return print_done(c, "destroyed", "procs_attached", attached); /* alive ones */
     if (c->tty) {
         printf("Destroyed segment '%s'.\n", c->segment);
         if (attached)
@@ -362,16 +367,10 @@ static void stat_identity(const struct ctl *c, struct ctl_kv *kv, json_t *doc,
 
 static int cmd_stat(struct ctl *c, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        CTL_COMMON_LONGOPTS,
-    };
-    if (ctl_getopt(c, argc, argv, "", longopts) != -1)
-        return c->stop;
-    if (optind < argc)
-        return ctl_usage_error(c, "unexpected argument '%s'", argv[optind]);
     presence_t *p = NULL;
-    if (ctl_open(c, false, &p) != CTL_OK)
-        return CTL_ERROR;
+    int status = ctl_open_no_args(c, argc, argv, &p);
+    if (status >= 0)
+        return status;
     presence_stats_t st;
     int rc = presence_stats(p, &st);
     uint32_t alive = procs_alive(p);
@@ -450,16 +449,10 @@ const struct ctl_cmd ctl_cmd_stat = {
 
 static int cmd_check(struct ctl *c, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        CTL_COMMON_LONGOPTS,
-    };
-    if (ctl_getopt(c, argc, argv, "", longopts) != -1)
-        return c->stop;
-    if (optind < argc)
-        return ctl_usage_error(c, "unexpected argument '%s'", argv[optind]);
     presence_t *p = NULL;
-    if (ctl_open(c, false, &p) != CTL_OK)
-        return CTL_ERROR;
+    int status = ctl_open_no_args(c, argc, argv, &p);
+    if (status >= 0)
+        return status;
     presence_strlist_t *list = NULL;
     int n = presence_check(p, &list);
     presence_close(p);

@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Parses "NAME... -g GROUP..." after @nfixed leading positionals. Returns -1 to go
- * on, else the exit status. */
-static int parse_targets(struct ctl *c, int argc, char **argv, int nfixed, const char *what,
-                         struct ctl_strv *rooms, struct ctl_strv *groups)
+/* Parses "NAME... -g GROUP..." after @nfixed leading positionals and attaches
+ * (@write). Returns -1 to go on, else the exit status. */
+static int open_targets(struct ctl *c, int argc, char **argv, int nfixed, const char *what,
+                        bool write, struct ctl_targets *t)
 {
     static const struct option longopts[] = {
         {"group", required_argument, NULL, 'g'},
@@ -22,44 +22,33 @@ static int parse_targets(struct ctl *c, int argc, char **argv, int nfixed, const
     int o;
     while ((o = ctl_getopt(c, argc, argv, "g:", longopts)) != -1) {
         if (o != 'g') {
-            ctl_strv_free(groups);
+            ctl_targets_close(t);
             return c->stop;
         }
-        ctl_strv_push(groups, optarg);
+        ctl_strv_push(&t->groups, optarg);
     }
     if (argc - optind < nfixed) {
-        ctl_strv_free(groups);
+        ctl_targets_close(t);
         return ctl_usage_error(c, "expected %s", what);
     }
-    for (int i = optind + nfixed; i < argc; i++)
-        ctl_strv_push(rooms, argv[i]);
-    if (!rooms->n && !groups->n) {
-        ctl_strv_free(groups);
-        return ctl_usage_error(c, "expected at least one ROOM or -g GROUP");
-    }
-    return -1;
+    return ctl_targets_open(c, argc, argv, nfixed, write, t);
 }
 
 /* ---- get-state ----------------------------------------------------------------------- */
 
 static int cmd_get_state(struct ctl *c, int argc, char **argv)
 {
-    struct ctl_strv rooms = {0}, groups = {0};
-    int status = parse_targets(c, argc, argv, 1, "UUID (ROOM | -g GROUP)...", &rooms, &groups);
+    struct ctl_targets t = {0};
+    int status = open_targets(c, argc, argv, 1, "UUID (ROOM | -g GROUP)...", false, &t);
     if (status >= 0)
         return status;
     const char *uuid = argv[optind];
-    presence_t *p = NULL;
     presence_state_list_t *l = NULL;
-    status = ctl_open(c, false, &p);
-    if (status != CTL_OK)
-        goto out;
-    int rc = presence_get_state(p, rooms.v, rooms.n, groups.v, groups.n, uuid, &l);
+    int rc = presence_get_state(t.p, t.rooms.v, t.rooms.n, t.groups.v, t.groups.n, uuid, &l);
+    status = CTL_OK;
     if (rc < 0) {
-        status = ctl_fail_groups(c, p, rc, &rooms, &groups, "uuid", uuid, NULL);
-        goto out;
-    }
-    if (c->json) {
+        status = ctl_fail_groups(c, t.p, rc, &t.rooms, &t.groups, "uuid", uuid, NULL);
+    } else if (c->json) {
         json_t *doc = json_object(), *channels = json_object();
         ctl_json_set(doc, "uuid", ctl_json_str(uuid));
         for (size_t i = 0; i < l->count; i++) {
@@ -69,21 +58,18 @@ static int cmd_get_state(struct ctl *c, int argc, char **argv)
         ctl_json_set(doc, "channels", channels);
         status = ctl_json_print(c, doc);
     } else {
-        struct ctl_table *t = ctl_table_new("ll", "ROOM", "STATE", NULL);
+        struct ctl_table *tab = ctl_table_new("ll", "ROOM", "STATE", NULL);
         for (size_t i = 0; i < l->count; i++) {
             char *line = ctl_state_line(l->items[i].state);
-            ctl_table_cell(t, l->items[i].room);
-            ctl_table_cell(t, line);
+            ctl_table_cell(tab, l->items[i].room);
+            ctl_table_cell(tab, line);
             free(line);
         }
-        ctl_table_print(c, t);
-        ctl_table_free(t);
+        ctl_table_print(c, tab);
+        ctl_table_free(tab);
     }
-out:
     presence_state_list_free(l);
-    presence_close(p);
-    ctl_strv_free(&rooms);
-    ctl_strv_free(&groups);
+    ctl_targets_close(&t);
     return status;
 }
 
@@ -118,25 +104,22 @@ static int explain_bad_state(const struct ctl *c, const char *json)
 
 static int cmd_set_state(struct ctl *c, int argc, char **argv)
 {
-    struct ctl_strv rooms = {0}, groups = {0};
-    int status = parse_targets(c, argc, argv, 2, "CONN JSON (ROOM | -g GROUP)...", &rooms, &groups);
+    struct ctl_targets t = {0};
+    int status = open_targets(c, argc, argv, 2, "CONN JSON (ROOM | -g GROUP)...", true, &t);
     if (status >= 0)
         return status;
     const char *conn = argv[optind], *json = argv[optind + 1];
-    presence_t *p = NULL;
-    status = ctl_open(c, true, &p);
-    if (status != CTL_OK)
-        goto out;
-    int rc = presence_set_state(p, rooms.v, rooms.n, groups.v, groups.n, conn, json);
+    int rc = presence_set_state(t.p, t.rooms.v, t.rooms.n, t.groups.v, t.groups.n, conn, json);
+    status = CTL_OK;
     if (rc == PRESENCE_ESTATEJSON) {
         status = explain_bad_state(c, json);
     } else if (rc == PRESENCE_ESTATESIZE) {
         presence_options_t opts;
-        presence_get_options(p, &opts);
+        presence_get_options(t.p, &opts);
         status = ctl_error(c, "%s (%zu > %u bytes)", presence_strerror(rc), strlen(json),
                            (unsigned) opts.state_max);
     } else if (rc < 0) {
-        status = ctl_fail_groups(c, p, rc, &rooms, &groups, "connection", conn, NULL);
+        status = ctl_fail_groups(c, t.p, rc, &t.rooms, &t.groups, "connection", conn, NULL);
     } else if (c->json) {
         json_t *doc = json_object();
         ctl_json_set(doc, "conn", ctl_json_str(conn));
@@ -147,10 +130,7 @@ static int cmd_set_state(struct ctl *c, int argc, char **argv)
     } else {
         printf("%d\n", rc);
     }
-out:
-    presence_close(p);
-    ctl_strv_free(&rooms);
-    ctl_strv_free(&groups);
+    ctl_targets_close(&t);
     return status;
 }
 

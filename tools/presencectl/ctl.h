@@ -15,6 +15,7 @@
 
 #include <getopt.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -88,6 +89,9 @@ int ctl_print_strlist(const struct ctl *c, const presence_strlist_t *l, const ch
  * itself, and reports bad options; then answers CTL_STOP with c->stop set. */
 int ctl_getopt(struct ctl *c, int argc, char **argv, const char *shortopts,
                const struct option *longopts);
+/* For a command with no options of its own: ctl_getopt() with the common ones only.
+ * Returns -1 to go on, else the exit status (help printed, or a usage error). */
+int ctl_no_options(struct ctl *c, int argc, char **argv);
 /* Prints "presencectl: CMD: <message>" and the usage line on stderr; returns CTL_USAGE. */
 int ctl_usage_error(struct ctl *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The command's help (stdout) or usage (stderr, with a pointer to --help). */
@@ -115,22 +119,54 @@ void ctl_strv_free(struct ctl_strv *sv);
 /* Attaches c->segment: read-only (PRESENCE_RDONLY, never writes) or read-write.
  * On failure prints "presencectl: segment 'x' ..." and returns CTL_ERROR. */
 int ctl_open(struct ctl *c, bool write, presence_t **out);
+/* For a command with no options of its own and no arguments: ctl_no_options(), a
+ * usage error for an argument, then ctl_open() read-only. Returns -1 when attached
+ * (*out set), else the exit status. */
+int ctl_open_no_args(struct ctl *c, int argc, char **argv, presence_t **out);
+/* What here-now, get-state and set-state work on: rooms named on the command line,
+ * groups from -g options, and the attachment. */
+struct ctl_targets {
+    struct ctl_strv rooms, groups;
+    presence_t *p;
+};
+/* After the options (the caller pushed the -g ones to t->groups): the positionals from
+ * argv[optind + @skip] on are rooms, and at least one room or group is needed; then
+ * ctl_open(). Returns -1 to go on, else the exit status (all freed). */
+int ctl_targets_open(struct ctl *c, int argc, char **argv, int skip, bool write,
+                     struct ctl_targets *t);
+/* Detaches and frees the lists. */
+void ctl_targets_close(struct ctl_targets *t);
 /* "presencectl: CMD: <message>" on stderr. Returns CTL_ERROR. */
 int ctl_error(const struct ctl *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* ctl_error() without the status: the message line of ctl_error() and ctl_usage_error(). */
+void ctl_verror(const struct ctl *c, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+/* The variable arguments of ctl_fail() and ctl_table_new() as an array and its length
+ * (no va_arg: the compiler sizes the list). */
+#define CTL_STRS(...)                   \
+    (const char *const[]){__VA_ARGS__}, \
+        sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
+
 /* Reports a failed call (rc < 0) of the command. When rc is a name error, the
  * name arguments (label, value pairs ended by NULL, e.g. "room", room, NULL) are
  * checked one by one (presence_validate_name()) so the message names the bad one.
  * Returns CTL_ERROR. */
-int ctl_fail(const struct ctl *c, int rc, ...) __attribute__((sentinel));
+#define ctl_fail(c, rc, ...) ctl_fail_names((c), NULL, (rc), NULL, NULL, CTL_STRS(__VA_ARGS__))
 /* ctl_fail() for a call that took rooms and groups (and the name pairs after them):
  * PRESENCE_ENOGROUP names the missing group, a name error the bad name. */
-int ctl_fail_groups(const struct ctl *c, presence_t *p, int rc, const struct ctl_strv *rooms,
-                    const struct ctl_strv *groups, ...) __attribute__((sentinel));
+#define ctl_fail_groups(c, p, rc, rooms, groups, ...) \
+    ctl_fail_names((c), (p), (rc), (rooms), (groups), CTL_STRS(__VA_ARGS__))
+/* What both expand to: @names holds @n strings, (label, value) pairs up to a NULL
+ * label; @p, @rooms and @groups may be NULL. */
+int ctl_fail_names(const struct ctl *c, presence_t *p, int rc, const struct ctl_strv *rooms,
+                   const struct ctl_strv *groups, const char *const *names, size_t n);
 /* Out of memory in the tool itself: message and exit(1). */
 _Noreturn void ctl_oom(void);
 void *ctl_xmalloc(size_t n);
 void *ctl_xrealloc(void *ptr, size_t n);
 char *ctl_xstrdup(const char *s);
+char *ctl_xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* ---- output (out.c) ------------------------------------------------------------------ */
 
@@ -140,7 +176,9 @@ void ctl_out_init(struct ctl *c);
 /* A table: aligned columns with a header on a terminal, tab-separated lines with no
  * header otherwise. align: one char per column, 'l' or 'r'. */
 struct ctl_table;
-struct ctl_table *ctl_table_new(const char *align, ...) __attribute__((sentinel));
+/* ctl_table_new(align, "HEADER", ..., NULL): one header per column. */
+#define ctl_table_new(align, ...) ctl_table_new_array((align), CTL_STRS(__VA_ARGS__))
+struct ctl_table *ctl_table_new_array(const char *align, const char *const *headers, size_t n);
 void ctl_table_cell(struct ctl_table *t, const char *s); /* NULL = empty */
 void ctl_table_cellf(struct ctl_table *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -85,15 +85,6 @@ static void line_cell(struct line *ln, bool first, const char *s, size_t width, 
         ln->pending += pad;
 }
 
-static char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
-static char *xvasprintf(const char *fmt, va_list ap)
-{
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        ctl_oom();
-    return s;
-}
-
 /* ---- tables -------------------------------------------------------------------------- */
 
 struct ctl_table {
@@ -104,7 +95,7 @@ struct ctl_table {
     size_t ncells, cap;
 };
 
-struct ctl_table *ctl_table_new(const char *align, ...)
+struct ctl_table *ctl_table_new_array(const char *align, const char *const *headers, size_t n)
 {
     struct ctl_table *t = calloc(1, sizeof *t);
     if (!t)
@@ -112,13 +103,8 @@ struct ctl_table *ctl_table_new(const char *align, ...)
     t->ncols = strlen(align);
     t->align = ctl_xstrdup(align);
     t->headers = ctl_xmalloc(t->ncols * sizeof *t->headers);
-    va_list ap;
-    va_start(ap, align);
-    for (size_t i = 0; i < t->ncols; i++) {
-        const char *h = va_arg(ap, const char *);
-        t->headers[i] = ctl_xstrdup(h ? h : "");
-    }
-    va_end(ap);
+    for (size_t i = 0; i < t->ncols; i++)
+        t->headers[i] = ctl_xstrdup(i < n && headers[i] ? headers[i] : "");
     return t;
 }
 
@@ -140,7 +126,7 @@ void ctl_table_cellf(struct ctl_table *t, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    table_push(t, xvasprintf(fmt, ap));
+    table_push(t, ctl_xvasprintf(fmt, ap));
     va_end(ap);
 }
 
@@ -227,7 +213,7 @@ void ctl_kv_add(struct ctl_kv *kv, const char *key, const char *label, const cha
     ctl_table_cell(kv->t, label);
     va_list ap;
     va_start(ap, fmt);
-    table_push(kv->t, xvasprintf(fmt, ap));
+    table_push(kv->t, ctl_xvasprintf(fmt, ap));
     va_end(ap);
 }
 
