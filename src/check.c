@@ -92,8 +92,10 @@ static int mark_all(struct presence *p, struct marks *m)
             struct pr_room *r = pr__room(p, cur - 1);
             if (!r)
                 break;
+            /* A room met again (a corrupted chain's cycle) has had its members
+             * walked: walking them again would make this O(rooms x presences). */
+            uint32_t q1 = m->room[cur - 1] ? 0 : pr_load(&r->members);
             m->room[cur - 1] = 1;
-            uint32_t q1 = pr_load(&r->members);
             for (uint32_t t = 0; q1 && t <= h->cap_pres; t++) {
                 struct pr_pres *q = pr__pres(p, q1 - 1);
                 if (!q)
@@ -120,8 +122,8 @@ static int mark_all(struct presence *p, struct marks *m)
             struct pr_group *g = pr__group(p, cur - 1);
             if (!g)
                 break;
+            uint32_t m1 = m->group[cur - 1] ? 0 : pr_load(&g->members); /* as for rooms */
             m->group[cur - 1] = 1;
-            uint32_t m1 = pr_load(&g->members);
             for (uint32_t t = 0; m1 && t <= h->cap_gmembers; t++) {
                 struct pr_gmember *gm = pr__gmember(p, m1 - 1);
                 if (!gm)
@@ -132,7 +134,9 @@ static int mark_all(struct presence *p, struct marks *m)
             cur = pr_load(&g->bucket_next);
         }
     }
-    /* limbo: the pushed stack and the lease holder's batches */
+    /* limbo: the pushed stack and the lease holder's batches. An item is in one
+     * list at most: a walk that meets a marked item has met a cycle (or a list
+     * joined to another) and stops, so all the walks together take O(items). */
     for (uint32_t b = 0; b <= h->nbatch && b <= PR_NBATCH; b++) {
         uint32_t it = b == 0 ? (uint32_t) (pr_load(&h->limbo_head) >> 32)
                              : h->batch[(h->batch_first + b - 1) % PR_NBATCH].head;
@@ -143,13 +147,13 @@ static int mark_all(struct presence *p, struct marks *m)
             if (kind == PR_K_BLOB) {
                 uint32_t len;
                 const char *d = pr__blob_get(p, idx + 1, &len);
-                if (!d || idx >= m->nunits)
+                if (!d || idx >= m->nunits || m->blob_limbo[idx])
                     break;
                 m->blob_limbo[idx] = 1;
                 next = pr_load(&((struct pr_blob *) (void *) (d - PR_BLOB_HDR))->link);
             } else {
                 struct pr_rec *r = pr__rec(p, kind, idx);
-                if (!r)
+                if (!r || m->limbo_rec[kind][idx])
                     break;
                 m->limbo_rec[kind][idx] = 1;
                 next = pr_load(&r->link);
@@ -649,14 +653,64 @@ static bool sweep_push(struct presence *p, size_t *cap, uint32_t item, uint64_t 
  * after the grace period a later set_state may have attached it and be
  * detaching it again, between its xchg and its retire (unreferenced, not in
  * limbo yet), and freeing it then freed it twice (once here, once from limbo)
- * while its cell went to someone else. set_state sets the owner from 0 to the
- * presence before it attaches a state, and a state blob is detached only to be
- * retired, so a blob seen unreferenced in both phases with the same
- * fingerprint was in no operation's hands. */
+ * while its cell went to someone else. A state blob's owner is 0 until
+ * set_state has attached it (it sets the owner just after the xchg, under the
+ * room lock), and it is detached only later, once, to be retired. So: seen
+ * unreferenced with owner 0 in both phases, it was never attached and the
+ * operation that allocated it is over (a leak); seen unreferenced with its
+ * owner set in phase 1, it was on its way to limbo, and is there by phase 2
+ * (or its carrier died: a leak). Both phases read the fingerprints before
+ * their marks (blob_fps): read after, an attach that the marks missed would
+ * show up as an owner. */
 static uint64_t blob_print(const char *d)
 {
     const struct pr_blob *b = (const struct pr_blob *) (const void *) (d - PR_BLOB_HDR);
     return ((uint64_t) pr_load(&b->owner) << 32) | pr_load(&b->seq);
+}
+
+/* The fingerprints of the allocated blobs, read before the marks: a blob that
+ * a set_state attaches after the marks read its presence, and then sets the
+ * owner of, would otherwise be suspected with an owner that says it was
+ * attached already (and then its later trip to limbo would fool phase 2).
+ * Returns the count, with *out NULL when there is none or no memory. */
+struct blob_fp {
+    uint32_t unit;
+    uint64_t fp;
+};
+static size_t blob_fps(struct presence *p, struct blob_fp **out)
+{
+    size_t n = 0, cap = 0;
+    struct blob_fp *v = NULL;
+    for (uint32_t pg = 0; pg < p->h->arena_pages; pg++) {
+        struct pr_page *pm = PR_REGION(p, off_pages, struct pr_page) + pg;
+        uint32_t c1 = pr_load(&pm->cls);
+        if (c1 == 0 || c1 > PR_NCLASSES)
+            continue;
+        uint32_t cells = PR_UNITS_PAGE >> (c1 - 1);
+        for (uint32_t cell = 0; cell < cells; cell++) {
+            uint64_t unit = (uint64_t) pg * PR_UNITS_PAGE + ((uint64_t) cell << (c1 - 1));
+            if (!((pr_load(&pm->bits[cell / 64]) >> (cell % 64)) & 1u) || unit >= PR_MAX_RECORDS)
+                continue;
+            const char *d = pr__blob_get(p, (uint32_t) unit + 1, NULL);
+            if (!d)
+                continue;
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 256;
+                struct blob_fp *nv = realloc(v, nc * sizeof *nv);
+                if (!nv) {
+                    free(v);
+                    *out = NULL;
+                    return 0;
+                }
+                v = nv;
+                cap = nc;
+            }
+            v[n].unit = (uint32_t) unit;
+            v[n++].fp = blob_print(d);
+        }
+    }
+    *out = v;
+    return n;
 }
 
 /* Phase 1: suspects records that no index reaches and that are not where their
@@ -665,9 +719,13 @@ static uint64_t blob_print(const char *d)
 static int sweep_suspect(struct presence *p)
 {
     static const unsigned kinds[] = {PR_K_ROOM, PR_K_CONN, PR_K_PRES, PR_K_GROUP, PR_K_GMEMBER};
+    struct blob_fp *fps;
+    size_t nfp = blob_fps(p, &fps); /* before the marks */
     struct marks m;
-    if (mark_all(p, &m) != 0)
+    if (mark_all(p, &m) != 0) {
+        free(fps);
         return -ENOMEM;
+    }
     size_t cap = 0;
     p->nsweep = 0;
     for (size_t k = 0; k < 5; k++) {
@@ -685,22 +743,15 @@ static int sweep_suspect(struct presence *p)
         }
         free(stack);
     }
-    for (uint32_t pg = 0; pg < p->h->arena_pages; pg++) {
-        struct pr_page *pm = PR_REGION(p, off_pages, struct pr_page) + pg;
-        uint32_t c1 = pr_load(&pm->cls);
-        if (c1 == 0 || c1 > PR_NCLASSES)
+    for (size_t j = 0; j < nfp; j++) {
+        uint32_t unit = fps[j].unit;
+        if (m.blob_ref[unit] || m.blob_limbo[unit] || !pr__blob_allocated(p, unit + 1))
             continue;
-        uint32_t cells = PR_UNITS_PAGE >> (c1 - 1);
-        for (uint32_t cell = 0; cell < cells; cell++) {
-            uint64_t unit = (uint64_t) pg * PR_UNITS_PAGE + ((uint64_t) cell << (c1 - 1));
-            if (!((pr_load(&pm->bits[cell / 64]) >> (cell % 64)) & 1u) || m.blob_ref[unit] ||
-                m.blob_limbo[unit] || unit >= PR_MAX_RECORDS)
-                continue;
-            const char *d = pr__blob_get(p, (uint32_t) unit + 1, NULL);
-            if (d)
-                sweep_push(p, &cap, PR_ITEM(PR_K_BLOB, (uint32_t) unit), blob_print(d));
-        }
+        const char *d = pr__blob_get(p, unit + 1, NULL);
+        if (d && blob_print(d) == fps[j].fp) /* the same blob, not attached since */
+            sweep_push(p, &cap, PR_ITEM(PR_K_BLOB, unit), fps[j].fp);
     }
+    free(fps);
     marks_free(&m);
     p->sweep_epoch = pr_load(&p->h->global_epoch);
     return 0;
@@ -721,9 +772,22 @@ static uint64_t min_reader_epoch(struct presence *p)
 /* Phase 2, after a grace period: act on suspects that did not move. */
 static int sweep_act(struct presence *p)
 {
-    struct marks m;
-    if (mark_all(p, &m) != 0)
+    /* Blobs: compare the fingerprints before the marks (see blob_fps). */
+    uint8_t *same = calloc(p->nsweep ? p->nsweep : 1, 1);
+    if (!same)
         return -ENOMEM;
+    for (size_t j = 0; j < p->nsweep; j++) {
+        uint32_t item = p->sweep_items[j];
+        const char *d = PR_ITEM_KIND(item) == PR_K_BLOB
+                            ? pr__blob_get(p, PR_ITEM_IDX(item) + 1, NULL)
+                            : NULL;
+        same[j] = d && blob_print(d) == p->sweep_states[j];
+    }
+    struct marks m;
+    if (mark_all(p, &m) != 0) {
+        free(same);
+        return -ENOMEM;
+    }
     int fixed = 0;
     uint8_t *stacks[8] = {0};
     for (size_t j = 0; j < p->nsweep; j++) {
@@ -732,8 +796,8 @@ static int sweep_act(struct presence *p)
         uint32_t i = PR_ITEM_IDX(item);
         if (kind == PR_K_BLOB) {
             const char *d = pr__blob_get(p, i + 1, NULL);
-            if (d && pr__blob_allocated(p, i + 1) && !m.blob_ref[i] && !m.blob_limbo[i] &&
-                blob_print(d) == p->sweep_states[j]) {
+            if (same[j] && d && pr__blob_allocated(p, i + 1) && !m.blob_ref[i] &&
+                !m.blob_limbo[i] && blob_print(d) == p->sweep_states[j]) {
                 pr__blob_free(p, i + 1);
                 fixed++;
             }
@@ -779,6 +843,7 @@ static int sweep_act(struct presence *p)
     }
     for (int k = 0; k < 8; k++)
         free(stacks[k]);
+    free(same);
     marks_free(&m);
     p->nsweep = 0;
     return fixed;

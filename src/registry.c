@@ -1000,11 +1000,15 @@ int presence_set_state(presence_t *p, const char *const *rooms, size_t nrooms,
                 struct pr_blob *b =
                     (struct pr_blob *) (void *) ((char *) pr__blob_get(p, refs[i], NULL) -
                                                  PR_BLOB_HDR);
-                /* before attaching: the sweep tells a blob that was attached
-                 * since it suspected it by this owner (check.c, blob_print) */
-                pr_store(&b->owner, PR_ITEM(PR_K_PRES, (uint32_t) pi));
                 room_write_begin(r);
                 uint32_t old = pr_xchg(&q->state_blob, refs[i]);
+                /* Just after attaching, under the room lock (so before any
+                 * set_state can detach it): the sweep tells a blob that was
+                 * attached since it suspected it by this owner (check.c,
+                 * blob_print). Set before the xchg, it let a sweep suspect the
+                 * blob unattached with this owner and free it later, after the
+                 * grace period, while another set_state carried it to limbo. */
+                pr_store(&b->owner, PR_ITEM(PR_K_PRES, (uint32_t) pi));
                 PR_KILL_POINT("state_swap");
                 room_write_end(r);
                 pr__emit(p, PR_EV_STATE_CHANGE, (uint32_t) ri, (uint32_t) ci, r->occupancy);

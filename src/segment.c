@@ -541,6 +541,12 @@ void presence_close(presence_t *p)
         if (pp)
             pr_store(&pp->owner, (uint64_t) p->proc_gen << 32);
         pr_store(&p->h->owners_changed, 1u); /* its bound connections go at the next sweep */
+        /* A sweep this handle began (phase 1: its suspects live here) ends with
+         * it: ask for another, or what it suspected (records a dead process
+         * left, e.g. the rest of a batch it was freeing) stays until the next
+         * death. */
+        if (p->nsweep)
+            pr_store(&p->h->needs_sweep, 1u);
     }
     struct pr_tls *t = pthread_getspecific(p->tls_key);
     if (t) {

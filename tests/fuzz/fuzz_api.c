@@ -491,19 +491,20 @@ static void open_segment(uint8_t profile_byte)
     make_json_pool(pf->state_max);
 }
 
-/* Free records of @kind (walks the free stack; the segment is quiescent). */
-static uint32_t free_records(unsigned kind)
+/* Whether @need records of @kind are free (walks the free stack, at most @need
+ * steps; the segment is quiescent). */
+static bool have_free(unsigned kind, size_t need)
 {
     uint32_t cap = pr__kind_cap(P, kind), n = 0;
     uint32_t cur = PR_FH_IDX1(P->h->free_head[kind]);
-    while (cur && n <= cap) {
+    while (cur && n < need && n <= cap) {
         struct pr_rec *r = pr__rec(P, kind, cur - 1);
         if (!r)
             break;
         n++;
         cur = r->link;
     }
-    return n;
+    return n >= need;
 }
 
 static uint32_t spare_pages(void)
@@ -845,8 +846,8 @@ static void op_join(struct in *in, bool ex)
         else
             want = PRESENCE_JOINED;
         nospc_ok = want == PRESENCE_JOINED &&
-                   (free_records(PR_K_ROOM) < 1 || free_records(PR_K_CONN) < 1 ||
-                    free_records(PR_K_PRES) < 1 || spare_pages() < 3);
+                   (!have_free(PR_K_ROOM, 1) || !have_free(PR_K_CONN, 1) ||
+                    !have_free(PR_K_PRES, 1) || spare_pages() < 3);
     }
     presence_conn_t h = {0, 0};
     int rc = ex ? presence_join_ex(P, room, conn, user, 0, flags, &h)
@@ -1109,8 +1110,8 @@ static int group_add(const char *group, const struct names *rooms)
             per_class[blob_class(strlen(nv[k]))]++;
         for (unsigned c = 0; c < PR_NCLASSES; c++)
             pages += (uint32_t) ((per_class[c] + (PR_UNITS_PAGE >> c) - 1) / (PR_UNITS_PAGE >> c));
-        nospc_ok = (!g->exists && free_records(PR_K_GROUP) < 1) ||
-                   free_records(PR_K_GMEMBER) < fresh || spare_pages() < pages;
+        nospc_ok = (!g->exists && !have_free(PR_K_GROUP, 1)) ||
+                   !have_free(PR_K_GMEMBER, fresh) || spare_pages() < pages;
         if (want == PRESENCE_EGROUPFULL) /* group creation may run out first */
             nospc_ok = nospc_ok && !g->exists;
     }
@@ -1139,11 +1140,19 @@ static void op_group_add(struct in *in)
 /* Up to 2100 generated room names b<start>..b<start+n-1> into a group: more than
  * 2000 in one call (rejected before any work), else in calls of up to 128 names
  * (group_add deduplicates a request in O(n^2): whole 2000-name calls would make
- * the fuzzer crawl). Stops at the first failure. */
+ * the fuzzer crawl). Stops at the first failure. An input gets 4300 names that
+ * do work (two full groups and then some); later bulk calls add up to 16. */
+static size_t bulk_budget;
+
 static void op_group_bulk(struct in *in)
 {
     const char *group = rd_name(in);
     size_t n = rd16(in) % 2101;
+    if (n <= PRESENCE_GROUP_MAX_ROOMS) {
+        if (n > bulk_budget)
+            n %= 17;
+        bulk_budget -= n < bulk_budget ? n : bulk_budget;
+    }
     unsigned start = rd8(in) * 16u;
     size_t chunk = 1 + rd8(in) % 128;
     const char **v = (const char **) (void *) keep(calloc(n + 1, sizeof *v));
@@ -1351,6 +1360,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct in in = {data, size, 0};
     presence_unlink(seg_name);
     open_segment(rd8(&in));
+    bulk_budget = 4300;
     unsigned ops = 0;
     while (in.i < in.n && ops++ < 400) {
         uint8_t op = rd8(&in);
