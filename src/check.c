@@ -778,9 +778,8 @@ static int sweep_act(struct presence *p)
         return -ENOMEM;
     for (size_t j = 0; j < p->nsweep; j++) {
         uint32_t item = p->sweep_items[j];
-        const char *d = PR_ITEM_KIND(item) == PR_K_BLOB
-                            ? pr__blob_get(p, PR_ITEM_IDX(item) + 1, NULL)
-                            : NULL;
+        const char *d =
+            PR_ITEM_KIND(item) == PR_K_BLOB ? pr__blob_get(p, PR_ITEM_IDX(item) + 1, NULL) : NULL;
         same[j] = d && blob_print(d) == p->sweep_states[j];
     }
     struct marks m;

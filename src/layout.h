@@ -242,7 +242,7 @@ struct pr_header {
     uint32_t batch_first, nbatch;
 
     uint64_t lease __attribute__((aligned(PR_CACHELINE))); /* {gen:32 | proc+1:32} */
-    uint32_t needs_sweep; /* a process died or a lock was recovered */
+    uint32_t needs_sweep;    /* a process died or a lock was recovered */
     uint32_t owners_changed; /* a process detached: look for its bound connections */
     uint32_t pad1;
 

@@ -11,6 +11,7 @@
  */
 #include "internal.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -252,10 +253,36 @@ struct walk_scratch {
     size_t nocc, capocc;
 };
 static __thread struct walk_scratch scratch __attribute__((tls_model("initial-exec")));
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+/* Frees the exiting thread's scratch (a key destructor runs in that thread). */
+static void scratch_free(void *unused)
+{
+    (void) unused;
+    free(scratch.bytes);
+    free(scratch.occ);
+    memset(&scratch, 0, sizeof scratch);
+}
+
+static void scratch_key_init(void)
+{
+    (void) pthread_key_create(&scratch_key, scratch_free);
+}
+
+/* Called before a thread's first allocation of scratch, so that it is freed
+ * when the thread exits. */
+static void scratch_register(void)
+{
+    pthread_once(&scratch_once, scratch_key_init);
+    (void) pthread_setspecific(scratch_key, &scratch);
+}
 
 static size_t scratch_put(const char *s, uint32_t n)
 {
     if (scratch.nbytes + n + 1 > scratch.capbytes) {
+        if (!scratch.bytes && !scratch.occ)
+            scratch_register();
         size_t nc = scratch.capbytes ? scratch.capbytes * 2 : 4096;
         while (nc < scratch.nbytes + n + 1)
             nc *= 2;
@@ -299,6 +326,8 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
             size_t k = seen++;
             if (list && k >= offset && (limit == 0 || k - offset < limit)) {
                 if (scratch.nocc == scratch.capocc) {
+                    if (!scratch.bytes && !scratch.occ)
+                        scratch_register();
                     size_t nc = scratch.capocc ? scratch.capocc * 2 : 64;
                     struct occ_off *no = realloc(scratch.occ, nc * sizeof *scratch.occ);
                     if (!no)

@@ -29,7 +29,10 @@
  * Any mismatch abort()s, so that libFuzzer records the input.
  *
  * Input format: byte 0 = profile; then operations, each an opcode byte and its
- * arguments. A name argument is one byte: < 0xa0 a valid name from a pool,
+ * arguments (opcode % 16: 0-1 join, 2 join_ex, 3-4 leave, 5 leave_all, 6 touch,
+ * 7 touch_handle, 8-9 set_state, 10 group_add, 11 bulk group_add, 12
+ * group_remove, 13 group_delete, 14 prune_rooms, 15 on_message if bit 4 is set,
+ * else a reader cross-check; at most 400 operations). A name argument is one byte: < 0xa0 a valid name from a pool,
  * < 0xe0 an invalid or edge-case name from a pool (NULL, "", 256 bytes, control
  * characters, bad UTF-8), else a literal: a length byte and that many raw bytes
  * (0xff: 256..511 bytes). A JSON argument: < 0xc0 one of a pool (NULL, arrays,
@@ -1025,7 +1028,7 @@ static int expand_err(const struct names *rooms, const struct names *groups)
 static void op_set_state(struct in *in)
 {
     struct names rooms = rd_names(in, 4), groups = rd_names(in, 2);
-    groups.null_list = false; /* (kept simple: NULL group lists come from rooms) */
+    groups.null_list = false; /* only room lists are ever NULL (-EINVAL) */
     if (groups.v == NULL)
         groups.n = 0;
     const char *conn = rd_name(in);
