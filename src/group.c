@@ -99,7 +99,6 @@ static int64_t group_get(struct presence *p, const char *name, size_t n, uint32_
                 g->members = 0;
                 g->count = 0;
                 set_state(p, &g->h, PR_LIVE);
-                pr__count(p, PR_C_GROUPS, 1); /* with the state (see registry.c) */
                 pr__chain_insert(p, PR_T_GROUP, hash, (uint32_t) gi);
                 pr__blob_attached(p);
                 *created = true;
@@ -117,7 +116,6 @@ static void group_unpublish_locked(struct presence *p, uint32_t gi)
     /* stripe first, then DEAD: see conn_unpublish_locked() in registry.c */
     bool gs = pr__stripe_lock(p, PR_T_GROUP, g->name_hash) == 0;
     set_state(p, &g->h, PR_DEAD);
-    pr__count(p, PR_C_GROUPS, -1); /* with the state (see registry.c) */
     if (gs) {
         pr__chain_unlink(p, PR_T_GROUP, g->name_hash, gi);
         pr__unlock(pr__stripe(p, PR_T_GROUP, g->name_hash));

@@ -147,10 +147,6 @@ struct pr_gmember {
  * own (no cache line shared between processes on the hot paths); a total is the
  * sum over all slots, dead ones included, and a slot's counters are never reset. */
 enum pr_ctr {
-    PR_C_ROOMS,
-    PR_C_CONNS,
-    PR_C_PRES,
-    PR_C_GROUPS,
     PR_C_ARENA,
     PR_C_LIMBO,
     PR_C_JOINS,

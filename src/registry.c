@@ -295,7 +295,6 @@ static int64_t conn_get_or_create(struct presence *p, const struct pr_name *cn,
     /* Counted with the state, not after the index insert: a process killed
      * before the insert leaves a LIVE unreachable record, which the sweep
      * retires and uncounts (check.c), so the counter must already include it. */
-    pr__count(p, PR_C_CONNS, 1);
     PR_KILL_POINT("create_conn");
     if (un) {
         rc = pr__stripe_lock(p, PR_T_USER, un->hash);
@@ -346,7 +345,6 @@ static int64_t room_get_or_create(struct presence *p, const struct pr_name *rn, 
                 r->anonymous = 0;
                 uint64_t st = pr_load(&r->h.state);
                 pr_store(&r->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
-                pr__count(p, PR_C_ROOMS, 1); /* with the state, as for connections */
                 pr__chain_insert(p, PR_T_ROOM, rn->hash, (uint32_t) ri);
                 pr__blob_attached(p);
                 *created = true;
@@ -373,7 +371,6 @@ static void conn_unpublish_locked(struct presence *p, uint32_t ci)
     mark_dead(p, &c->h);
     /* Uncounted with the state: a DEAD record is never counted (the sweep
      * retires one a dead process left without touching the counter). */
-    pr__count(p, PR_C_CONNS, -1);
     if (us) {
         pr__chain_unlink(p, PR_T_USER, c->user_hash, ci);
         pr__unlock(pr__stripe(p, PR_T_USER, c->user_hash));
@@ -412,7 +409,6 @@ static bool room_delete_if_empty(struct presence *p, uint32_t ri, bool emit)
         /* stripe first, then DEAD: see conn_unpublish_locked() */
         bool rs = pr__stripe_lock(p, PR_T_ROOM, r->name_hash) == 0;
         mark_dead(p, &r->h);
-        pr__count(p, PR_C_ROOMS, -1); /* with the state */
         if (rs) {
             pr__chain_unlink(p, PR_T_ROOM, r->name_hash, ri);
             pr__unlock(pr__stripe(p, PR_T_ROOM, r->name_hash));
@@ -466,7 +462,6 @@ static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uin
     /* The global count changes with the record's state, not after the event: a
      * process killed anywhere later (the unlink, the event ring's claim or
      * commit) leaves it right; the room's repair recounts the rest. */
-    pr__count(p, PR_C_PRES, -1);
     /* room list: doubly linked, O(1) */
     struct pr_pres *next = q->room_next ? pr__pres(p, q->room_next - 1) : NULL;
     if (q->room_prev) {
@@ -661,7 +656,6 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         pr_store(&c->presences, (uint32_t) pi + 1);
         uint64_t st = pr_load(&q->h.state);
         pr_store(&q->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
-        pr__count(p, PR_C_PRES, 1); /* with the state, as in pres_remove_locked() */
         PR_KILL_POINT("counter");
         pr_store(&r->occupancy, r->occupancy + 1); /* read lock-free */
         pr_store(&r->anonymous, r->anonymous + q->h.aux);
