@@ -500,7 +500,7 @@ int presence_stats(presence_t *p, presence_stats_t *s)
     for (uint32_t i = 0; i < h->cap_readers; i++)
         s->readers_active += pr_load(&pr__reader(p, i)->owner) != 0;
     s->epoch = pr_load(&h->global_epoch);
-    s->limbo = (uint64_t) pr__counter(p, PR_C_LIMBO);
+    s->limbo = pr__limbo_count(p);
     s->max_age_ms = h->max_age_ms;
     s->state_max = h->state_max;
     s->bytes_per_presence = sizeof(struct pr_pres);

@@ -157,7 +157,6 @@ void pr__retire(struct presence *p, uint32_t item)
         if (pr_cas(&h->limbo_head, hw, nw))
             break;
     }
-    pr__count(p, PR_C_LIMBO, 1);
     if (__atomic_add_fetch(&p->retire_since_reclaim, 1, __ATOMIC_RELAXED) % 64 == 0) {
         if (pr__lease_take(p) == 0) {
             pr__reclaim(p);
@@ -300,9 +299,10 @@ int pr__reclaim(struct presence *p)
         if (h->nbatch == PR_NBATCH) { /* full: append to the newest batch */
             struct pr_batch *b = &h->batch[(h->batch_first + h->nbatch - 1) % PR_NBATCH];
             uint64_t *e2;
+            /* the stamp first: linked items must never sit under an older one */
+            pr_store(&b->max_stamp, maxs > b->max_stamp ? maxs : b->max_stamp);
             pr_store(item_link(p, b->tail, &e2), head);
             b->tail = tail;
-            b->max_stamp = maxs > b->max_stamp ? maxs : b->max_stamp;
         } else {
             struct pr_batch *b = &h->batch[(h->batch_first + h->nbatch) % PR_NBATCH];
             b->head = head;
@@ -317,12 +317,43 @@ int pr__reclaim(struct presence *p)
         if (b->max_stamp >= min)
             break;
         uint32_t first = b->head;
-        h->batch_first = (h->batch_first + 1) % PR_NBATCH;
+        /* Shrink first, then advance: a crash in between hides the newest batch
+         * (its items are RETIRED in no limbo: the sweep requeues them), never
+         * exposes a stale one that would be freed twice. */
         pr_store(&h->nbatch, h->nbatch - 1);
+        pr_store(&h->batch_first, (h->batch_first + 1) % PR_NBATCH);
         PR_KILL_POINT("reclaim");
         freed += free_chain(p, first, budget);
     }
-    pr__count(p, PR_C_LIMBO, -(int64_t) freed);
     pr__count(p, PR_C_RECLAIMED, freed);
     return freed;
+}
+
+/* ---- limbo size (derived, never counted: a crash cannot make it drift) ----- */
+
+bool pr__limbo_empty(const struct presence *p)
+{
+    return (uint32_t) (pr_load(&p->h->limbo_head) >> 32) == 0 && pr_load(&p->h->nbatch) == 0;
+}
+
+uint64_t pr__limbo_count(const struct presence *p)
+{
+    const struct pr_header *h = p->h;
+    uint64_t budget = (uint64_t) h->cap_rooms + h->cap_conns + h->cap_pres + h->cap_groups +
+                      h->cap_gmembers + (uint64_t) h->arena_pages * PR_UNITS_PAGE + 16;
+    uint64_t n = 0;
+    uint32_t nb = pr_load(&h->nbatch);
+    for (uint32_t b = 0; b <= nb && b <= PR_NBATCH; b++) {
+        uint32_t it = b == 0 ? (uint32_t) (pr_load(&h->limbo_head) >> 32)
+                             : h->batch[(h->batch_first + b - 1) % PR_NBATCH].head;
+        while (it != 0 && n < budget) {
+            uint64_t *ep;
+            uint32_t *link = item_link((struct presence *) p, it, &ep);
+            if (!link)
+                break;
+            n++;
+            it = pr_load(link);
+        }
+    }
+    return n;
 }

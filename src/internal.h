@@ -181,6 +181,8 @@ static inline void pr__count(struct presence *p, enum pr_ctr c, int64_t delta)
 }
 /* The counter's total over every process slot. */
 int64_t pr__counter(const struct presence *p, enum pr_ctr c);
+bool pr__limbo_empty(const struct presence *p);
+uint64_t pr__limbo_count(const struct presence *p); /* walks the limbo */
 void pr__procs_collect(struct presence *p);
 
 /* ---- misc ------------------------------------------------------------------ */

@@ -148,7 +148,6 @@ struct pr_gmember {
  * sum over all slots, dead ones included, and a slot's counters are never reset. */
 enum pr_ctr {
     PR_C_ARENA,
-    PR_C_LIMBO,
     PR_C_JOINS,
     PR_C_LEAVES,
     PR_C_EXPIRED,

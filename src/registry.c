@@ -715,7 +715,7 @@ int presence_join_ex(presence_t *p, const char *room, const char *conn, const ch
          * there is and is the last. (Not "freed == 0" as well: the attempt's own
          * rollback -- a connection or room it made -- is in the limbo each time,
          * so freed never reached 0 and a full segment spun the whole 200 ms.) */
-        nothing_left = pr__counter(p, PR_C_LIMBO) == 0;
+        nothing_left = pr__limbo_empty(p);
         if (freed == 0 && !nothing_left) {
             struct timespec ts = {0, 200000}; /* 0.2 ms: let the pinning reader run */
             nanosleep(&ts, NULL);

@@ -86,7 +86,7 @@ static int do_write(presence_t *p, int id, uint64_t seed, int secs, const char *
                                 (unsigned long long) pr__reader(p, s2)->epoch);
                 fprintf(stderr, "\n");
                 fprintf(stderr, "  limbo %llu next_page %u lease %llx\n",
-                        (unsigned long long) pr__counter(p, PR_C_LIMBO), p->h->next_page,
+                        (unsigned long long) pr__limbo_count(p), p->h->next_page,
                         (unsigned long long) p->h->lease);
                 return 1;
             }
