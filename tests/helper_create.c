@@ -19,6 +19,7 @@
  */
 #include "internal.h"
 #include "presence.h"
+#include "test_opts.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -28,25 +29,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-/* The options every instance creates with (must match test_segment.c). */
-static void helper_opts(presence_options_t *o, uint32_t flags)
-{
-    presence_options_init(o);
-    o->rooms = 64;
-    o->connections = 128;
-    o->presences = 256;
-    o->groups = 8;
-    o->group_members = 64;
-    o->arena_bytes = 4u * 65536u;
-    o->ring_entries = 1024;
-    o->procs = 16;
-    o->readers = 64;
-    o->state_max = 4096;
-    o->max_age_ms = 5000;
-    o->flags = flags;
-    o->attach_timeout_ms = 2000;
-}
 
 static uint64_t realtime_ns(void)
 {
@@ -74,7 +56,7 @@ static void wait_until(uint64_t deadline)
 static int report(presence_t *p, int ok_code)
 {
     presence_options_t want, got;
-    helper_opts(&want, 0);
+    test_small_opts(&want, 0);
     presence_get_options(p, &got);
     if (got.rooms != want.rooms || got.connections != want.connections ||
         got.presences != want.presences || got.arena_bytes != want.arena_bytes ||
@@ -122,7 +104,7 @@ int main(int argc, char **argv)
     }
 
     presence_options_t o;
-    helper_opts(&o, PRESENCE_CREATE | (excl ? PRESENCE_EXCL : 0u));
+    test_small_opts(&o, PRESENCE_CREATE | (excl ? PRESENCE_EXCL : 0u));
     wait_until(deadline);
 
     presence_t *p = NULL;

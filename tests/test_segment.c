@@ -11,6 +11,7 @@
  */
 #include "layout.h"
 #include "presence.h"
+#include "test_opts.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,25 +69,6 @@ static int seg_teardown(void **state)
     return 0;
 }
 
-/* Small capacities so every segment is quick to build. Must match helper_create.c. */
-static void small_opts(presence_options_t *o, uint32_t flags)
-{
-    presence_options_init(o);
-    o->rooms = 64;
-    o->connections = 128;
-    o->presences = 256;
-    o->groups = 8;
-    o->group_members = 64;
-    o->arena_bytes = 4u * 65536u;
-    o->ring_entries = 1024;
-    o->procs = 16;
-    o->readers = 64;
-    o->state_max = 4096;
-    o->max_age_ms = 5000;
-    o->flags = flags;
-    o->attach_timeout_ms = 2000;
-}
-
 static bool shm_exists(const struct seg *s)
 {
     struct stat st;
@@ -113,11 +95,11 @@ static void sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
-/* Creates a valid segment with small_opts, detaches, returns its size in bytes. */
+/* Creates a valid segment with test_small_opts(), detaches, returns its size in bytes. */
 static off_t create_valid(const struct seg *s)
 {
     presence_options_t o;
-    small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL);
+    test_small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL);
     presence_t *p = NULL;
     assert_int_equal(presence_open(s->name, &o, &p), 0);
     assert_non_null(p);
@@ -236,7 +218,7 @@ static void test_create_attach_close_unlink(void **state)
 {
     struct seg *s = *state;
     presence_options_t o;
-    small_opts(&o, PRESENCE_CREATE);
+    test_small_opts(&o, PRESENCE_CREATE);
 
     /* No segment yet: a plain attach fails, nothing is created by it. */
     presence_t *p = SENTINEL;
@@ -347,7 +329,7 @@ static void test_mode_ignores_umask(void **state)
 {
     struct seg *s = *state;
     presence_options_t o;
-    small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL);
+    test_small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL);
     o.mode = 0660;
     mode_t old = umask(0077);
     presence_t *p = NULL;
@@ -380,7 +362,7 @@ static void test_default_mode(void **state)
 {
     struct seg *s = *state;
     presence_options_t o;
-    small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL); /* mode left at its default */
+    test_small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL); /* mode left at its default */
     assert_int_equal(o.mode, 0600);
     mode_t old = umask(0); /* a umask-based create would give 0666 or so */
     presence_t *p = NULL;
@@ -401,7 +383,7 @@ static void test_excl_existing(void **state)
 {
     struct seg *s = *state;
     presence_options_t o;
-    small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL);
+    test_small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL);
     presence_t *p1 = NULL;
     assert_int_equal(presence_open(s->name, &o, &p1), 0);
     assert_int_equal(presence_join(p1, "r", "c", NULL), PRESENCE_JOINED);
@@ -441,13 +423,13 @@ static void test_bad_options(void **state)
         presence_options_t o;
     } cases[20];
     size_t n = 0;
-#define BAD(desc, stmt)                           \
-    do {                                          \
-        cases[n].what = desc;                     \
-        small_opts(&cases[n].o, PRESENCE_CREATE); \
-        presence_options_t *o = &cases[n].o;      \
-        stmt;                                     \
-        n++;                                      \
+#define BAD(desc, stmt)                                \
+    do {                                               \
+        cases[n].what = desc;                          \
+        test_small_opts(&cases[n].o, PRESENCE_CREATE); \
+        presence_options_t *o = &cases[n].o;           \
+        stmt;                                          \
+        n++;                                           \
     } while (0)
     BAD("rooms 0", o->rooms = 0);
     BAD("connections 0", o->connections = 0);
@@ -486,7 +468,7 @@ static void test_bad_options(void **state)
     /* The good options right next to the bad ones do create (so the above failed
      * for the option, not for the name). */
     presence_options_t good;
-    small_opts(&good, PRESENCE_CREATE | PRESENCE_EXCL);
+    test_small_opts(&good, PRESENCE_CREATE | PRESENCE_EXCL);
     p = NULL;
     assert_int_equal(presence_open(s->name, &good, &p), 0);
     presence_close(p);
@@ -496,7 +478,7 @@ static void test_bad_names(void **state)
 {
     struct seg *s = *state;
     presence_options_t o;
-    small_opts(&o, PRESENCE_CREATE);
+    test_small_opts(&o, PRESENCE_CREATE);
     const char *bad[] = {NULL, "", "/", "a/b", "/a/b", ".", ".."};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         presence_t *p = SENTINEL;
@@ -716,10 +698,10 @@ static void test_attach_garbage(void **state)
 
     expect_attach_error(s, NULL, PRESENCE_EBADMAGIC);
     presence_options_t o;
-    small_opts(&o, PRESENCE_RDONLY);
+    test_small_opts(&o, PRESENCE_RDONLY);
     expect_attach_error(s, &o, PRESENCE_EBADMAGIC);
     /* CREATE on a name taken by garbage does not overwrite it: it attaches it. */
-    small_opts(&o, PRESENCE_CREATE);
+    test_small_opts(&o, PRESENCE_CREATE);
     expect_attach_error(s, &o, PRESENCE_EBADMAGIC);
     struct stat st;
     assert_int_equal(stat(s->path, &st), 0);
@@ -740,7 +722,7 @@ static void test_attach_truncated(void **state)
     assert_int_equal(truncate(s->path, size / 2), 0);
     expect_attach_error(s, NULL, PRESENCE_ETRUNCATED);
     presence_options_t o;
-    small_opts(&o, PRESENCE_RDONLY);
+    test_small_opts(&o, PRESENCE_RDONLY);
     expect_attach_error(s, &o, PRESENCE_ETRUNCATED);
 
     /* Shorter than the header but with the magic intact: still truncated. */
@@ -851,9 +833,9 @@ static void test_other_owner(void **state)
 
     expect_attach_error(s, NULL, PRESENCE_EOWNER);
     presence_options_t o;
-    small_opts(&o, PRESENCE_RDONLY);
+    test_small_opts(&o, PRESENCE_RDONLY);
     expect_attach_error(s, &o, PRESENCE_EOWNER);
-    small_opts(&o, PRESENCE_CREATE); /* exists: CREATE attaches, and is refused too */
+    test_small_opts(&o, PRESENCE_CREATE); /* exists: CREATE attaches, and is refused too */
     expect_attach_error(s, &o, PRESENCE_EOWNER);
 
     presence_options_init(&o);
@@ -923,7 +905,7 @@ static void test_rdonly(void **state)
 {
     struct seg *s = *state;
     presence_options_t o;
-    small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL);
+    test_small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL);
     presence_t *rw = NULL;
     assert_int_equal(presence_open(s->name, &o, &rw), 0);
     presence_conn_t handle;
