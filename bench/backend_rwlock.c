@@ -18,7 +18,8 @@
  * Honest tuning: every read (here_now, where_now, get_state) takes the read lock and
  * copies its answer out into a per-process buffer reused across calls; join, leave
  * and prune take the write lock; touch takes only the READ lock and stores last_seen
- * with a relaxed atomic store (concurrent touches of one connection are harmless and
+ * (a coarse-clock stamp, as the library takes; skipped when it would not move) with a
+ * relaxed atomic store (concurrent touches of one connection are harmless and
  * prune, the only reader of last_seen that matters, holds the write lock). A
  * connection is freed when it leaves its last room. There is no crash recovery: a
  * process killed while holding the lock wedges every other process, one of the
@@ -65,7 +66,7 @@ typedef struct rw_room {
 typedef struct rw_conn {
     char name[RW_NAME_CAP];
     char user[RW_NAME_CAP];     /* "" = anonymous */
-    _Atomic uint64_t last_seen; /* CLOCK_MONOTONIC ns */
+    _Atomic uint64_t last_seen; /* stamp_ns(): CLOCK_MONOTONIC_COARSE, rounded up */
     uint64_t timeout_ns;
     uint32_t hash, uhash;
     uint32_t head; /* first presence of the connection */
@@ -308,7 +309,7 @@ static int join_locked(rw_handle_t *h, const bench_key_t *k, uint64_t timeout_ms
     size_t slen = state ? strlen(state) : 0;
     if (slen >= RW_STATE_CAP)
         return -E2BIG;
-    uint64_t now = now_ns();
+    uint64_t now = stamp_ns();
     uint32_t ch = name_hash(k->conn), rh = name_hash(k->room);
     uint32_t cref = conn_find(h, k->conn, ch), rref = room_find(h, k->room, rh);
     if (cref != RW_NONE) {
@@ -562,10 +563,12 @@ static int rw_touch(void *hv, const bench_key_t *k)
     if (check_name(k->conn, false))
         return -EINVAL;
     uint32_t ch = name_hash(k->conn);
-    uint64_t now = now_ns();
+    uint64_t now = stamp_ns();
     pthread_rwlock_rdlock(&h->hdr->lock);
     uint32_t cref = conn_find(h, k->conn, ch);
-    if (cref != RW_NONE)
+    /* as the library: no store when the stamp would not move (same clock tick) */
+    if (cref != RW_NONE &&
+        atomic_load_explicit(&CONN(h, cref)->last_seen, memory_order_relaxed) < now)
         atomic_store_explicit(&CONN(h, cref)->last_seen, now, memory_order_relaxed);
     pthread_rwlock_unlock(&h->hdr->lock);
     return cref != RW_NONE ? 0 : 1;

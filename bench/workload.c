@@ -2,9 +2,10 @@
  * workload.c -- presence-bench: the workloads (see workload.h for the list): their
  * populations, and the timed loops their worker processes run.
  *
- * Timing: every operation (or every pipelined batch) is timed on its own with two
- * CLOCK_MONOTONIC readings, so each latency sample includes one clock reading's cost
- * (printed with every run). A batch of n pipelined operations records its round trip
+ * Timing: every operation (or every pipelined batch) is timed on its own between two
+ * CLOCK_MONOTONIC readings; one sample's end is the next one's start, so each sample
+ * includes one clock reading's cost (printed with every run) and the loop's own
+ * bookkeeping (a few ns). A batch of n pipelined operations records its round trip
  * n times. Samples started before the warm-up ends are not recorded.
  */
 #include "workload.h"
@@ -398,16 +399,27 @@ static const char *live_room(wl_worker_t *w)
     return w->wl->live.keys[rnd(w, w->wl->rooms) * w->wl->room_size].room;
 }
 
+/* A random connection of this worker's own: worker id of n holds connections id,
+ * id + n, id + 2n, ... (a worker heartbeats the sockets it holds; no connection is
+ * touched from two processes). The first live_conns keys name every connection. */
+static size_t own_conn(wl_worker_t *w)
+{
+    size_t n = w->ctl->nworkers, mine = (w->wl->live_conns - w->id + n - 1) / n;
+    return mine == 0 ? 0 : (size_t) rnd(w, mine) * n + w->id;
+}
+
 static int op_touch(wl_worker_t *w, uint64_t seq)
 {
     (void) seq;
-    const bench_key_t *k = &w->wl->live.keys[rnd(w, w->wl->live.n)];
+    const bench_key_t *k = &w->wl->live.keys[own_conn(w)];
     return check(w, "touch", w->be->touch(w->h, k), 0);
 }
 
 static int op_touch_handle(wl_worker_t *w, uint64_t seq)
 {
     (void) seq;
+    if (w->ntokens == 0)
+        return 0; /* more workers than connections: nothing of its own */
     return check(w, "touch_handle", w->be->touch_token(w->h, w->tokens[rnd(w, w->ntokens)]), 0);
 }
 
@@ -480,8 +492,8 @@ static int run_loop(wl_worker_t *w, wl_op_fn fn, unsigned row, unsigned batch, u
     run_row_t *r = &w->me->row[row];
     uint64_t seq = 0, measured = 0;
     int first = 1;
+    uint64_t t0 = now_ns();
     for (;;) {
-        uint64_t t0 = now_ns();
         if (atomic_load_explicit(&c->abort, memory_order_relaxed))
             return 0;
         if (stop == STOP_PRUNE) {
@@ -541,6 +553,7 @@ static int run_loop(wl_worker_t *w, wl_op_fn fn, unsigned row, unsigned batch, u
             r->ops += batch;
             measured += batch;
         }
+        t0 = t1;
     }
     return 0;
 }
@@ -978,14 +991,16 @@ static int prepare(wl_worker_t *w)
 {
     if (w->wl->op != OP_TOUCH_HANDLE)
         return 0;
-    w->ntokens = w->wl->live_conns; /* the first live_conns keys name every connection */
+    /* this worker's own connections, as own_conn() picks them */
+    size_t n = w->ctl->nworkers;
+    w->ntokens = w->wl->live_conns > w->id ? (w->wl->live_conns - w->id + n - 1) / n : 0;
     w->tokens = calloc(w->ntokens, sizeof *w->tokens);
     if (w->tokens == NULL) {
         snprintf(w->me->err, sizeof w->me->err, "out of memory");
         return -1;
     }
     for (size_t i = 0; i < w->ntokens; i++) {
-        int rc = w->be->touch_prepare(w->h, &w->wl->live.keys[i], &w->tokens[i]);
+        int rc = w->be->touch_prepare(w->h, &w->wl->live.keys[i * n + w->id], &w->tokens[i]);
         if (rc < 0) {
             note_error(w, "touch_handle: join for a handle", rc);
             return -1;

@@ -204,24 +204,6 @@ static struct pr_blob *blob_hdr(const struct presence *p, uint32_t ref, unsigned
     return (struct pr_blob *) (void *) (p->base + p->h->off_arena + unit * PR_UNIT);
 }
 
-const char *pr__blob_get(const struct presence *p, uint32_t ref, uint32_t *len)
-{
-    /* Hot path of every read: one bounds check against the arena, no page
-     * metadata. A corrupted header can only yield bytes inside the arena. */
-    uint64_t arena = (uint64_t) p->h->arena_pages * PR_PAGE_SIZE;
-    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
-    if (ref == 0 || off + PR_BLOB_HDR > arena)
-        return NULL;
-    const struct pr_blob *b =
-        (const struct pr_blob *) (const void *) (p->base + p->h->off_arena + off);
-    uint32_t n = pr_load(&b->len);
-    if (n > PR_PAGE_SIZE - PR_BLOB_HDR || off + PR_BLOB_HDR + n > arena)
-        return NULL;
-    if (len)
-        *len = n;
-    return (const char *) (b + 1);
-}
-
 bool pr__blob_eq(const struct presence *p, uint32_t ref, uint32_t rlen, const char *s, size_t n)
 {
     uint32_t len;

@@ -91,8 +91,25 @@ uint32_t pr__kind_cap(const struct presence *p, unsigned kind);
 
 /* ---- blobs (alloc.c) ----------------------------------------------------- */
 /* Payload of a blob ref, with its length, or NULL when the ref is out of
- * bounds or its header is inconsistent. Lock-free; call inside a read section. */
-const char *pr__blob_get(const struct presence *p, uint32_t ref, uint32_t *len);
+ * bounds or its header is inconsistent. Lock-free; call inside a read section.
+ * Hot path of every read: one bounds check against the arena, no page
+ * metadata; a corrupted header can only yield bytes inside the arena. */
+static inline const char *pr__blob_get(const struct presence *p, uint32_t ref, uint32_t *len)
+{
+    uint64_t arena = (uint64_t) p->h->arena_pages * PR_PAGE_SIZE;
+    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
+    if (ref == 0 || off + PR_BLOB_HDR > arena)
+        return NULL;
+    const struct pr_blob *b =
+        (const struct pr_blob *) (const void *) (p->base + p->h->off_arena + off);
+    uint32_t n = pr_load(&b->len);
+    if (n > PR_PAGE_SIZE - PR_BLOB_HDR || off + PR_BLOB_HDR + n > arena)
+        return NULL;
+    if (len)
+        *len = n;
+    return (const char *) (b + 1);
+}
+
 /* Allocates a blob holding @data, owned by item @owner. Returns the ref (> 0),
  * or -ENOSPC. Recorded in the caller's reader slot until pr__blob_attached(). */
 int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_t owner);
@@ -188,6 +205,7 @@ void pr__procs_collect(struct presence *p);
 /* ---- misc ------------------------------------------------------------------ */
 uint64_t pr__now_ns(void);      /* CLOCK_MONOTONIC */
 uint64_t pr__realtime_ns(void); /* CLOCK_REALTIME */
+uint64_t pr__stamp_ns(void);    /* heartbeat stamp: CLOCK_MONOTONIC_COARSE + its resolution */
 
 /* Test-only fault injection: PRESENCE_TEST_NO_TAGS disables free-stack tags (the
  * ABA test must then fail); PRESENCE_TEST_EAGER_FREE frees retired records at

@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define PR_MAGIC          0x31434e4553455250ull /* "PRESENC1" little-endian */
-#define PR_LAYOUT_VERSION 1u
+#define PR_LAYOUT_VERSION 2u
 #define PR_CACHELINE      128
 #define PR_NBATCH         32
 #define PR_NSUBS          64
@@ -80,9 +80,11 @@ struct pr_pres {
     uint32_t conn_next;  /* next presence of the connection (index+1), under its lock */
     uint32_t state_blob; /* arena ref of the state JSON (0 = none); swapped under room lock */
     uint32_t room_prev;  /* previous presence of the room (index+1), under the room lock */
-    uint64_t joined_ns;  /* CLOCK_MONOTONIC */
-    uint32_t conn_blob;  /* copies of the connection's name and user refs, so that a */
-    uint32_t user_blob;  /* room walk reads no connection record (they live as long) */
+    uint16_t conn_len;   /* copies of the connection's name and user (refs and */
+    uint16_t user_len;   /* lengths), so that a room walk reads no connection record */
+    uint32_t pad0;       /* and sizes its answer without reading a blob (they live */
+    uint32_t conn_blob;  /* as long as the connection) */
+    uint32_t user_blob;
 };
 
 /* A room, 128 bytes. */
@@ -103,7 +105,7 @@ struct pr_room {
 #define PR_TOMB (1ull << 63)
 struct pr_conn {
     struct pr_rec h;    /* aux: flags (PRESENCE_BOUND) */
-    uint64_t last_seen; /* CLOCK_MONOTONIC ns, or PR_TOMB | reason */
+    uint64_t last_seen; /* pr__stamp_ns(), or PR_TOMB | reason */
     uint32_t name_blob, user_blob;
     uint16_t name_len, user_len;
     uint32_t name_hash, user_hash;

@@ -242,15 +242,16 @@ void presence_here_now_free(presence_here_now_t *res)
     free(res);
 }
 
-/* Per-thread scratch for a room walk: occupant string offsets and bytes, reused
- * across calls so that a here_now costs one allocation per room. */
+/* Per-thread scratch for a room walk: the blob refs of the occupants listed,
+ * reused across calls so that a here_now costs one allocation per room. */
+struct occ_ref {
+    uint32_t conn, uuid, state; /* blob refs; uuid 0: anonymous, state 0: none */
+    uint16_t conn_len, uuid_len;
+};
 struct walk_scratch {
-    char *bytes;
-    size_t nbytes, capbytes;
-    struct occ_off {
-        size_t uuid, conn, state; /* offsets into bytes; SIZE_MAX: none */
-    } * occ;
-    size_t nocc, capocc;
+    struct occ_ref *refs;
+    size_t nrefs, caprefs;
+    size_t bytes; /* the names' bytes with their NULs (states not included) */
 };
 static __thread struct walk_scratch scratch __attribute__((tls_model("initial-exec")));
 static pthread_key_t scratch_key;
@@ -260,8 +261,7 @@ static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static void scratch_free(void *unused)
 {
     (void) unused;
-    free(scratch.bytes);
-    free(scratch.occ);
+    free(scratch.refs);
     memset(&scratch, 0, sizeof scratch);
 }
 
@@ -270,53 +270,33 @@ static void scratch_key_init(void)
     (void) pthread_key_create(&scratch_key, scratch_free);
 }
 
-/* Called before a thread's first allocation of scratch, so that it is freed
- * when the thread exits. */
-static void scratch_register(void)
+static int scratch_grow(void)
 {
-    pthread_once(&scratch_once, scratch_key_init);
-    (void) pthread_setspecific(scratch_key, &scratch);
-}
-
-static size_t scratch_put(const char *s, uint32_t n)
-{
-    if (scratch.nbytes + n + 1 > scratch.capbytes) {
-        if (!scratch.bytes && !scratch.occ)
-            scratch_register();
-        size_t nc = scratch.capbytes ? scratch.capbytes * 2 : 4096;
-        while (nc < scratch.nbytes + n + 1)
-            nc *= 2;
-        char *nb = realloc(scratch.bytes, nc);
-        if (!nb)
-            return SIZE_MAX;
-        scratch.bytes = nb;
-        scratch.capbytes = nc;
+    if (!scratch.refs) { /* the thread's first: free it when the thread exits */
+        pthread_once(&scratch_once, scratch_key_init);
+        (void) pthread_setspecific(scratch_key, &scratch);
     }
-    size_t off = scratch.nbytes;
-    memcpy(scratch.bytes + off, s, n);
-    scratch.bytes[off + n] = '\0';
-    scratch.nbytes += (size_t) n + 1;
-    return off;
+    size_t nc = scratch.caprefs ? scratch.caprefs * 2 : 128;
+    struct occ_ref *nr = realloc(scratch.refs, nc * sizeof *nr);
+    if (!nr)
+        return -ENOMEM;
+    scratch.refs = nr;
+    scratch.caprefs = nc;
+    return 0;
 }
 
-static size_t scratch_blob(const struct presence *p, uint32_t ref, uint32_t want_len, bool any)
-{
-    uint32_t n;
-    const char *d = pr__blob_get(p, ref, &n);
-    if (!d || (!any && n != want_len))
-        return SIZE_MAX;
-    return scratch_put(d, n);
-}
-
-/* One walk of room @ri's members into the scratch. Returns 0 or an error. */
+/* One walk of room @ri's members: counts them and, when listing, records the
+ * blob refs and name lengths of the occupants in the window (copies kept in the
+ * presence record, so the walk reads nothing else). Returns 0 or an error. */
 static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t limit, size_t offset,
                      uint32_t *occupancy)
 {
     struct pr_room *r = pr__room(p, ri);
     size_t seen = 0;
-    scratch.nbytes = 0;
-    scratch.nocc = 0;
+    scratch.nrefs = 0;
+    scratch.bytes = 0;
     bool list = (flags & (PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE)) != 0;
+    bool with_state = (flags & PRESENCE_INCLUDE_STATE) != 0;
     uint32_t cur = pr_load(&r->members);
     for (uint32_t s = 0; cur && s <= p->h->cap_pres; s++) {
         struct pr_pres *q = pr__pres(p, cur - 1);
@@ -325,27 +305,16 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
         if (PR_ST_STATE(pr_load(&q->h.state)) == PR_LIVE && q->room == ri) {
             size_t k = seen++;
             if (list && k >= offset && (limit == 0 || k - offset < limit)) {
-                if (scratch.nocc == scratch.capocc) {
-                    if (!scratch.bytes && !scratch.occ)
-                        scratch_register();
-                    size_t nc = scratch.capocc ? scratch.capocc * 2 : 64;
-                    struct occ_off *no = realloc(scratch.occ, nc * sizeof *scratch.occ);
-                    if (!no)
-                        return -ENOMEM;
-                    scratch.occ = no;
-                    scratch.capocc = nc;
-                }
-                size_t conn = scratch_blob(p, q->conn_blob, 0, true);
-                size_t uuid = q->user_blob ? scratch_blob(p, q->user_blob, 0, true) : conn;
-                uint32_t sb = pr_load(&q->state_blob);
-                size_t state = (flags & PRESENCE_INCLUDE_STATE) && sb ? scratch_blob(p, sb, 0, true)
-                                                                      : SIZE_MAX;
-                if (conn == SIZE_MAX || uuid == SIZE_MAX)
-                    return PRESENCE_ECORRUPT; /* changed under us (or out of memory) */
-                scratch.occ[scratch.nocc].uuid = uuid;
-                scratch.occ[scratch.nocc].conn = conn;
-                scratch.occ[scratch.nocc].state = state;
-                scratch.nocc++;
+                if (scratch.nrefs == scratch.caprefs && scratch_grow() != 0)
+                    return -ENOMEM;
+                struct occ_ref *o = &scratch.refs[scratch.nrefs++];
+                o->conn = q->conn_blob;
+                o->conn_len = q->conn_len;
+                o->uuid = q->user_len ? q->user_blob : 0;
+                o->uuid_len = q->user_len;
+                o->state = with_state ? pr_load(&q->state_blob) : 0;
+                scratch.bytes +=
+                    (size_t) o->conn_len + 1 + (o->uuid ? (size_t) o->uuid_len + 1 : 0);
             }
         }
         cur = pr_load(&q->room_next);
@@ -354,24 +323,73 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
     return 0;
 }
 
-/* Copies the scratch into one block: the occupant array, then the strings. */
-static int room_result_from_scratch(presence_room_result_t *rr)
+/* memcpy for short strings, inline: overlapping word moves, no call. */
+static inline void copy_short(char *d, const char *s, size_t n)
 {
-    size_t arr = scratch.nocc * sizeof(presence_occupant_t);
-    char *block = malloc(arr + scratch.nbytes + 1);
+    if (n >= 16) {
+        for (size_t i = 0; i + 16 < n; i += 16)
+            __builtin_memcpy(d + i, s + i, 16);
+        __builtin_memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8) {
+        __builtin_memcpy(d, s, 8);
+        __builtin_memcpy(d + n - 8, s + n - 8, 8);
+    } else if (n >= 4) {
+        __builtin_memcpy(d, s, 4);
+        __builtin_memcpy(d + n - 4, s + n - 4, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            d[i] = s[i];
+    }
+}
+
+/* Copies blob @ref, which must hold @want bytes (any length when @any), and a
+ * NUL to *@at, advancing it. NULL when the blob does not match (corruption). */
+static char *put_blob(const struct presence *p, uint32_t ref, uint32_t want, bool any, char **at)
+{
+    uint32_t n;
+    const char *d = pr__blob_get(p, ref, &n);
+    if (!d || (!any && n != want))
+        return NULL;
+    char *s = *at;
+    copy_short(s, d, n);
+    s[n] = '\0';
+    *at = s + n + 1;
+    return s;
+}
+
+/* Builds the result of the walk in one block: the occupant array, then the
+ * strings. The refs came from an exact snapshot and the blobs they name stay
+ * readable for the read section (names are immutable, a replaced state is
+ * retired, not overwritten), so this copy needs no retry. */
+static int room_result_from_scratch(const struct presence *p, presence_room_result_t *rr)
+{
+    size_t n = scratch.nrefs, bytes = scratch.bytes;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t st;
+        if (scratch.refs[i].state) {
+            if (!pr__blob_get(p, scratch.refs[i].state, &st))
+                return PRESENCE_ECORRUPT;
+            bytes += (size_t) st + 1;
+        }
+    }
+    char *block = malloc(n * sizeof(presence_occupant_t) + bytes + 1);
     if (!block)
         return -ENOMEM;
-    presence_occupant_t *o = (presence_occupant_t *) (void *) block;
-    char *str = block + arr;
-    if (scratch.nbytes)
-        memcpy(str, scratch.bytes, scratch.nbytes);
-    for (size_t i = 0; i < scratch.nocc; i++) {
-        o[i].uuid = str + scratch.occ[i].uuid;
-        o[i].conn = str + scratch.occ[i].conn;
-        o[i].state = scratch.occ[i].state == SIZE_MAX ? NULL : str + scratch.occ[i].state;
+    presence_occupant_t *occ = (presence_occupant_t *) (void *) block;
+    char *str = block + n * sizeof(presence_occupant_t);
+    for (size_t i = 0; i < n; i++) {
+        const struct occ_ref *o = &scratch.refs[i];
+        occ[i].conn = put_blob(p, o->conn, o->conn_len, false, &str);
+        /* anonymous: its uuid is the connection id */
+        occ[i].uuid = o->uuid ? put_blob(p, o->uuid, o->uuid_len, false, &str) : occ[i].conn;
+        occ[i].state = o->state ? put_blob(p, o->state, 0, true, &str) : NULL;
+        if (!occ[i].conn || !occ[i].uuid || (o->state && !occ[i].state)) {
+            free(block);
+            return PRESENCE_ECORRUPT;
+        }
     }
-    rr->occupants = o;
-    rr->noccupants = scratch.nocc;
+    rr->occupants = occ;
+    rr->noccupants = n;
     return 0;
 }
 
@@ -394,7 +412,7 @@ static int room_snapshot(struct presence *p, uint32_t ri, unsigned flags, size_t
     if (rc)
         return rc;
     rr->occupancy = occ;
-    return room_result_from_scratch(rr);
+    return room_result_from_scratch(p, rr);
 }
 
 int presence_here_now(presence_t *p, const char *const *rooms, size_t nrooms,

@@ -289,7 +289,7 @@ static int64_t conn_get_or_create(struct presence *p, const struct pr_name *cn,
     c->owner_proc = p->proc + 1;
     c->owner_gen = p->proc_gen;
     c->h.aux = flags & PRESENCE_BOUND;
-    pr_store(&c->last_seen, pr__now_ns());
+    pr_store(&c->last_seen, pr__stamp_ns());
     uint64_t st = pr_load(&c->h.state);
     pr_store(&c->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
     /* Counted with the state, not after the index insert: a process killed
@@ -444,8 +444,8 @@ static int touch_conn(struct pr_conn *c)
         uint64_t ls = pr_load(&c->last_seen);
         if (ls & PR_TOMB)
             return PRESENCE_NOT_PRESENT;
-        uint64_t now = pr__now_ns();
-        if (now <= ls || pr_cas(&c->last_seen, ls, now))
+        uint64_t now = pr__stamp_ns();
+        if (now <= ls || pr_cas(&c->last_seen, ls, now)) /* same tick: nothing to write */
             return 0;
     }
 }
@@ -638,10 +638,11 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         q->room = (uint32_t) ri;
         q->conn = (uint32_t) ci;
         q->state_blob = 0;
-        q->joined_ns = pr__now_ns();
         q->h.aux = c->user_len == 0 ? 1u : 0u;
         q->conn_blob = c->name_blob;
         q->user_blob = c->user_blob;
+        q->conn_len = c->name_len;
+        q->user_len = c->user_len;
         q->room_prev = 0;
         room_write_begin(r);
         q->room_next = r->members;
