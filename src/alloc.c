@@ -3,7 +3,9 @@
  * connections, presences, groups, group members) and variable-size blobs
  * (names, state documents) in the arena.
  *
- * Records: one lock-free free stack per kind, whose head word is
+ * Records: PR_NSHARD lock-free free stacks per kind (a process takes from and
+ * returns to shard proc % PR_NSHARD, so processes do not bounce one head word;
+ * it takes from the other shards only when its own is empty). A head word is
  * {top index+1 : 24 | tag : 24 | claimer : 16}. Taking a record is three steps:
  *   1. CAS head {top, t, 0} -> {top, t+1, me+1}: the claim is now durable in the
  *      head itself;
@@ -72,11 +74,10 @@ struct pr_rec *pr__rec(const struct presence *p, unsigned kind, uint32_t idx)
     }
 }
 
-/* Completes the claim pending in head word @hw (steps 2 and 3). Returns 0, or
- * ECORRUPT when the head names a record that cannot be. */
-static int claim_complete(struct presence *p, unsigned kind, uint64_t hw)
+/* Completes the claim pending in head word @hw of stack @head (steps 2 and 3).
+ * Returns 0, or ECORRUPT when the head names a record that cannot be. */
+static int claim_complete(struct presence *p, uint64_t *head, unsigned kind, uint64_t hw)
 {
-    uint64_t *head = &p->h->free_head[kind];
     uint32_t claimer = PR_FH_CLAIMER(hw);
     struct pr_rec *r = pr__rec(p, kind, PR_FH_IDX1(hw) - 1);
     if (!r || claimer == 0 || claimer - 1 >= p->h->cap_readers)
@@ -96,19 +97,16 @@ static int claim_complete(struct presence *p, unsigned kind, uint64_t hw)
     return 0;
 }
 
-int64_t pr__rec_claim(struct presence *p, unsigned kind)
+/* Takes the top of stack @head: the record index, -ENOSPC when it is empty. */
+static int64_t claim_from(struct presence *p, uint64_t *head, unsigned kind, uint32_t me)
 {
-    uint64_t *head = &p->h->free_head[kind];
-    uint32_t me = pr__my_slot(p);
     uint32_t cap = pr__kind_cap(p, kind);
-    if (me == UINT32_MAX)
-        return -EUSERS;
     for (unsigned spins = 0;; spins++) {
         if (spins > 4u * cap + 1000000u)
             return PRESENCE_ECORRUPT; /* a cycle in a corrupted stack */
         uint64_t hw = pr_load(head);
         if (PR_FH_CLAIMER(hw)) {
-            int rc = claim_complete(p, kind, hw);
+            int rc = claim_complete(p, head, kind, hw);
             if (rc)
                 return rc;
             continue;
@@ -121,7 +119,7 @@ int64_t pr__rec_claim(struct presence *p, unsigned kind)
         uint64_t mine = PR_FH(top1, tag_next(PR_FH_TAG(hw)), me + 1);
         if (!pr_cas(head, hw, mine))
             continue;
-        int rc = claim_complete(p, kind, mine);
+        int rc = claim_complete(p, head, kind, mine);
         if (rc)
             return rc;
         struct pr_rec *r = pr__rec(p, kind, top1 - 1);
@@ -133,9 +131,20 @@ int64_t pr__rec_claim(struct presence *p, unsigned kind)
     }
 }
 
+int64_t pr__rec_claim(struct presence *p, unsigned kind)
+{
+    uint32_t me = pr__my_slot(p);
+    if (me == UINT32_MAX)
+        return -EUSERS;
+    int64_t idx = -ENOSPC;
+    for (uint32_t k = 0; k < PR_NSHARD && idx == -ENOSPC; k++)
+        idx = claim_from(p, &p->h->free_head[(p->shard + k) % PR_NSHARD][kind], kind, me);
+    return idx;
+}
+
 void pr__rec_push_free(struct presence *p, unsigned kind, uint32_t idx)
 {
-    uint64_t *head = &p->h->free_head[kind];
+    uint64_t *head = &p->h->free_head[p->shard % PR_NSHARD][kind];
     struct pr_rec *r = pr__rec(p, kind, idx);
     if (!r)
         return;
@@ -144,7 +153,7 @@ void pr__rec_push_free(struct presence *p, unsigned kind, uint32_t idx)
     for (;;) {
         uint64_t hw = pr_load(head);
         if (PR_FH_CLAIMER(hw)) {
-            if (claim_complete(p, kind, hw) != 0)
+            if (claim_complete(p, head, kind, hw) != 0)
                 return;
             continue;
         }
@@ -159,13 +168,17 @@ void pr__alloc_format(struct presence *p)
     struct pr_header *h = p->h;
     for (unsigned kind = PR_K_ROOM; kind <= PR_K_GMEMBER; kind++) {
         uint32_t cap = pr__kind_cap(p, kind);
-        /* Build the stack so that index 0 is on top. */
-        for (uint32_t i = 0; i < cap; i++) {
-            struct pr_rec *r = pr__rec(p, kind, i);
-            r->state = PR_ST(0, PR_FREE, 0);
-            r->link = (i + 1 < cap) ? i + 2 : 0;
+        /* Shard s gets the records [cap*s/N, cap*(s+1)/N), lowest on top. */
+        for (uint32_t sh = 0; sh < PR_NSHARD; sh++) {
+            uint32_t lo = (uint32_t) ((uint64_t) cap * sh / PR_NSHARD);
+            uint32_t hi = (uint32_t) ((uint64_t) cap * (sh + 1) / PR_NSHARD);
+            for (uint32_t i = lo; i < hi; i++) {
+                struct pr_rec *r = pr__rec(p, kind, i);
+                r->state = PR_ST(0, PR_FREE, 0);
+                r->link = (i + 1 < hi) ? i + 2 : 0;
+            }
+            h->free_head[sh][kind] = PR_FH(hi > lo ? lo + 1 : 0, 0, 0);
         }
-        h->free_head[kind] = PR_FH(cap ? 1 : 0, 0, 0);
     }
 }
 
@@ -233,6 +246,25 @@ static int64_t try_page(struct presence *p, uint32_t page, unsigned cls, struct 
     return -ENOSPC;
 }
 
+/* Assigns a never-used page to class @cls and takes a cell of it: the page
+ * ref, or -ENOSPC when every page has been assigned. */
+static int64_t fresh_page(struct presence *p, unsigned cls, struct pr_reader *rd, uint32_t *page)
+{
+    struct pr_header *h = p->h;
+    for (;;) {
+        uint32_t pg = pr_load(&h->next_page);
+        if (pg >= h->arena_pages)
+            return -ENOSPC;
+        if (!pr_cas(&h->next_page, pg, pg + 1))
+            continue;
+        struct pr_page *pm = page_meta(p, pg);
+        pr_store(&pm->cls, cls + 1);
+        pr_store(&h->page_hint[cls], pg);
+        *page = pg;
+        return try_page(p, pg, cls, rd);
+    }
+}
+
 int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_t owner)
 {
     struct pr_header *h = p->h;
@@ -243,36 +275,39 @@ int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_
     if (!rd)
         return -EUSERS;
     int64_t ref = -ENOSPC;
-    uint32_t start = pr_load(&h->page_hint[cls]);
     uint32_t used = pr_load(&h->next_page);
     if (used > h->arena_pages)
         used = h->arena_pages;
+    /* This process's own page of the class first (its bitmap then stays in
+     * this process's cache), then a fresh page, then any page with room. */
+    uint32_t own1 = pr_load(&p->blob_page[cls]), pg = own1 - 1;
+    struct pr_page *pm = own1 ? page_meta(p, pg) : NULL;
+    if (pm && pg < used && pr_load(&pm->cls) == cls + 1)
+        ref = try_page(p, pg, cls, rd);
+    if (ref < 0)
+        ref = fresh_page(p, cls, rd, &pg);
+    uint32_t start = pr_load(&h->page_hint[cls]);
     for (uint32_t k = 0; k < used && ref < 0; k++) {
-        uint32_t pg = (start + k) % used;
-        struct pr_page *pm = page_meta(p, pg);
+        pg = (start + k) % used;
+        pm = page_meta(p, pg);
         if (pm && pr_load(&pm->cls) == cls + 1) {
             ref = try_page(p, pg, cls, rd);
             if (ref > 0 && pg != start)
                 pr_store(&h->page_hint[cls], pg);
         }
     }
-    while (ref < 0) {
-        uint32_t pg = pr_load(&h->next_page);
-        if (pg >= h->arena_pages)
-            return -ENOSPC;
-        if (!pr_cas(&h->next_page, pg, pg + 1))
-            continue;
-        struct pr_page *pm = page_meta(p, pg);
-        pr_store(&pm->cls, cls + 1);
-        pr_store(&h->page_hint[cls], pg);
-        ref = try_page(p, pg, cls, rd);
-    }
+    if (ref < 0)
+        return ref;
+    if (pg + 1 != own1)
+        pr_store(&p->blob_page[cls], pg + 1);
     struct pr_blob *b = blob_hdr(p, (uint32_t) ref, NULL);
     b->len = len;
     b->link = 0;
     b->retire_epoch = 0;
     b->owner = owner;
-    b->seq = pr_fetch_add(&h->blob_seq, 1u);
+    /* unique per cell reuse without a shared counter: process slot, then a
+     * count of this process's allocations */
+    b->seq = (p->proc << 24) | (__atomic_add_fetch(&p->blob_seq, 1u, __ATOMIC_RELAXED) & 0xffffffu);
     memcpy(b + 1, data, len);
     pr__count(p, PR_C_ARENA, (int64_t) PR_UNIT << cls);
     return ref;

@@ -71,6 +71,13 @@
 #    define pr_smp_mb_cheap() pr_smp_mb()
 #endif
 
+/* A spin-wait hint (pause). */
+#if defined(__x86_64__) || defined(__i386__)
+#    define pr_cpu_relax() __builtin_ia32_pause()
+#else
+#    define pr_cpu_relax() __asm__ volatile("" ::: "memory")
+#endif
+
 #define pr_cas(p, old, new_) __extension__({ pr_cmpxchg((p), (old), (new_)) == (old); })
 
 #endif /* PR_ATOMIC_H */

@@ -187,31 +187,43 @@ static int mark_all(struct presence *p, struct marks *m)
     return 0;
 }
 
-/* Marks the records on @kind's free stack. The walk is trusted only if the head
- * word did not change while it ran and every node it met was FREE (pops run
- * concurrently; only the lease holder pushes). Returns false if no stable
- * snapshot could be had, in which case callers must not act on it. */
+/* Marks the records on @kind's free stacks. A shard's walk is trusted only if
+ * its head word did not change while it ran and every node it met was FREE
+ * (pops run concurrently; only the lease holder pushes). Returns false if no
+ * stable snapshot of every shard could be had, in which case callers must not
+ * act on it. */
 static bool stack_snapshot(struct presence *p, unsigned kind, uint8_t *marks)
 {
     uint32_t cap = pr__kind_cap(p, kind);
-    for (int tries = 0; tries < 64; tries++) {
-        memset(marks, 0, cap ? cap : 1);
-        uint64_t hw = pr_load(&p->h->free_head[kind]);
-        uint32_t cur = PR_FH_IDX1(hw);
-        bool torn = false;
-        for (uint32_t s = 0; cur && !torn; s++) {
-            struct pr_rec *r = pr__rec(p, kind, cur - 1);
-            if (!r || s > cap || marks[cur - 1] || PR_ST_STATE(pr_load(&r->state)) != PR_FREE) {
-                torn = true;
-                break;
+    memset(marks, 0, cap ? cap : 1);
+    uint8_t *walk = malloc(cap ? cap : 1);
+    if (!walk)
+        return false;
+    bool stable = true;
+    for (uint32_t sh = 0; sh < PR_NSHARD && stable; sh++) {
+        uint64_t *head = &p->h->free_head[sh][kind];
+        stable = false;
+        for (int tries = 0; tries < 64 && !stable; tries++) {
+            memset(walk, 0, cap ? cap : 1);
+            uint64_t hw = pr_load(head);
+            uint32_t cur = PR_FH_IDX1(hw);
+            bool torn = false;
+            for (uint32_t s = 0; cur && !torn; s++) {
+                struct pr_rec *r = pr__rec(p, kind, cur - 1);
+                if (!r || s > cap || walk[cur - 1] || PR_ST_STATE(pr_load(&r->state)) != PR_FREE) {
+                    torn = true;
+                    break;
+                }
+                walk[cur - 1] = 1;
+                cur = pr_load(&r->link);
             }
-            marks[cur - 1] = 1;
-            cur = pr_load(&r->link);
+            stable = !torn && pr_load(head) == hw;
         }
-        if (!torn && pr_load(&p->h->free_head[kind]) == hw)
-            return true;
+        for (uint32_t i = 0; stable && i < cap; i++)
+            marks[i] |= walk[i];
     }
-    return false;
+    free(walk);
+    return stable;
 }
 
 /* Whether record @idx is on its free stack; *cache holds the snapshot (NULL

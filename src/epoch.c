@@ -24,7 +24,9 @@
  *
  * The limbo is a stack: any process pushes at the head (CAS on {item, tag});
  * only the lease holder removes: it takes the whole stack with one CAS as a
- * batch stamped with its newest epoch (header.batch[], a FIFO), and frees
+ * batch stamped with the global epoch read after the take, no older than any
+ * item's own stamp (header.batch[], a FIFO; no item is walked until it is
+ * freed), and frees
  * whole batches once that stamp is older than every reader. A batch taken off
  * the stack is unlinked from nothing else, so if the holder dies mid-free the
  * next holder finds the rest in the batch list (the batch is dropped from the
@@ -43,6 +45,8 @@
 int pr__test_eager_free;
 int pr__test_poison;
 
+static int reclaim(struct presence *p, bool trust_recent);
+
 static struct pr_tls *tls_get(struct presence *p)
 {
     struct pr_tls *t = pthread_getspecific(p->tls_key);
@@ -58,7 +62,15 @@ static struct pr_tls *tls_get(struct presence *p)
         pthread_mutex_lock(&p->local);
         for (uint32_t i = 0; i < p->h->cap_readers; i++) {
             struct pr_reader *r = pr__reader(p, i);
-            if (pr_load(&r->owner) == 0 && pr_cas(&r->owner, 0, me)) {
+            if (pr_load(&r->owner) != 0)
+                continue;
+            /* Raise the scan limit before owning the slot, so that no owned
+             * slot ever lies beyond it, even if we die in between. */
+            for (uint32_t hw = pr_load(&p->h->readers_hwm); hw < i + 1;
+                 hw = pr_load(&p->h->readers_hwm))
+                if (pr_cas(&p->h->readers_hwm, hw, i + 1))
+                    break;
+            if (pr_cas(&r->owner, 0, me)) {
                 pr_store(&r->epoch, 0);
                 pr_store(&r->inflight_blob, 0u);
                 r->tid = (uint32_t) gettid();
@@ -107,7 +119,8 @@ void pr__exit(struct presence *p, struct pr_tls *t)
 void pr__readers_release(struct presence *p)
 {
     uint64_t me = ((uint64_t) p->proc_gen << 32) | (p->proc + 1);
-    for (uint32_t i = 0; i < p->h->cap_readers; i++) {
+    uint32_t nslots = pr__readers_used(p);
+    for (uint32_t i = 0; i < nslots; i++) {
         struct pr_reader *r = pr__reader(p, i);
         if (pr_load(&r->owner) == me) {
             pr_store(&r->epoch, 0);
@@ -159,7 +172,7 @@ void pr__retire(struct presence *p, uint32_t item)
     }
     if (__atomic_add_fetch(&p->retire_since_reclaim, 1, __ATOMIC_RELAXED) % 64 == 0) {
         if (pr__lease_take(p) == 0) {
-            pr__reclaim(p);
+            reclaim(p, true);
             pr__lease_drop(p);
         }
     }
@@ -223,17 +236,45 @@ void pr__lease_drop(struct presence *p)
 
 /* ---- reclaim ---------------------------------------------------------------- */
 
+/* Number of reader slots a scan must look at (bounded by the capacity). */
+uint32_t pr__readers_used(const struct presence *p)
+{
+    uint32_t n = pr_load(&p->h->readers_hwm);
+    return n < p->h->cap_readers ? n : p->h->cap_readers;
+}
+
+/* Whether the process of reader-slot owner word @owner is alive. With
+ * @trust_recent, a proof younger than 2 ms (one per process, kept in the
+ * handle; the caller holds the lease) is taken instead of asking the kernel. */
+static bool owner_alive(struct presence *p, uint64_t owner, bool trust_recent)
+{
+    uint32_t proc1 = (uint32_t) owner;
+    if (proc1 == 0)
+        return false;
+    struct pr_alive_seen *seen = &p->alive_seen[proc1 % 8];
+    uint64_t now = trust_recent ? pr__stamp_ns() : 0;
+    if (trust_recent && seen->owner == owner && now < seen->until_ns)
+        return true;
+    if (!pr__proc_alive(p, proc1 - 1, (uint32_t) (owner >> 32)))
+        return false;
+    if (trust_recent) {
+        seen->owner = owner;
+        seen->until_ns = now + 2000000u;
+    }
+    return true;
+}
+
 /* The smallest epoch announced by a live reader; clears slots of dead processes. */
-static uint64_t min_active_epoch(struct presence *p, uint64_t global)
+static uint64_t min_active_epoch(struct presence *p, uint64_t global, bool trust_recent)
 {
     uint64_t min = global;
-    for (uint32_t i = 0; i < p->h->cap_readers; i++) {
+    uint32_t nslots = pr__readers_used(p);
+    for (uint32_t i = 0; i < nslots; i++) {
         struct pr_reader *r = pr__reader(p, i);
         uint64_t owner = pr_load(&r->owner);
         if (owner == 0)
             continue;
-        uint32_t proc1 = (uint32_t) owner;
-        if (proc1 == 0 || !pr__proc_alive(p, proc1 - 1, (uint32_t) (owner >> 32))) {
+        if (!owner_alive(p, owner, trust_recent)) {
             /* Dead process: its slot no longer pins anything. */
             pr_store(&r->epoch, 0);
             if (pr_cas(&r->owner, owner, 0))
@@ -247,7 +288,22 @@ static uint64_t min_active_epoch(struct presence *p, uint64_t global)
     return min;
 }
 
-/* Frees the chain @head..tail (items linked through their link field). */
+/* The last item of the chain from @head (0 if it cannot be walked). */
+static uint32_t chain_tail(struct presence *p, uint32_t head, uint64_t budget)
+{
+    uint32_t tail = 0;
+    for (uint32_t cur = head; cur != 0 && budget-- > 0;) {
+        uint64_t *ep;
+        uint32_t *link = item_link(p, cur, &ep);
+        if (!link)
+            return 0;
+        tail = cur;
+        cur = pr_load(link);
+    }
+    return tail;
+}
+
+/* Frees the chain from @head (items linked through their link field). */
 static int free_chain(struct presence *p, uint32_t head, uint64_t budget)
 {
     int freed = 0;
@@ -265,18 +321,19 @@ static int free_chain(struct presence *p, uint32_t head, uint64_t budget)
     return freed;
 }
 
-int pr__reclaim(struct presence *p)
+static int reclaim(struct presence *p, bool trust_recent)
 {
     struct pr_header *h = p->h;
     uint64_t global = pr_fetch_add(&h->global_epoch, 1) + 1; /* full fence */
-    uint64_t min = min_active_epoch(p, global);
+    uint64_t min = min_active_epoch(p, global, trust_recent);
     uint64_t budget = (uint64_t) h->cap_rooms + h->cap_conns + h->cap_pres + h->cap_groups +
                       h->cap_gmembers + (uint64_t) h->arena_pages * PR_UNITS_PAGE + 16;
     int freed = 0;
 
-    /* Take what was pushed since last time as one batch (one walk per item to
-     * find its newest stamp), so that no item is walked again until it is freed:
-     * reclamation costs O(items), however long a reader pins the epoch. */
+    /* Take what was pushed since last time as one batch. Its stamp is the
+     * global epoch read after the take: every item in it was stamped with the
+     * global epoch of its push, which is no newer, so no item is walked until
+     * it is freed. */
     uint64_t hw;
     do {
         hw = pr_load(&h->limbo_head);
@@ -284,30 +341,24 @@ int pr__reclaim(struct presence *p)
              !pr_cas(&h->limbo_head, hw, (uint64_t) (uint32_t) ((uint32_t) hw + 1)));
     uint32_t head = (uint32_t) (hw >> 32);
     if (head != 0) {
-        uint32_t tail = head, cur = head;
-        uint64_t maxs = 0;
-        for (uint64_t n = 0; cur != 0 && n < budget; n++) {
-            uint64_t *ep;
-            uint32_t *link = item_link(p, cur, &ep);
-            if (!link)
-                break;
-            uint64_t e = pr_load(ep);
-            maxs = e > maxs ? e : maxs;
-            tail = cur;
-            cur = pr_load(link);
-        }
-        if (h->nbatch == PR_NBATCH) { /* full: append to the newest batch */
+        uint64_t stamp = pr_load(&h->global_epoch);
+        if (h->nbatch == PR_NBATCH) {
+            /* Full: put the new items in front of the newest batch (a walk of
+             * the new items only). The stamp first: linked items must never sit
+             * under an older one. */
             struct pr_batch *b = &h->batch[(h->batch_first + h->nbatch - 1) % PR_NBATCH];
+            uint32_t tail = chain_tail(p, head, budget);
             uint64_t *e2;
-            /* the stamp first: linked items must never sit under an older one */
-            pr_store(&b->max_stamp, maxs > b->max_stamp ? maxs : b->max_stamp);
-            pr_store(item_link(p, b->tail, &e2), head);
-            b->tail = tail;
+            uint32_t *tail_link = tail ? item_link(p, tail, &e2) : NULL;
+            if (tail_link) {
+                pr_store(&b->max_stamp, stamp > b->max_stamp ? stamp : b->max_stamp);
+                pr_store(tail_link, b->head);
+                pr_store(&b->head, head);
+            }
         } else {
             struct pr_batch *b = &h->batch[(h->batch_first + h->nbatch) % PR_NBATCH];
             b->head = head;
-            b->tail = tail;
-            b->max_stamp = maxs;
+            b->max_stamp = stamp;
             pr_store(&h->nbatch, h->nbatch + 1);
         }
     }
@@ -327,6 +378,11 @@ int pr__reclaim(struct presence *p)
     }
     pr__count(p, PR_C_RECLAIMED, freed);
     return freed;
+}
+
+int pr__reclaim(struct presence *p)
+{
+    return reclaim(p, false);
 }
 
 /* ---- limbo size (derived, never counted: a crash cannot make it drift) ----- */

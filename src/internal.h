@@ -40,6 +40,16 @@ struct presence {
     pthread_key_t tls_key;
     pthread_mutex_t local; /* guards reader-slot claims and the lease in this process */
     unsigned retire_since_reclaim;
+    uint32_t shard;                  /* free stacks this process takes from first and returns to */
+    uint32_t blob_page[PR_NCLASSES]; /* page+1 it allocates blobs of a class from first */
+    uint32_t blob_seq;               /* its blob allocations (blob seq, with the slot) */
+    /* Other processes proven alive (their OFD lock held) and until when the
+     * proof is trusted: the reclaim that runs every 64 retirements would
+     * otherwise make a syscall for each reader slot that pins the epoch. */
+    struct pr_alive_seen {
+        uint64_t owner; /* {gen:32 | proc+1:32} */
+        uint64_t until_ns;
+    } alive_seen[8];
     /* maintenance sweep, phase 1 -> phase 2 (see check.c) */
     uint32_t *sweep_items;  /* item ids of suspected orphans */
     uint64_t *sweep_states; /* their state words when suspected */
@@ -131,7 +141,8 @@ void pr__exit(struct presence *p, struct pr_tls *t);
 void pr__retire(struct presence *p, uint32_t item);
 int pr__lease_take(struct presence *p);
 void pr__lease_drop(struct presence *p);
-int pr__reclaim(struct presence *p); /* lease held */
+int pr__reclaim(struct presence *p);                 /* lease held */
+uint32_t pr__readers_used(const struct presence *p); /* slots a scan must look at */
 /* Out of space: waits briefly for the lease and reclaims. Call outside a read section. */
 int pr__reclaim_for_space(struct presence *p);
 void pr__readers_release(struct presence *p);

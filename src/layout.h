@@ -48,6 +48,7 @@ enum pr_rstate {
  * (ABA). claimer = reader slot + 1 that has claimed the top record and not yet
  * swung the head (0 = none): the claim is durable in the head word itself, so
  * any process can complete it (see alloc.c). */
+#define PR_NSHARD        4u
 #define PR_FH_IDX1(w)    ((uint32_t) ((w) >> 40))
 #define PR_FH_TAG(w)     ((uint32_t) (((w) >> 16) & 0xffffffu))
 #define PR_FH_CLAIMER(w) ((uint32_t) ((w) &0xffffu))
@@ -214,18 +215,19 @@ struct pr_header {
     uint32_t cap_procs, cap_readers, ring_entries, state_max, arena_pages;
     uint64_t max_age_ms;
     uint32_t nb_rooms, nb_conns, nb_users, nb_groups, nstripes; /* powers of two */
-    uint32_t pad0;
+    uint32_t readers_hwm; /* reader slots ever claimed: slot i is used only once this > i */
     uint64_t hash_seed;
 
     /* region offsets */
     uint64_t off_procs, off_readers, off_rooms, off_conns, off_pres, off_groups, off_gmembers;
     uint64_t off_rb, off_cb, off_ub, off_gb, off_stripes, off_pages, off_arena, off_ring;
 
-    /* free-stack heads, one per record kind (index = enum pr_kind) */
-    uint64_t free_head[8] __attribute__((aligned(PR_CACHELINE)));
+    /* free-stack heads: PR_NSHARD stacks per record kind (index = enum pr_kind),
+     * one cache line per shard; a process takes from and returns to its own
+     * shard (proc % PR_NSHARD) and takes from the others only when it is empty */
+    uint64_t free_head[PR_NSHARD][8] __attribute__((aligned(PR_CACHELINE)));
     uint32_t page_hint[PR_NCLASSES]; /* a page of each class likely to have room */
     uint32_t next_page;              /* first never-assigned page */
-    uint32_t blob_seq;               /* allocation counter for blobs */
 
     uint64_t global_epoch __attribute__((aligned(PR_CACHELINE)));
 
@@ -233,7 +235,8 @@ struct pr_header {
     /* Batches taken off limbo_head by the lease holder, oldest first, each
      * freed whole once its newest stamp is older than every reader. */
     struct pr_batch {
-        uint32_t head, tail; /* item ids; chained through their link */
+        uint32_t head; /* item id; chained through their link */
+        uint32_t pad;
         uint64_t max_stamp;
     } batch[PR_NBATCH];
     uint32_t batch_first, nbatch;

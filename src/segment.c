@@ -431,6 +431,7 @@ static int claim_proc(struct presence *p)
         pr_store(&pp->attached_ns, pr__realtime_ns());
         p->proc = i;
         p->proc_gen = gen;
+        p->shard = i % PR_NSHARD;
         return 0;
     }
     return -EUSERS;

@@ -76,8 +76,10 @@ static int do_write(presence_t *p, int id, uint64_t seed, int secs, const char *
                 fprintf(stderr, "seed %llu: join %s %s -> %d (%s), want %d\n",
                         (unsigned long long) seed, room, conn, rc, presence_strerror(rc), want);
                 for (unsigned k = PR_K_ROOM; k <= PR_K_GMEMBER; k++)
-                    fprintf(stderr, "  stack %u head idx1 %u claimer %u\n", k,
-                            PR_FH_IDX1(p->h->free_head[k]), PR_FH_CLAIMER(p->h->free_head[k]));
+                    for (unsigned sh = 0; sh < PR_NSHARD; sh++)
+                        fprintf(stderr, "  stack %u shard %u head idx1 %u claimer %u\n", k, sh,
+                                PR_FH_IDX1(p->h->free_head[sh][k]),
+                                PR_FH_CLAIMER(p->h->free_head[sh][k]));
                 fprintf(stderr, "  global epoch %llu, reader slots:",
                         (unsigned long long) p->h->global_epoch);
                 for (uint32_t s2 = 0; s2 < p->h->cap_readers; s2++)
@@ -255,6 +257,7 @@ static int do_aba(presence_t *p, int secs)
     uint64_t end = now_ms() + (uint64_t) secs * 1000;
     unsigned long errors = 0, rounds = 0;
     uint32_t me = (uint32_t) getpid();
+    p->shard = 0; /* every process on one stack: the contention the test is about */
     while (now_ms() < end) {
         struct pr_tls *t = pr__enter(p);
         int64_t idx[2];
