@@ -827,6 +827,32 @@ int presence_on_message(presence_t *p, const char *conn, const void *msg, size_t
     return mask;
 }
 
+/* Starts loading what removing connection @ci will touch (its first
+ * presence, its names, its index buckets), if it looks expired: prune walks
+ * connections in index order, so a few iterations ahead these cache misses
+ * overlap instead of following one another. A prefetch has no effect on
+ * correctness; the addresses are only kept inside the segment. */
+static void prefetch_removal(struct presence *p, uint32_t ci, uint64_t now, uint64_t max_age_ns)
+{
+    struct pr_conn *c = pr__conn(p, ci);
+    if (!c || !is_live(&c->h))
+        return;
+    uint64_t ls = pr_load(&c->last_seen);
+    if ((ls & PR_TOMB) || ls >= now || (now - ls <= max_age_ns && c->timeout_ms == 0))
+        return;
+    uint32_t first = pr_load(&c->presences);
+    if (first && pr__pres(p, first - 1))
+        __builtin_prefetch(pr__pres(p, first - 1), 1);
+    uint64_t units = (uint64_t) p->h->arena_pages * PR_UNITS_PAGE;
+    if (c->name_blob && c->name_blob <= units)
+        __builtin_prefetch(p->base + p->h->off_arena + ((uint64_t) c->name_blob - 1) * PR_UNIT);
+    if (c->user_blob && c->user_blob <= units)
+        __builtin_prefetch(p->base + p->h->off_arena + ((uint64_t) c->user_blob - 1) * PR_UNIT);
+    __builtin_prefetch(pr__bucket(p, PR_T_CONN, c->name_hash));
+    if (c->user_len)
+        __builtin_prefetch(pr__bucket(p, PR_T_USER, c->user_hash));
+}
+
 int presence_prune(presence_t *p, uint64_t max_age_ms)
 {
     struct pr_tls *t;
@@ -834,9 +860,15 @@ int presence_prune(presence_t *p, uint64_t max_age_ms)
     if (max_age_ms == 0)
         max_age_ms = p->h->max_age_ms;
     uint64_t now = pr__now_ns();
+    uint64_t max_age_ns =
+        max_age_ms > UINT64_MAX / 1000000ull ? UINT64_MAX : max_age_ms * 1000000ull;
     int count = 0;
     for (uint32_t ci = 0; ci < p->h->cap_conns; ci++) {
         struct pr_conn *c = pr__conn(p, ci);
+        if (ci + 16 < p->h->cap_conns)
+            __builtin_prefetch(pr__conn(p, ci + 16));
+        if (ci + 8 < p->h->cap_conns)
+            prefetch_removal(p, ci + 8, now, max_age_ns);
         if (!is_live(&c->h))
             continue;
         uint64_t ls = pr_load(&c->last_seen);
