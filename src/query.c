@@ -234,12 +234,9 @@ void presence_here_now_free(presence_here_now_t *res)
 {
     if (!res)
         return;
-    for (size_t i = 0; i < res->nrooms; i++) {
+    for (size_t i = 0; i < res->nrooms; i++)
         free(res->rooms[i].occupants); /* one block: the array and its strings */
-        free(res->rooms[i].name);
-    }
-    free(res->rooms);
-    free(res);
+    free(res);                         /* one block: itself, the rooms, their names */
 }
 
 /* Per-thread scratch for a room walk: the blob refs of the occupants listed,
@@ -415,29 +412,54 @@ static int room_snapshot(struct presence *p, uint32_t ri, unsigned flags, size_t
     return room_result_from_scratch(p, rr);
 }
 
+/* The result in one block: the header, the room array, the room names. */
+static presence_here_now_t *here_now_block(const char *const *names, size_t n)
+{
+    size_t bytes = sizeof(presence_here_now_t) + n * sizeof(presence_room_result_t);
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(names[i]) + 1;
+    presence_here_now_t *res = calloc(1, bytes);
+    if (!res)
+        return NULL;
+    res->rooms = (presence_room_result_t *) (void *) (res + 1);
+    char *str = (char *) (res->rooms + n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]) + 1;
+        res->rooms[i].name = memcpy(str, names[i], len);
+        str += len;
+    }
+    return res;
+}
+
 int presence_here_now(presence_t *p, const char *const *rooms, size_t nrooms,
                       const char *const *groups, size_t ngroups, unsigned flags, size_t limit,
                       size_t offset, presence_here_now_t **out)
 {
     presence_strlist_t names = {0, NULL};
-    int rc = expand(p, rooms, nrooms, groups, ngroups, &names);
-    presence_here_now_t *res = calloc(1, sizeof *res);
-    if (!res && !rc)
-        rc = -ENOMEM;
-    if (!rc && names.count) {
-        res->rooms = calloc(names.count, sizeof *res->rooms);
-        if (!res->rooms)
-            rc = -ENOMEM;
+    size_t nnames = 0;
+    presence_here_now_t *res = NULL;
+    int rc = 0;
+    if (ngroups == 0 && nrooms == 1 && rooms) { /* the common call: no copies to make */
+        rc = pr__validate_name(rooms[0], NULL);
+        res = rc ? NULL : here_now_block(rooms, 1);
+        nnames = 1;
+    } else {
+        rc = expand(p, rooms, nrooms, groups, ngroups, &names);
+        res = rc ? NULL : here_now_block((const char *const *) names.items, names.count);
+        nnames = names.count;
+        for (size_t i = 0; i < names.count; i++)
+            free(names.items[i]);
+        free(names.items);
     }
-    struct pr_tls *t = rc ? NULL : pr__enter(p);
-    if (!rc && !t)
+    if (!res)
+        return rc ? rc : -ENOMEM;
+    struct pr_tls *t = pr__enter(p);
+    if (!t)
         rc = -EUSERS;
-    for (size_t i = 0; !rc && i < names.count; i++) {
+    for (size_t i = 0; !rc && i < nnames; i++) {
         presence_room_result_t *rr = &res->rooms[res->nrooms++];
-        rr->name = names.items[i];
-        names.items[i] = NULL;
-        int64_t ri =
-            pr__room_find(p, rr->name, strlen(rr->name), pr__hash(p, rr->name, strlen(rr->name)));
+        size_t len = strlen(rr->name);
+        int64_t ri = pr__room_find(p, rr->name, len, pr__hash(p, rr->name, len));
         if (ri == -ENOENT)
             continue; /* occupancy 0, as PubNub answers */
         if (ri < 0) {
@@ -449,10 +471,7 @@ int presence_here_now(presence_t *p, const char *const *rooms, size_t nrooms,
     }
     if (t)
         pr__exit(p, t);
-    res ? res->total_channels = res->nrooms : 0;
-    for (size_t i = 0; i < names.count; i++)
-        free(names.items[i]);
-    free(names.items);
+    res->total_channels = res->nrooms;
     if (rc) {
         presence_here_now_free(res);
         return rc;
