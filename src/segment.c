@@ -285,10 +285,6 @@ static int map_fd(struct presence *p, int fd, size_t size, bool rdonly)
     void *m = mmap(NULL, size, rdonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED)
         return -errno;
-    /* Transparent huge pages where the tmpfs allows them (mounted huge=advise, or
-     * shmem_enabled=force): at 10^5+ records every lookup and walk is dominated by
-     * TLB misses with 4 KiB pages. A no-op (EINVAL) elsewhere; nothing depends on it. */
-    (void) madvise(m, size, MADV_HUGEPAGE);
     p->base = m;
     p->size = size;
     p->h = m;
