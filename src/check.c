@@ -617,23 +617,20 @@ int presence_procs(presence_t *p, presence_proc_list_t **out)
 
 /* ---- maintenance ----------------------------------------------------------------- */
 
-/* Locks and unlocks every object, so that EOWNERDEAD repairs run. */
+/* Takes over, repairs and releases every lock whose holder is dead (reads
+ * the lock words; only held ones cost more). */
 static void touch_all_locks(struct presence *p)
 {
     const struct pr_header *h = p->h;
-    pthread_mutex_t *stripes = PR_REGION(p, off_stripes, pthread_mutex_t);
+    struct pr_stripe *stripes = PR_REGION(p, off_stripes, struct pr_stripe);
     for (uint32_t i = 0; i < 4 * h->nstripes; i++)
-        if (pr__lock(p, &stripes[i], pr__stripe_repair, i) == 0)
-            pr__unlock(&stripes[i]);
+        pr__lock_recover(p, &stripes[i].lock, pr__stripe_repair, i);
     for (uint32_t i = 0; i < h->cap_rooms; i++)
-        if (pr__lock(p, &pr__room(p, i)->lock, pr__room_repair, i) == 0)
-            pr__unlock(&pr__room(p, i)->lock);
+        pr__lock_recover(p, &pr__room(p, i)->lock, pr__room_repair, i);
     for (uint32_t i = 0; i < h->cap_conns; i++)
-        if (pr__lock(p, &pr__conn(p, i)->lock, pr__conn_repair, i) == 0)
-            pr__unlock(&pr__conn(p, i)->lock);
+        pr__lock_recover(p, &pr__conn(p, i)->lock, pr__conn_repair, i);
     for (uint32_t i = 0; i < h->cap_groups; i++)
-        if (pr__lock(p, &pr__group(p, i)->lock, pr__group_repair, i) == 0)
-            pr__unlock(&pr__group(p, i)->lock);
+        pr__lock_recover(p, &pr__group(p, i)->lock, pr__group_repair, i);
 }
 
 static bool sweep_push(struct presence *p, size_t *cap, uint32_t item, uint64_t state)

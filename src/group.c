@@ -2,7 +2,7 @@
  * group.c -- groups: named sets of at most PRESENCE_GROUP_MAX_ROOMS room names
  * (the rooms need not exist). A group is a record in the group index with a
  * list of member records; the list and its count change under the group's
- * robust lock, and are read lock-free (query.c expands groups).
+ * lock (lock.c), and are read lock-free (query.c expands groups).
  */
 #include "internal.h"
 

@@ -5,7 +5,7 @@
  *
  * Each index is an array of u32 bucket heads (record index + 1, 0 = empty);
  * records chain through their own u32 link. Inserts and unlinks take the
- * bucket's stripe lock (a robust mutex; 256 stripes per index) and publish with
+ * bucket's stripe lock (lock.c; 256 stripes per index) and publish with
  * a single store, so a chain is always well-formed, even after the holder dies.
  * Lookups take no lock: they walk the chain inside a read section (unlinked
  * records stay readable until their grace period ends) and every index they
@@ -113,11 +113,11 @@ uint32_t *pr__bucket(const struct presence *p, unsigned table, uint32_t hash)
     return (uint32_t *) (void *) (p->base + off) + (hash & (nbuckets(p, table) - 1));
 }
 
-pthread_mutex_t *pr__stripe(const struct presence *p, unsigned table, uint32_t hash)
+pr_lock_t *pr__stripe(const struct presence *p, unsigned table, uint32_t hash)
 {
-    pthread_mutex_t *s = PR_REGION(p, off_stripes, pthread_mutex_t);
+    struct pr_stripe *s = PR_REGION(p, off_stripes, struct pr_stripe);
     uint32_t b = hash & (nbuckets(p, table) - 1);
-    return s + (size_t) (table & 3) * p->h->nstripes + (b & (p->h->nstripes - 1));
+    return &s[(size_t) (table & 3) * p->h->nstripes + (b & (p->h->nstripes - 1))].lock;
 }
 
 /* The chain link of record @idx in @table, or NULL. */

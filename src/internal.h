@@ -149,16 +149,19 @@ void pr__readers_release(struct presence *p);
 bool pr__proc_alive(struct presence *p, uint32_t proc, uint32_t gen);
 uint32_t pr__my_slot(struct presence *p);
 
-/* ---- robust locks (lock.c) ----------------------------------------------- */
+/* ---- locks that survive their holder (lock.c) ------------------------------ */
 typedef void (*pr_repair_fn)(struct presence *p, uint32_t idx);
-int pr__mutex_init(pthread_mutex_t *m);
-int pr__lock(struct presence *p, pthread_mutex_t *m, pr_repair_fn repair, uint32_t idx);
-void pr__unlock(pthread_mutex_t *m);
+/* Takes @l (may sleep while a live process holds it); when its holder died,
+ * takes it over and runs @repair(p, idx) first. 0, or an error. */
+int pr__lock(struct presence *p, pr_lock_t *l, pr_repair_fn repair, uint32_t idx);
+void pr__unlock(pr_lock_t *l);
+/* If @l is held by a dead process: take it over, repair, release; true then. */
+bool pr__lock_recover(struct presence *p, pr_lock_t *l, pr_repair_fn repair, uint32_t idx);
 
 /* ---- names and hashing (index.c) ---------------------------------------- */
 int pr__validate_name(const char *s, size_t *len);
 uint32_t pr__hash(const struct presence *p, const char *s, size_t n);
-pthread_mutex_t *pr__stripe(const struct presence *p, unsigned table, uint32_t hash);
+pr_lock_t *pr__stripe(const struct presence *p, unsigned table, uint32_t hash);
 uint32_t *pr__bucket(const struct presence *p, unsigned table, uint32_t hash);
 enum { PR_T_ROOM = 0, PR_T_CONN = 1, PR_T_USER = 2, PR_T_GROUP = 3 };
 int64_t pr__room_find(struct presence *p, const char *name, size_t n, uint32_t hash);

@@ -72,6 +72,20 @@ struct pr_rec {
     uint32_t aux;          /* kind-specific */
 };
 
+/* A lock (lock.c): 0 when free, else the holder's token {generation & 0x3fff :
+ * 14 | process slot + 1 : 16}, with PR_LOCK_WAITERS set while someone sleeps
+ * on it (a futex on this word). */
+typedef struct pr_lock {
+    uint32_t word;
+} pr_lock_t;
+#define PR_LOCK_WAITERS 0x80000000u
+
+/* A bucket stripe's lock, alone on its cache line. */
+struct pr_stripe {
+    pr_lock_t lock;
+    uint8_t pad[PR_CACHELINE - sizeof(pr_lock_t)];
+};
+
 /* A presence: (room, connection), 64 bytes. */
 struct pr_pres {
     struct pr_rec h;     /* aux: 1 = the connection has no user (anonymous) */
@@ -97,8 +111,8 @@ struct pr_room {
     uint32_t occupancy;   /* LIVE presences; written under the lock, read lock-free */
     uint32_t anonymous;   /* LIVE presences without a user */
     uint32_t version;     /* seqlock: odd while a writer changes members (under the lock) */
-    pthread_mutex_t lock; /* robust, process-shared: guards members and counters */
-    uint8_t pad1[128 - 24 - 32 - sizeof(pthread_mutex_t)];
+    pr_lock_t lock;       /* guards members and counters */
+    uint8_t pad1[128 - 24 - 32 - sizeof(pr_lock_t)];
 };
 
 /* A connection, 128 bytes. last_seen has bit 63 set once the connection is
@@ -117,8 +131,8 @@ struct pr_conn {
     uint32_t timeout_ms;  /* 0 = the prune call's max_age */
     uint32_t owner_proc;  /* process slot + 1 that joined it (for BOUND) */
     uint32_t owner_gen;   /* that slot's generation */
-    uint8_t pad0[8];
-    pthread_mutex_t lock; /* guards presences, npres */
+    pr_lock_t lock;       /* guards presences, npres */
+    uint8_t pad0[128 - 80 - sizeof(pr_lock_t)];
 };
 
 /* A group, 128 bytes. */
@@ -129,8 +143,8 @@ struct pr_group {
     uint32_t members; /* first gmember (index+1) */
     uint32_t count;
     uint8_t pad0[8];
-    pthread_mutex_t lock;
-    uint8_t pad1[128 - 24 - 32 - sizeof(pthread_mutex_t)];
+    pr_lock_t lock;
+    uint8_t pad1[128 - 24 - 32 - sizeof(pr_lock_t)];
 };
 
 /* A room name in a group, 64 bytes. */

@@ -1,62 +1,118 @@
 /*
- * lock.c -- the only locks in the segment: robust, process-shared mutexes, one
- * per room, per connection, per group, and per bucket stripe. There is no
- * global lock. Readers never take any of them.
+ * lock.c -- the only locks in the segment: one per room, per connection, per
+ * group, and per bucket stripe. There is no global lock. Readers never take
+ * any of them.
  *
- * When a holder dies, the kernel's robust-futex list hands the next locker
- * EOWNERDEAD. That locker runs the object's repair function (which makes the
- * object's lists and counters agree again; every mutation is ordered so that a
- * repair can tell what a half-done one meant), marks the mutex consistent, and
- * flags the segment for a maintenance sweep, which reclaims records the dead
- * process left unreachable.
+ * A lock is one 32-bit word (layout.h): 0 when free, else the holder's token
+ * {process-slot generation & 0x3fff : 14 | process slot + 1 : 16}, plus
+ * PR_LOCK_WAITERS while someone sleeps on it. Taking it is one CAS 0 -> token;
+ * releasing it is one exchange to 0, and a futex wake only if the waiters bit
+ * was set. A locker that finds it held watches the word for a while (reading
+ * only: no cache-line traffic; a holder keeps a room or connection lock for
+ * about a microsecond, a futex sleep and wake-up costs 10-20 us here), then
+ * asks whether the holder's process is alive -- its OFD lock, as for reader
+ * slots -- and sleeps on the futex (with a timeout, since a holder that dies
+ * while we sleep wakes no one) only if it is.
  *
- * Robust mutexes do not spin (glibc's adaptive kind excludes robustness), and
- * a futex sleep and wake-up costs 10-20 us here while a holder keeps a room or
- * connection lock for about a microsecond. So a locker first watches the lock
- * word for a while (reading only: no cache-line traffic) and tries again when
- * it reads free, and sleeps in the kernel only after that.
+ * When the holder is dead, the locker takes the lock over by CAS and runs the
+ * object's repair function (which makes the object's lists and counters agree
+ * again; every mutation is ordered so that a repair can tell what a half-done
+ * one meant), then flags the segment for a maintenance sweep, which reclaims
+ * records the dead process left unreachable. pr__lock_recover() does the same
+ * for a lock nobody is waiting for (the sweep scans every lock word).
+ *
+ * The token is per process, not per thread: threads of one process exclude
+ * each other like any two lockers; a process only dies as a whole.
  */
 #include "internal.h"
 
-int pr__mutex_init(pthread_mutex_t *m)
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PR_LOCK_SPINS    256       /* pause-loop reads of the word before sleeping, ~2-5 us */
+#define PR_LOCK_SLEEP_NS 20000000L /* a sleeper re-checks its holder this often */
+
+static uint32_t lock_token(const struct presence *p)
 {
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-    int rc = pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-    return -rc;
+    return ((p->proc_gen & 0x3fffu) << 16) | ((p->proc + 1) & 0xffffu);
 }
 
-#define PR_LOCK_SPINS 256 /* pause-loop reads of the lock word, ~2-5 us */
-
-int pr__lock(struct presence *p, pthread_mutex_t *m, pr_repair_fn repair, uint32_t idx)
+/* Whether the process that holds @word is alive (its slot still has the
+ * generation the token names, and its OFD lock is held). */
+static bool holder_alive(struct presence *p, uint32_t word)
 {
-    int rc = pthread_mutex_trylock(m);
-    for (unsigned spin = 0; rc == EBUSY && spin < PR_LOCK_SPINS; spin++) {
-        pr_cpu_relax();
-        if (pr_load(&m->__data.__lock) == 0) /* glibc: the owner's tid, 0 when free */
-            rc = pthread_mutex_trylock(m);
-    }
-    if (rc == EBUSY)
-        rc = pthread_mutex_lock(m);
-    if (PR_LIKELY(rc == 0))
-        return 0;
-    if (rc == EOWNERDEAD) {
-        if (repair)
-            repair(p, idx);
-        pthread_mutex_consistent(m);
-        pr__count(p, PR_C_REPAIRS, 1);
-        pr_store(&p->h->needs_sweep, 1u);
-        return 0;
-    }
-    return rc == ENOTRECOVERABLE ? PRESENCE_ECORRUPT : -rc;
+    uint32_t proc1 = word & 0xffffu, gen14 = (word >> 16) & 0x3fffu;
+    if (proc1 == 0)
+        return false;
+    struct pr_proc *pp = pr__proc(p, proc1 - 1);
+    if (!pp)
+        return false;
+    uint64_t owner = pr_load(&pp->owner);
+    uint32_t gen = (uint32_t) (owner >> 32);
+    if ((uint32_t) owner == 0 || (gen & 0x3fffu) != gen14)
+        return false; /* the slot was freed or taken by another process since */
+    return pr__proc_alive(p, proc1 - 1, gen);
 }
 
-void pr__unlock(pthread_mutex_t *m)
+/* We hold @l, taken from a dead holder: repair what it guarded. */
+static void took_over(struct presence *p, pr_repair_fn repair, uint32_t idx)
 {
-    pthread_mutex_unlock(m);
+    if (repair)
+        repair(p, idx);
+    pr__count(p, PR_C_REPAIRS, 1);
+    pr_store(&p->h->needs_sweep, 1u);
+}
+
+int pr__lock(struct presence *p, pr_lock_t *l, pr_repair_fn repair, uint32_t idx)
+{
+    uint32_t me = lock_token(p);
+    unsigned spins = 0;
+    for (;;) {
+        uint32_t w = pr_load(&l->word);
+        if (w == 0) {
+            if (pr_cas(&l->word, 0u, me))
+                return 0;
+            continue;
+        }
+        if (spins++ < PR_LOCK_SPINS) {
+            pr_cpu_relax();
+            continue;
+        }
+        if (!holder_alive(p, w & ~PR_LOCK_WAITERS)) {
+            /* keep the waiters bit: others may sleep on the word */
+            if (pr_cas(&l->word, w, me | (w & PR_LOCK_WAITERS))) {
+                took_over(p, repair, idx);
+                return 0;
+            }
+            continue;
+        }
+        if (!(w & PR_LOCK_WAITERS) && !pr_cas(&l->word, w, w | PR_LOCK_WAITERS))
+            continue;
+        struct timespec ts = {0, PR_LOCK_SLEEP_NS};
+        syscall(SYS_futex, &l->word, FUTEX_WAIT, w | PR_LOCK_WAITERS, &ts, NULL, 0);
+        spins = PR_LOCK_SPINS / 2;
+    }
+}
+
+void pr__unlock(pr_lock_t *l)
+{
+    uint32_t old = pr_xchg(&l->word, 0u);
+    if (PR_UNLIKELY(old & PR_LOCK_WAITERS))
+        syscall(SYS_futex, &l->word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+bool pr__lock_recover(struct presence *p, pr_lock_t *l, pr_repair_fn repair, uint32_t idx)
+{
+    uint32_t w = pr_load(&l->word);
+    if (w == 0 || holder_alive(p, w & ~PR_LOCK_WAITERS) ||
+        !pr_cas(&l->word, w, lock_token(p) | (w & PR_LOCK_WAITERS)))
+        return false;
+    took_over(p, repair, idx);
+    pr__unlock(l);
+    return true;
 }
 
 /* ---- test-only crash injection ----------------------------------------- */
