@@ -279,14 +279,13 @@ int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_
     if (used > h->arena_pages)
         used = h->arena_pages;
     /* This process's own page of the class first (its bitmap then stays in
-     * this process's cache), then a fresh page, then any page with room. */
+     * this process's cache), then any page of the class with room (from a
+     * place that differs by process), then a fresh page. */
     uint32_t own1 = pr_load(&p->blob_page[cls]), pg = own1 - 1;
     struct pr_page *pm = own1 ? page_meta(p, pg) : NULL;
     if (pm && pg < used && pr_load(&pm->cls) == cls + 1)
         ref = try_page(p, pg, cls, rd);
-    if (ref < 0)
-        ref = fresh_page(p, cls, rd, &pg);
-    uint32_t start = pr_load(&h->page_hint[cls]);
+    uint32_t start = used ? (pr_load(&h->page_hint[cls]) + p->proc) % used : 0;
     for (uint32_t k = 0; k < used && ref < 0; k++) {
         pg = (start + k) % used;
         pm = page_meta(p, pg);
@@ -296,6 +295,8 @@ int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_
                 pr_store(&h->page_hint[cls], pg);
         }
     }
+    if (ref < 0)
+        ref = fresh_page(p, cls, rd, &pg);
     if (ref < 0)
         return ref;
     if (pg + 1 != own1)

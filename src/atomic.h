@@ -78,6 +78,14 @@
 #    define pr_cpu_relax() __asm__ volatile("" ::: "memory")
 #endif
 
+/* A hint that the line at @p is about to be written (x86: prefetchw, a no-op
+ * on processors without it). */
+#if defined(__x86_64__)
+#    define pr_prefetch_write(p) __asm__ volatile("prefetchw %0" ::"m"(*(const char *) (p)))
+#else
+#    define pr_prefetch_write(p) __builtin_prefetch((p), 1)
+#endif
+
 #define pr_cas(p, old, new_) __extension__({ pr_cmpxchg((p), (old), (new_)) == (old); })
 
 #endif /* PR_ATOMIC_H */

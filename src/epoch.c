@@ -26,12 +26,11 @@
  * only the lease holder removes: it takes the whole stack with one CAS as a
  * batch stamped with the global epoch read after the take, no older than any
  * item's own stamp (header.batch[], a FIFO; no item is walked until it is
- * freed), and frees
- * whole batches once that stamp is older than every reader. A batch taken off
- * the stack is unlinked from nothing else, so if the holder dies mid-free the
- * next holder finds the rest in the batch list (the batch is dropped from the
- * list before it is freed: what a crash then strands is RETIRED in no limbo,
- * which the sweep puts back).
+ * freed), and frees whole batches once that stamp is older than every reader.
+ * A batch taken off the stack is unlinked from nothing else, so if the holder
+ * dies mid-free the next holder finds the rest in the batch list (the batch is
+ * dropped from the list before it is freed: what a crash then strands is
+ * RETIRED in no limbo, which the sweep puts back).
  * The maintenance lease is {proc generation : 32 | proc + 1 : 32} in the header,
  * taken by CAS, and stolen from a holder whose process is dead.
  */
