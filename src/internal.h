@@ -56,10 +56,31 @@ struct presence {
     size_t nsweep;
     uint64_t sweep_epoch; /* global epoch when they were suspected */
     /* registration with the reaper (ipc.c) */
-    pthread_mutex_t ipc_lock;
-    int ipc_fd;          /* connection to the reaper, -1 if none */
-    int doorbell_fd;     /* the reaper's doorbell eventfd, -1 if none */
-    uint64_t ipc_reaper; /* header.reaper_owner when we registered */
+    pthread_mutex_t ipc_lock; /* guards ipc_fd, doorbell_fd, ipc_reaper and *wake */
+    int ipc_fd;               /* connection to the reaper, -1 if none */
+    int doorbell_fd;          /* the reaper's doorbell eventfd, -1 if none */
+    uint64_t ipc_reaper;      /* header.reaper_owner when we registered */
+    struct pr_wake *wake;     /* one-hop wake-ups (ipc.c); NULL until first needed */
+};
+
+/* A producer's copy of the reaper's subscriber eventfds (ipc.c): dups received
+ * in PR_IPC_SUBS, closed when replaced, when the reaper changes and on
+ * presence_close. Used only while reaper == header.reaper_owner and gen ==
+ * header.subs_gen, and an entry only while its slot's tag is still @tag. */
+struct pr_wake {
+    bool valid;      /* e[0..n) is the reaper's set at @gen */
+    bool pending;    /* a PR_IPC_SUBS_GET was sent, its answer not yet taken */
+    uint32_t gen;    /* header.subs_gen of the set */
+    uint64_t reaper; /* header.reaper_owner it came from */
+    uint32_t n;
+    struct {
+        uint32_t slot, tag;
+        int fd;
+    } e[PR_NSUBS];
+    /* what it did (tests, figures) */
+    uint64_t direct; /* subscriber eventfds written by this process */
+    uint64_t bells;  /* doorbells rung instead (no current copy, or an unknown subscriber) */
+    uint64_t fills;  /* sets installed */
 };
 
 /* ---- bounds-checked access -------------------------------------------- */
@@ -197,10 +218,12 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
 /* Subscribers of processes that died: free their slots (reaper sweep). */
 void pr__subs_collect(struct presence *p);
 
-/* ---- reaper registration (ipc.c) ------------------------------------------ */
+/* ---- reaper registration and wake-ups (ipc.c) ------------------------------- */
 int pr__ipc_register(struct presence *p);
-int pr__ipc_subscribe(struct presence *p, uint32_t slot, int efd);
-void pr__doorbell(struct presence *p);
+int pr__ipc_subscribe(struct presence *p, uint32_t slot, uint32_t tag, int efd);
+/* A subscriber is armed (pr__emit, after its fence): writes the eventfds of the
+ * armed subscribers directly, or rings the reaper's doorbell. Never waits. */
+void pr__wake(struct presence *p);
 void pr__ipc_close(struct presence *p);
 
 /* ---- statistics (check.c) ------------------------------------------------- */

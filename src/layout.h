@@ -273,12 +273,20 @@ struct pr_header {
     /* event ring positions */
     uint64_t ring_tail __attribute__((aligned(PR_CACHELINE)));
     uint32_t ring_waiters __attribute__((aligned(PR_CACHELINE))); /* subscribers armed to wait */
-    uint32_t pad3;
+    /* Bumped by the reaper after every change of the set of subscriber eventfds
+     * it holds (and when a reaper starts): a producer's copy of that set (ipc.c)
+     * is current while this has not moved. On ring_waiters' line, which every
+     * producer that wakes someone reads anyway. */
+    uint32_t subs_gen;
     struct pr_sub {
         uint64_t owner;   /* {proc gen : 32 | proc + 1 : 32}, 0 = free */
-        uint32_t waiting; /* armed: wants an eventfd wake-up */
+        uint32_t waiting; /* armed: wants an eventfd wake-up; whoever swaps it 1 -> 0 writes
+                             the eventfd (a producer directly, or the reaper) */
         uint32_t lapped;  /* times it was lapped */
         uint64_t pos;     /* its read position (for presencectl) */
+        uint32_t tag;     /* bumped at each claim of the slot: names this subscription (and
+                             its eventfd) to the reaper and to producers' copies */
+        uint32_t pad;
     } subs[PR_NSUBS];
 } __attribute__((aligned(PR_CACHELINE)));
 
@@ -313,6 +321,7 @@ _Static_assert(sizeof(struct pr_gmember) == 64, "gmember record is 64 bytes");
 _Static_assert(sizeof(struct pr_reader) == 128, "reader slot is 128 bytes");
 _Static_assert(sizeof(struct pr_proc) == 128, "proc slot is 128 bytes");
 _Static_assert(sizeof(struct pr_blob) == 24, "blob header");
+_Static_assert(sizeof(struct pr_sub) == 32, "subscription slot");
 _Static_assert(sizeof(uint64_t) == 8 && sizeof(void *) == 8, "LP64 only");
 
 #endif /* PR_LAYOUT_H */

@@ -7,8 +7,13 @@
  * Exactly one reaper: header.reaper_owner is {proc gen | proc + 1} of the
  * reaper's attachment, taken by CAS from 0 or from a dead process (its OFD
  * liveness lock is gone), so a reaper killed with -9 is replaced at once.
+ *
+ * The reaper also owns header.subs_gen (ipc.h): it bumps it after every change
+ * of the set of subscriber eventfds it holds, and once when it takes over (it
+ * holds none yet), so that producers' copies of that set go stale.
  */
 #include "internal.h"
+#include "ipc.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -44,10 +49,26 @@ int presence_reaper_claim(presence_t *p, const char *socket_path, pid_t *other_p
         memcpy(h->reaper_socket, socket_path, strlen(socket_path));
         if (pr_cas(&h->reaper_owner, cur, me)) {
             pr_store(&h->reaper_pid, (int32_t) getpid());
-            pr_store(&h->needs_sweep, 1u); /* whatever the previous one left */
+            pr_store(&h->needs_sweep, 1u);  /* whatever the previous one left */
+            pr_fetch_add(&h->subs_gen, 1u); /* we hold no subscriber eventfd yet */
             return 0;
         }
     }
+}
+
+uint32_t pr__reaper_subs_changed(presence_t *p)
+{
+    return pr_fetch_add(&p->h->subs_gen, 1u) + 1u;
+}
+
+uint32_t pr__reaper_subs_gen(presence_t *p)
+{
+    return pr_load(&p->h->subs_gen);
+}
+
+uint32_t pr__sub_tag(presence_t *p, uint32_t slot)
+{
+    return slot < PR_NSUBS ? pr_load(&p->h->subs[slot].tag) : 0;
 }
 
 void presence_reaper_release(presence_t *p)

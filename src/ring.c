@@ -7,7 +7,7 @@
  *   - write: each entry's stamp becomes WRITING|producer, then its data is
  *     written, then its stamp becomes pos+i+1 (START on the first): a store
  *     with release ordering, so a reader that sees the stamp sees the data;
- *   - wake: a full fence, then, if a subscriber is armed, the reaper's doorbell.
+ *   - wake: a full fence, then, if a subscriber is armed, pr__wake (ipc.c).
  * A reader at position r copies a record only between two reads of each
  * entry's stamp that both say "r+i+1": anything else is "not yet" (older
  * stamp), "lapped" (newer stamp, or the tail is a whole ring ahead), or a gap
@@ -17,10 +17,20 @@
  * blocks anyone, and a slow subscriber never slows producers.
  *
  * Wake-ups (design-anchors §4.8): a subscriber that finds nothing arms itself
- * (waiting = 1, ring_waiters++), fences, and looks again before reporting
- * "none"; a producer publishes, fences, and rings only if ring_waiters != 0. At
- * least one of the two sees the other. The reaper disarms and writes the
- * eventfd of each armed subscriber that is behind.
+ * (ring_waiters++, then waiting = 1: see arm_slot), fences, and looks again
+ * before reporting "none"; a producer publishes, fences, and only if
+ * ring_waiters != 0 looks at the armed words (pr__wake). At least one of the two
+ * sees the other; ring_waiters may count too many for an instant, never too
+ * few. Whoever swaps a slot's waiting 1 -> 0 writes that subscriber's eventfd:
+ * the producer itself, through its copy of the reaper's subscriber eventfds (one
+ * hop; ipc.c), or the reaper, when the producer has no current copy and rings
+ * its doorbell (presence_reaper_wake; it also wakes after each sweep).
+ *
+ * A subscription slot's tag is bumped at each claim and handed to the reaper
+ * with the eventfd, so that an eventfd is only ever written for the
+ * subscription it belongs to. A closed or dead subscription's waiting word is
+ * cleared (presence_sub_close; pr__subs_collect in the sweep), so nobody writes
+ * its eventfd again; the reaper then drops it and bumps subs_gen.
  */
 #include "internal.h"
 
@@ -37,11 +47,12 @@
 struct presence_sub {
     struct presence *p;
     uint32_t slot;
-    int efd;     /* the reaper writes it (wake-ups) */
+    int efd;     /* producers and the reaper write it (wake-ups) */
     int epfd;    /* what presence_sub_fd() returns: efd + the reaper link + tfd */
     int tfd;     /* a 100 ms timer, running only while no reaper can wake us */
     int watched; /* the reaper connection we watch for hang-up, -1 none */
     uint64_t pos;
+    uint32_t tag; /* our slot's tag (layout.h) */
     bool armed;
     uint64_t reaper; /* reaper_owner we registered our eventfd with */
     char *filter;
@@ -128,9 +139,9 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
     PR_KILL_POINT("ring_commit");
     for (uint32_t i = k; i-- > 0;) /* first entry last: its START publishes the record */
         pr_store(&ring_entry(p, pos + i)->stamp, (pos + i + 1) | (i == 0 ? PR_RING_START : 0));
-    pr_smp_mb_cheap(); /* store(stamps) -> load(ring_waiters): the subscriber fences too */
+    pr_smp_mb_cheap(); /* store(stamps) -> load(ring_waiters, waiting): the subscriber fences too */
     if (PR_UNLIKELY(pr_load(&h->ring_waiters) != 0))
-        pr__doorbell(p);
+        pr__wake(p);
 }
 
 /* ---- subscribing ------------------------------------------------------------ */
@@ -138,6 +149,20 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
 static uint64_t me_word(const struct presence *p)
 {
     return ((uint64_t) p->proc_gen << 32) | (p->proc + 1);
+}
+
+/* Arms subscription slot @ss: counted in ring_waiters *before* its waiting word
+ * says so. Whoever swaps waiting 1 -> 0 (a producer, the reaper, the subscriber
+ * itself) decrements after its swap, so the count never drops below the number
+ * of armed slots, not even for an instant: were it counted after, a producer
+ * could disarm the slot in between (the subscriber preempted there) and take
+ * the count below the truth, and another producer would then read 0 while some
+ * other subscriber is armed, and wake no one (found by test_no_lost_wakeup). */
+static void arm_slot(struct pr_header *h, struct pr_sub *ss)
+{
+    pr_fetch_add(&h->ring_waiters, 1u);
+    if (pr_xchg(&ss->waiting, 1u) != 0u)
+        pr_fetch_add(&h->ring_waiters, (uint32_t) -1); /* it was armed already */
 }
 
 /* Whether the record starting at @pos is committed (START stamp for pos). */
@@ -251,16 +276,16 @@ int presence_subscribe(presence_t *p, uint64_t from_seq, const char *room, prese
     h->subs[s->slot].waiting = 0;
     h->subs[s->slot].lapped = 0;
     pr_store(&h->subs[s->slot].pos, s->pos);
+    s->tag = pr_fetch_add(&h->subs[s->slot].tag, 1u) + 1u; /* a new subscription */
     s->reaper = pr_load(&h->reaper_owner);
-    if (pr__ipc_subscribe(p, s->slot, s->efd) != 0)
+    if (pr__ipc_subscribe(p, s->slot, s->tag, s->efd) != 0)
         s->reaper = 0; /* no reaper now: retried when arming */
     sub_watch(s);
     /* Armed from the start (after the reaper has our eventfd), so that polling
      * the descriptor before the first presence_sub_next works as documented;
      * events already waiting make it readable at once. */
     s->armed = true;
-    if (pr_xchg(&h->subs[s->slot].waiting, 1u) == 0u)
-        pr_fetch_add(&h->ring_waiters, 1u);
+    arm_slot(h, &h->subs[s->slot]);
     pr_smp_mb();
     if (pr_load(&h->ring_tail) > s->pos) {
         uint64_t one = 1;
@@ -365,7 +390,9 @@ static int read_record(presence_sub_t *s, uint64_t tail, presence_event_t *ev)
         }
         return dead ? RD_GAP : RD_NONE;
     }
-    pr_smp_mb();
+    /* stamp -> data -> stamps: loads in order. A locked add (x86) orders them
+     * as well as mfence, at a fraction of its cost (events_flood_read). */
+    pr_smp_mb_cheap();
     struct pr_ring_hdr rh;
     memcpy(&rh, e0->data, sizeof rh);
     uint32_t k = rh.nentries;
@@ -386,7 +413,7 @@ static int read_record(presence_sub_t *s, uint64_t tail, presence_event_t *ev)
         memcpy(s->buf + done, e->data + in, take);
         done += take;
     }
-    pr_smp_mb();
+    pr_smp_mb_cheap();
     for (uint32_t i = 0; i < k; i++) /* still ours after the copy? */
         if ((pr_load(&ring_entry(p, r + i)->stamp) & ~PR_RING_START) != r + i + 1)
             return RD_LAPPED;
@@ -430,7 +457,7 @@ int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
     if (s->reaper != pr_load(&h->reaper_owner) || (s->watched >= 0 && s->watched != p->ipc_fd)) {
         /* The reaper changed (or died): hand our eventfd to the new one. */
         s->reaper = pr_load(&h->reaper_owner);
-        if (sub_slot(s) && pr__ipc_subscribe(p, s->slot, s->efd) != 0)
+        if (sub_slot(s) && pr__ipc_subscribe(p, s->slot, s->tag, s->efd) != 0)
             s->reaper = 0;
         if (!sub_slot(s))
             s->reaper = 0;
@@ -489,8 +516,7 @@ int presence_sub_next(presence_sub_t *s, presence_event_t *ev)
         if (sub_slot(s) && (!s->armed || pr_load(&h->subs[s->slot].waiting) == 0)) {
             s->armed = true;
             pr_store(&h->subs[s->slot].pos, s->pos);
-            if (pr_xchg(&h->subs[s->slot].waiting, 1u) == 0u)
-                pr_fetch_add(&h->ring_waiters, 1u);
+            arm_slot(h, &h->subs[s->slot]);
             pr_smp_mb_cheap();
             continue;
         }

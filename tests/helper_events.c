@@ -34,10 +34,26 @@
  *   heartbeat SEG NU SECONDS         re-joins "u<i>" in room "w" (must be REFRESHED),
  *                                    prints "ready", touches them every 100 ms for SECONDS
  *   latency SEG N                    figures, not a check: producer-to-subscriber wake-up
- *                                    latency through the reaper's doorbell (a forked
- *                                    subscriber blocked in poll(), N samples), then a raw
- *                                    eventfd ping-pong between two processes (N samples);
- *                                    prints "# figure: ..." lines
+ *                                    latency (a forked subscriber blocked in poll(), N
+ *                                    samples; the producer writes its eventfd directly once
+ *                                    it holds the reaper's set), then a raw eventfd
+ *                                    ping-pong between two processes (N samples); prints
+ *                                    "# figure: ..." lines
+ *   wake    SEG TIMEOUT_MS           a subscriber (all rooms) asleep in poll() on
+ *                                    presence_sub_fd and stdin, no timer of its own: prints
+ *                                    "ready", then "join CONN US" for every join event
+ *                                    (US: microseconds from the event's commit to its
+ *                                    reading); exit 0 at end of stdin or a line, 3 at the
+ *                                    deadline
+ *   stress-sub SEG TIMEOUT_S         a subscriber (all rooms) asleep in poll(): counts the
+ *                                    join/leave events of rooms "x-*", seqs strictly
+ *                                    increasing, never lapped; prints "ready"; on a line on
+ *                                    stdin drains and prints "events N wakeups W"
+ *   stress-prod SEG ID               for each line "go" on stdin, a burst of 1..4 joins or
+ *                                    leaves of its own connections ("x<ID>-c<k>", rooms
+ *                                    "x-r<k>"), a few random microseconds apart (busy-wait),
+ *                                    each result checked; prints "done N" (N: its events so
+ *                                    far); on "end" prints "total N" and exits 0
  *
  * Exit codes: 0 ok, 1 a check failed, 2 usage or setup error, 3 deadline passed.
  */
@@ -663,7 +679,7 @@ static int latency_sub(const char *seg, int n, int ack)
         if (sample && write(ack, "a", 1) != 1)
             return 2;
     }
-    print_figure("event wake-up latency, producer -> reaper doorbell -> subscriber eventfd", v, n);
+    print_figure("event wake-up latency, producer -> subscriber eventfd (one hop)", v, n);
     presence_sub_close(s);
     presence_close(p);
     return 0;
@@ -761,6 +777,155 @@ static int do_latency(presence_t *p, const char *seg, int n)
     return child_status(child);
 }
 
+/* ---- wake / stress ------------------------------------------------------------------- */
+
+/* 1 if a line (or end of file) is waiting on stdin; the line is consumed. */
+static int stdin_line(char *buf, size_t n)
+{
+    ssize_t r = read(0, buf, n - 1);
+    if (r <= 0)
+        return -1; /* end of file */
+    buf[r] = '\0';
+    return 1;
+}
+
+static int do_wake(presence_t *p, uint64_t timeout_ms)
+{
+    presence_sub_t *s;
+    int rc = presence_subscribe(p, PRESENCE_SEQ_NOW, NULL, &s);
+    if (rc) {
+        fprintf(stderr, "wake: subscribe: %s\n", presence_strerror(rc));
+        return 2;
+    }
+    presence_event_t ev;
+    while ((rc = presence_sub_next(s, &ev)) == 1) {
+    }
+    printf("ready\n");
+    uint64_t end = now_ms() + timeout_ms;
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= end) {
+            fprintf(stderr, "wake: deadline\n");
+            return 3;
+        }
+        struct pollfd pf[2] = {{presence_sub_fd(s), POLLIN, 0}, {0, POLLIN, 0}};
+        if (poll(pf, 2, (int) (end - now)) < 0 && errno != EINTR)
+            return 2;
+        if (pf[1].revents) {
+            char buf[64];
+            stdin_line(buf, sizeof buf);
+            break;
+        }
+        if (!pf[0].revents)
+            continue;
+        while ((rc = presence_sub_next(s, &ev)) == 1) {
+            if (ev.type == PRESENCE_EV_JOIN) {
+                uint64_t t = pr__realtime_ns();
+                printf("join %s %.1f\n", ev.conn,
+                       t > ev.time_ns ? (double) (t - ev.time_ns) / 1e3 : 0.0);
+            }
+        }
+        if (rc < 0) {
+            fprintf(stderr, "wake: sub_next -> %d (%s)\n", rc, presence_strerror(rc));
+            return 1;
+        }
+    }
+    presence_sub_close(s);
+    return 0;
+}
+
+static int do_stress_sub(presence_t *p, uint64_t timeout_s)
+{
+    presence_sub_t *s;
+    int rc = presence_subscribe(p, PRESENCE_SEQ_NOW, NULL, &s);
+    if (rc) {
+        fprintf(stderr, "stress-sub: subscribe: %s\n", presence_strerror(rc));
+        return 2;
+    }
+    presence_event_t ev;
+    uint64_t last = UINT64_MAX, end = now_ms() + timeout_s * 1000;
+    unsigned long events = 0, wakeups = 0;
+    bool stop = false;
+    printf("ready\n");
+    for (;;) {
+        while ((rc = presence_sub_next(s, &ev)) == 1) {
+            if (last != UINT64_MAX && ev.seq <= last) {
+                fprintf(stderr, "stress-sub: seq went from %llu to %llu\n",
+                        (unsigned long long) last, (unsigned long long) ev.seq);
+                return 1;
+            }
+            last = ev.seq;
+            if ((ev.type == PRESENCE_EV_JOIN || ev.type == PRESENCE_EV_LEAVE) &&
+                strncmp(ev.room, "x-", 2) == 0)
+                events++;
+        }
+        if (rc != 0) {
+            fprintf(stderr, "stress-sub: sub_next -> %d (%s)\n", rc, presence_strerror(rc));
+            return 1;
+        }
+        if (stop)
+            break;
+        uint64_t now = now_ms();
+        if (now >= end) {
+            fprintf(stderr, "stress-sub: deadline\n");
+            return 3;
+        }
+        struct pollfd pf[2] = {{presence_sub_fd(s), POLLIN, 0}, {0, POLLIN, 0}};
+        if (poll(pf, 2, (int) (end - now)) < 0 && errno != EINTR)
+            return 2;
+        wakeups += pf[0].revents != 0;
+        if (pf[1].revents) {
+            char buf[64];
+            stdin_line(buf, sizeof buf);
+            stop = true; /* drain once more, then report */
+        }
+    }
+    printf("events %lu wakeups %lu\n", events, wakeups);
+    presence_sub_close(s);
+    return 0;
+}
+
+static void spin_us(unsigned us)
+{
+    uint64_t end = pr__now_ns() + (uint64_t) us * 1000u;
+    while (pr__now_ns() < end) {
+    }
+}
+
+static int do_stress_prod(presence_t *p, int id)
+{
+    enum { R = 4, C = 8 };
+    bool model[C][R];
+    memset(model, 0, sizeof model);
+    rng_state = (uint64_t) id * 0x9E3779B97F4A7C15ull + 99;
+    long events = 0;
+    char line[64], room[32], conn[32];
+    while (fgets(line, sizeof line, stdin)) {
+        if (strncmp(line, "end", 3) == 0)
+            break;
+        unsigned n = 1 + rnd() % 4;
+        for (unsigned i = 0; i < n; i++) {
+            int c = (int) (rnd() % C), r = (int) (rnd() % R);
+            snprintf(room, sizeof room, "x-r%d", r);
+            snprintf(conn, sizeof conn, "x%d-c%d", id, c);
+            int rc =
+                model[c][r] ? presence_leave(p, room, conn) : presence_join(p, room, conn, NULL);
+            if (rc != (model[c][r] ? 1 : PRESENCE_JOINED)) {
+                fprintf(stderr, "stress-prod %d: %s %s %s -> %d (%s)\n", id,
+                        model[c][r] ? "leave" : "join", room, conn, rc, presence_strerror(rc));
+                return 1;
+            }
+            model[c][r] = !model[c][r];
+            events++;
+            if (i + 1 < n)
+                spin_us(rnd() % 40);
+        }
+        printf("done %ld\n", events);
+    }
+    printf("total %ld\n", events);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -792,6 +957,12 @@ int main(int argc, char **argv)
         rc = do_heartbeat(p, atoi(argv[3]), atoi(argv[4]));
     else if (strcmp(mode, "latency") == 0 && argc == 4)
         rc = do_latency(p, argv[2], atoi(argv[3]));
+    else if (strcmp(mode, "wake") == 0 && argc == 4)
+        rc = do_wake(p, strtoull(argv[3], NULL, 10));
+    else if (strcmp(mode, "stress-sub") == 0 && argc == 4)
+        rc = do_stress_sub(p, strtoull(argv[3], NULL, 10));
+    else if (strcmp(mode, "stress-prod") == 0 && argc == 4)
+        rc = do_stress_prod(p, atoi(argv[3]));
     else {
         fprintf(stderr, "helper_events: bad mode or arguments\n");
         rc = 2;

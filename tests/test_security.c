@@ -147,7 +147,7 @@ static int register_with_reaper(void)
     struct timeval tv = {2, 0};
     setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     int pidfd = (int) syscall(SYS_pidfd_open, getpid(), 0);
-    struct pr_ipc_msg m = {PR_IPC_MAGIC, PR_IPC_PROC, 0, 1, 0, 0};
+    struct pr_ipc_msg m = {PR_IPC_MAGIC, PR_IPC_PROC, 0, 1, 0, 0, 0, 0};
     if (pr__ipc_send(s, &m, pidfd) != 0)
         return 0;
     int fd = -1;

@@ -8,9 +8,17 @@
  *   - a SOCK_SEQPACKET socket accepts registrations (src/ipc.h): a process sends
  *     its pidfd, which the loop watches (readable when it exits: its bound
  *     connections go at once, reason owner_died) and gets the doorbell eventfd
- *     back; a subscriber sends its eventfd;
- *   - the doorbell: producers write it when a subscriber is armed; the reaper
- *     then writes the eventfd of each armed subscriber that is behind.
+ *     back; a subscriber sends its eventfd (with its slot's tag);
+ *   - the set of subscriber eventfds it holds (sub_fd/sub_tag) is handed, dup'd
+ *     by SCM_RIGHTS, to any registered process that asks (PR_IPC_SUBS_GET), so
+ *     that producers write armed subscribers' eventfds themselves (one hop).
+ *     Every change of that set (a subscriber's eventfd received, a dead or
+ *     closed subscription's eventfd dropped at a sweep) bumps header.subs_gen
+ *     before anyone is told, which makes producers' copies stale;
+ *   - the doorbell, the fallback: a producer with no current copy (or no
+ *     registration) rings it when a subscriber is armed; the reaper then writes
+ *     the eventfd of each armed subscriber that is behind, as it also does
+ *     after every sweep.
  * Peers must have our uid (SO_PEERCRED) and send a pidfd naming themselves.
  * SIGTERM/SIGINT end it cleanly; the segment and its presences stay, and a new
  * reaper (after a crash too) takes over where this one stopped.
@@ -20,6 +28,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -38,6 +47,7 @@ struct client {
     uv_poll_t poll;
     int fd;
     pid_t pid;
+    bool registered; /* sent PR_IPC_PROC with a pidfd naming itself */
 };
 
 struct watch {
@@ -52,6 +62,7 @@ static struct {
     char sock_path[108];
     int listen_fd, doorbell_fd;
     int sub_fd[NSUBS];
+    uint32_t sub_tag[NSUBS]; /* the tag of the subscription sub_fd[i] belongs to */
     uint64_t sweep_ms;
     int verbose;
     uv_loop_t *loop;
@@ -76,11 +87,49 @@ static void logf_(int level, const char *fmt, ...)
 static void wake_one(void *ctx, uint32_t slot)
 {
     (void) ctx;
-    if (slot < NSUBS && R.sub_fd[slot] >= 0) {
+    if (slot < NSUBS && R.sub_fd[slot] >= 0 && R.sub_tag[slot] == pr__sub_tag(R.p, slot)) {
         uint64_t one = 1;
         if (write(R.sub_fd[slot], &one, sizeof one) < 0 && errno != EAGAIN)
             logf_(1, "wake subscriber %u: %s", slot, strerror(errno));
     }
+}
+
+/* Drops the eventfds of subscriptions that ended (closed, or their process
+ * died: the sweep has freed the slot) or whose slot another subscription took;
+ * subs_gen moves if any went. */
+static void subs_collect(void)
+{
+    bool changed = false;
+    for (uint32_t i = 0; i < NSUBS; i++)
+        if (R.sub_fd[i] >= 0 &&
+            (!presence_reaper_sub_alive(R.p, i) || R.sub_tag[i] != pr__sub_tag(R.p, i))) {
+            close(R.sub_fd[i]);
+            R.sub_fd[i] = -1;
+            changed = true;
+            logf_(2, "subscriber slot %u gone", i);
+        }
+    if (changed)
+        pr__reaper_subs_changed(R.p);
+}
+
+/* Sends the set of subscriber eventfds we hold, with its subs_gen, to @fd. */
+static int subs_send(int fd)
+{
+    subs_collect(); /* nothing that is known to be gone */
+    struct pr_ipc_subs m;
+    int fds[NSUBS];
+    memset(&m, 0, sizeof m);
+    m.magic = PR_IPC_MAGIC;
+    m.type = PR_IPC_SUBS;
+    m.gen = pr__reaper_subs_gen(R.p);
+    for (uint32_t i = 0; i < NSUBS; i++)
+        if (R.sub_fd[i] >= 0) {
+            m.e[m.n].slot = i;
+            m.e[m.n].tag = R.sub_tag[i];
+            fds[m.n++] = R.sub_fd[i];
+        }
+    return pr__ipc_send_fds(fd, &m, offsetof(struct pr_ipc_subs, e) + m.n * sizeof m.e[0], fds,
+                            (int) m.n, 0);
 }
 
 static void sweep(const char *why)
@@ -92,11 +141,7 @@ static void sweep(const char *why)
         return;
     }
     presence_reaper_wake(R.p, wake_one, NULL);
-    for (uint32_t i = 0; i < NSUBS; i++)
-        if (R.sub_fd[i] >= 0 && !presence_reaper_sub_alive(R.p, i)) {
-            close(R.sub_fd[i]);
-            R.sub_fd[i] = -1;
-        }
+    subs_collect();
     if (st.expired || st.owner_died || st.rooms_deleted || st.reclaimed)
         logf_(1, "sweep (%s): expired %d, owner_died %d, rooms deleted %d, reclaimed %d in %.3f ms",
               why, st.expired, st.owner_died, st.rooms_deleted, st.reclaimed,
@@ -167,13 +212,29 @@ static void on_client(uv_poll_t *h, int status, int events)
     struct pr_ipc_msg m;
     int fd = -1;
     int rc = status < 0 ? status : pr__ipc_recv(c->fd, &m, &fd);
-    if (rc < 0 || (m.type != PR_IPC_PROC && m.type != PR_IPC_SUB)) {
+    if (rc < 0 || (m.type != PR_IPC_PROC && m.type != PR_IPC_SUB && m.type != PR_IPC_SUBS_GET)) {
         if (fd >= 0)
             close(fd);
         client_drop(c);
         return;
     }
-    struct pr_ipc_msg ack = {PR_IPC_MAGIC, PR_IPC_ACK, 0, 0, 0, 0};
+    if (m.type == PR_IPC_SUBS_GET) { /* answered by the set itself, no ACK */
+        if (fd >= 0)
+            close(fd);
+        if (!c->registered) { /* only for processes we watch */
+            client_drop(c);
+            return;
+        }
+        rc = subs_send(c->fd);
+        if (rc != 0) {
+            logf_(1, "subscriber set to process %d: %s", (int) c->pid, strerror(-rc));
+            client_drop(c);
+        } else {
+            logf_(3, "subscriber set to process %d", (int) c->pid);
+        }
+        return;
+    }
+    struct pr_ipc_msg ack = {PR_IPC_MAGIC, PR_IPC_ACK, 0, 0, 0, 0, 0, 0};
     int send_fd = -1;
     if (m.type == PR_IPC_PROC) {
         if (fd < 0 || pidfd_pid(fd) != c->pid) {
@@ -181,6 +242,7 @@ static void on_client(uv_poll_t *h, int status, int events)
             if (fd >= 0)
                 close(fd);
         } else {
+            c->registered = true;
             struct watch *w = calloc(1, sizeof *w);
             if (w && uv_poll_init(R.loop, &w->poll, fd) == 0) {
                 w->pidfd = fd;
@@ -203,7 +265,11 @@ static void on_client(uv_poll_t *h, int status, int events)
             if (R.sub_fd[m.sub_slot] >= 0)
                 close(R.sub_fd[m.sub_slot]);
             R.sub_fd[m.sub_slot] = fd;
-            logf_(2, "subscriber slot %u of process %d", m.sub_slot, (int) c->pid);
+            R.sub_tag[m.sub_slot] = m.tag;
+            /* Before the ACK: the subscriber arms only after it, and by then
+             * every producer's copy without this eventfd is stale. */
+            pr__reaper_subs_changed(R.p);
+            logf_(2, "subscriber slot %u (tag %u) of process %d", m.sub_slot, m.tag, (int) c->pid);
         }
     }
     if (pr__ipc_send(c->fd, &ack, send_fd) != 0)
