@@ -513,11 +513,13 @@ PRESENCE_EXTERN int presence_subscribe(presence_t *p, uint64_t from_seq, const c
 /**
  * A file descriptor that becomes readable when events may be waiting: poll it
  * with poll/epoll/libuv (it is an epoll descriptor), then call
- * presence_sub_next() until it returns 0, which re-arms the wake-up. Wake-ups
- * come from presence-reaper through an eventfd handed to it; if the reaper dies
- * the descriptor becomes readable and the next call registers with its
- * successor, and while no reaper can wake the subscription (none running, or a
- * read-only attachment) the descriptor polls by itself every 100 ms. Never blocks.
+ * presence_sub_next() until it returns 0, which re-arms the wake-up. The
+ * subscription's eventfd is handed to presence-reaper, which passes it on to the
+ * producing processes: a producer writes it directly (one hop), and the reaper
+ * relays for a producer that has no current copy. If the reaper dies the
+ * descriptor becomes readable and the next call registers with its successor;
+ * while no reaper holds the eventfd (none running, or a read-only attachment)
+ * the descriptor polls by itself every 100 ms. Never blocks.
  */
 PRESENCE_EXTERN int presence_sub_fd(const presence_sub_t *s);
 
