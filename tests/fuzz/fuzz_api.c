@@ -494,18 +494,20 @@ static void open_segment(uint8_t profile_byte)
     make_json_pool(pf->state_max);
 }
 
-/* Whether @need records of @kind are free (walks the free stack, at most @need
- * steps; the segment is quiescent). */
+/* Whether @need records of @kind are free (walks the free stacks of every
+ * shard, at most @need steps in all; the segment is quiescent). */
 static bool have_free(unsigned kind, size_t need)
 {
     uint32_t cap = pr__kind_cap(P, kind), n = 0;
-    uint32_t cur = PR_FH_IDX1(P->h->free_head[kind]);
-    while (cur && n < need && n <= cap) {
-        struct pr_rec *r = pr__rec(P, kind, cur - 1);
-        if (!r)
-            break;
-        n++;
-        cur = r->link;
+    for (unsigned sh = 0; sh < PR_NSHARD; sh++) {
+        uint32_t cur = PR_FH_IDX1(P->h->free_head[sh][kind]);
+        for (uint32_t steps = 0; cur && n < need && steps <= cap; steps++) {
+            struct pr_rec *r = pr__rec(P, kind, cur - 1);
+            if (!r)
+                break;
+            n++;
+            cur = r->link;
+        }
     }
     return n >= need;
 }
