@@ -5,7 +5,8 @@
  * Any number of processes (and threads) attach it and join, leave, touch and query
  * without a global lock: readers never block and never wait for a writer; writers
  * take only per-room, per-connection or per-bucket-stripe locks that survive the
- * death of their holder (robust mutexes, repaired by the next locker).
+ * death of their holder (a dead holder's lock is taken over and the object repaired
+ * by the next locker).
  *
  * Conventions
  *   - Every function that can fail returns an int: >= 0 on success (0, a count or a

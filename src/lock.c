@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PR_LOCK_SPINS    256       /* pause-loop reads of the word before sleeping, ~2-5 us */
+#define PR_LOCK_SPINS    256       /* pause-loop reads of the word before sleeping, ~5 us here */
 #define PR_LOCK_SLEEP_NS 20000000L /* a sleeper re-checks its holder this often */
 
 static uint32_t lock_token(const struct presence *p)
