@@ -12,6 +12,12 @@
  *   helper_worker churn  SEG SECONDS               join/leave/set_state in room "hot"
  *   helper_worker aba    SEG SECONDS               claim/verify/push records directly
  *   helper_worker hold   SEG                       enter a read section, print "ready", sleep
+ *   helper_worker lockinc SEG ROUNDS [nolock]      ROUNDS read-modify-writes of a plain
+ *                                                  counter under room record 0's lock
+ *                                                  (nolock: without it, to show that the
+ *                                                  test sees lost updates)
+ *   helper_worker lockhold SEG                     take room record 0's lock, print
+ *                                                  "ready", sleep (to be killed)
  *
  * Exit codes: 0 ok, 1 a check failed, 2 usage or setup error.
  * read prints "damage N" (snapshots that showed freed memory) before exiting.
@@ -290,6 +296,25 @@ static int do_aba(presence_t *p, int secs)
     return errors ? 1 : 0;
 }
 
+/* The counter the lock test increments: a word of room record 0 that nothing
+ * else uses while the record is free (its occupancy; the test segment has no
+ * rooms). Read and written plainly, with a pause in between to widen the race. */
+static int do_lockinc(presence_t *p, long rounds, bool locked)
+{
+    struct pr_room *r = pr__room(p, 0);
+    for (long i = 0; i < rounds; i++) {
+        if (locked && pr__lock(p, &r->lock, NULL, 0) != 0)
+            return 1;
+        uint32_t v = *(volatile uint32_t *) &r->occupancy;
+        for (int spin = 0; spin < 20; spin++)
+            pr_cpu_relax();
+        *(volatile uint32_t *) &r->occupancy = v + 1;
+        if (locked)
+            pr__unlock(&r->lock);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
@@ -312,7 +337,15 @@ int main(int argc, char **argv)
         rc = do_churn(p, atoi(argv[3]));
     else if (strcmp(mode, "aba") == 0 && argc == 4)
         rc = do_aba(p, atoi(argv[3]));
-    else if (strcmp(mode, "hold") == 0) {
+    else if (strcmp(mode, "lockinc") == 0 && (argc == 4 || argc == 5))
+        rc = do_lockinc(p, atol(argv[3]), argc == 4);
+    else if (strcmp(mode, "lockhold") == 0) {
+        if (pr__lock(p, &pr__room(p, 0)->lock, NULL, 0) != 0)
+            return 1;
+        printf("ready\n");
+        for (;;)
+            pause();
+    } else if (strcmp(mode, "hold") == 0) {
         struct pr_tls *t = pr__enter(p);
         printf("ready %llu\n", (unsigned long long) pr_load(&pr__reader(p, t->slot)->epoch));
         for (;;)

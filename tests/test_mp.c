@@ -1,7 +1,9 @@
 /*
  * test_mp.c -- multi-process tests: consistency under concurrent writers and
  * readers, the epoch scheme (and proof that it matters), the free-stack tags
- * (and proof that they matter), and a reader killed inside a read section.
+ * (and proof that they matter), a reader killed inside a read section, and the
+ * segment's locks: mutual exclusion across processes (and proof that the test
+ * sees its absence), and the takeover of a lock whose holder was killed.
  *
  * Children are exec'd helper_worker processes (never cmocka in a child); the
  * parent asserts on their exit statuses. Every run is bounded in time and
@@ -276,6 +278,94 @@ static void test_dead_reader(void **state)
     close(fds[0]);
 }
 
+/* Four processes each do LOCK_ROUNDS read-modify-writes of one plain counter
+ * under one lock; run @locked or not. Returns the updates lost. */
+enum { LOCK_PROCS = 4, LOCK_ROUNDS = 200000 };
+static long lock_run(bool locked)
+{
+    presence_t *p;
+    assert_int_equal(presence_open(seg, NULL, &p), 0);
+    struct pr_room *r = pr__room(p, 0);
+    assert_int_equal(PR_ST_STATE(r->h.state), PR_FREE); /* its occupancy is ours to use */
+    r->occupancy = 0;
+    char rounds[16];
+    snprintf(rounds, sizeof rounds, "%d", LOCK_ROUNDS);
+    pid_t pids[LOCK_PROCS];
+    for (int i = 0; i < LOCK_PROCS; i++)
+        pids[i] = locked ? spawn(NULL, -1, "lockinc", seg, rounds, NULL)
+                         : spawn(NULL, -1, "lockinc", seg, rounds, "nolock", NULL);
+    for (int i = 0; i < LOCK_PROCS; i++)
+        assert_int_equal(wait_code(pids[i]), 0);
+    long lost = (long) LOCK_PROCS * LOCK_ROUNDS - (long) r->occupancy;
+    printf("# %s: %ld of %d updates lost\n", locked ? "locked" : "unlocked", lost,
+           LOCK_PROCS * LOCK_ROUNDS);
+    r->occupancy = 0;
+    presence_close(p);
+    return lost;
+}
+
+static void test_lock_excludes(void **state)
+{
+    (void) state;
+    assert_int_equal(lock_run(true), 0);
+}
+
+static void test_lock_absence_is_caught(void **state)
+{
+    (void) state;
+    long lost = 0;
+    for (int round = 0; round < 4 && lost == 0; round++)
+        lost = lock_run(false);
+    assert_true(lost > 0);
+}
+
+static int repairs_seen;
+static void count_repair(struct presence *p, uint32_t idx)
+{
+    (void) p;
+    assert_int_equal(idx, 0);
+    repairs_seen++;
+}
+
+/* A process killed while it holds a lock: the next locker takes the lock over
+ * (running the repair) instead of waiting forever, and a live holder is not
+ * taken over from. */
+static void test_lock_takeover(void **state)
+{
+    (void) state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t h = spawn(NULL, fds[1], "lockhold", seg, NULL);
+    close(fds[1]);
+    char buf[64] = {0};
+    assert_true(read(fds[0], buf, sizeof buf - 1) > 0);
+    assert_non_null(strstr(buf, "ready"));
+    presence_t *p;
+    assert_int_equal(presence_open(seg, NULL, &p), 0);
+    pr_lock_t *l = &pr__room(p, 0)->lock;
+    repairs_seen = 0;
+    /* alive: the sweep's recovery leaves it alone */
+    assert_false(pr__lock_recover(p, l, count_repair, 0));
+    assert_int_not_equal(pr_load(&l->word), 0);
+    kill(h, SIGKILL);
+    assert_int_equal(wait_code(h), 128 + SIGKILL);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(pr__lock(p, l, count_repair, 0), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(repairs_seen, 1);
+    printf("# taken over %.2f ms after the holder's death\n",
+           (double) (t1.tv_sec - t0.tv_sec) * 1e3 + (double) (t1.tv_nsec - t0.tv_nsec) / 1e6);
+    pr__unlock(l);
+    assert_int_equal(pr_load(&l->word), 0);
+    /* once free, it is an ordinary lock again: no repair */
+    assert_int_equal(pr__lock(p, l, count_repair, 0), 0);
+    pr__unlock(l);
+    assert_int_equal(repairs_seen, 1);
+    presence_close(p);
+    close(fds[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +375,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_stack_tags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_stack_without_tags_is_caught, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_excludes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_absence_is_caught, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_takeover, setup, teardown),
     };
     return cmocka_run_group_tests_name("multiprocess", tests, NULL, NULL);
 }
