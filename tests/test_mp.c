@@ -176,6 +176,16 @@ static void test_consistency(void **state)
     presence_close(p);
 }
 
+/* Runs @run with its protection removed, up to four times (whether the damage
+ * shows depends on scheduling): whether some run saw it (returned > 0). */
+static bool caught_without(long (*run)(bool removed))
+{
+    for (int round = 0; round < 4; round++)
+        if (run(true) > 0)
+            return true;
+    return false;
+}
+
 /* A churning writer frees (and, in test mode, poisons) records while a reader
  * walks the same room. Returns the reader's exit code. */
 static int churn_vs_reader(bool eager)
@@ -199,18 +209,20 @@ static void test_epoch_protects_readers(void **state)
     presence_close(p);
 }
 
+/* 1 when the reader saw freed (poisoned) memory. */
+static long eager_damage(bool eager)
+{
+    return churn_vs_reader(eager) == 1;
+}
+
 static void test_eager_free_is_caught(void **state)
 {
     (void) state;
-    /* Without grace periods the reader must see freed (poisoned) memory. Being
-     * caught depends on scheduling, so allow a few rounds. */
-    int caught = 0;
-    for (int round = 0; round < 4 && !caught; round++)
-        caught = churn_vs_reader(true) == 1;
-    assert_true(caught);
+    /* Without grace periods the reader must see freed (poisoned) memory. */
+    assert_true(caught_without(eager_damage));
 }
 
-static int aba_run(bool no_tags)
+static long aba_run(bool no_tags)
 {
     static const char *env_notags[] = {"PRESENCE_TEST_NO_TAGS=1", NULL};
     enum { N = 4 };
@@ -235,11 +247,8 @@ static void test_free_stack_tags(void **state)
 static void test_free_stack_without_tags_is_caught(void **state)
 {
     (void) state;
-    /* A stale helper CAS must land in its window: allow a few rounds. */
-    int caught = 0;
-    for (int round = 0; round < 4 && !caught; round++)
-        caught = aba_run(true) > 0;
-    assert_true(caught);
+    /* A stale helper CAS must land in its window. */
+    assert_true(caught_without(aba_run));
 }
 
 /* A reader killed inside its read section pins reclamation only until its
@@ -279,10 +288,11 @@ static void test_dead_reader(void **state)
 }
 
 /* Four processes each do LOCK_ROUNDS read-modify-writes of one plain counter
- * under one lock; run @locked or not. Returns the updates lost. */
+ * under one lock, or, @unlocked, without it. Returns the updates lost. */
 enum { LOCK_PROCS = 4, LOCK_ROUNDS = 200000 };
-static long lock_run(bool locked)
+static long lock_run(bool unlocked)
 {
+    bool locked = !unlocked;
     presence_t *p;
     assert_int_equal(presence_open(seg, NULL, &p), 0);
     struct pr_room *r = pr__room(p, 0);
@@ -307,16 +317,13 @@ static long lock_run(bool locked)
 static void test_lock_excludes(void **state)
 {
     (void) state;
-    assert_int_equal(lock_run(true), 0);
+    assert_int_equal(lock_run(false), 0);
 }
 
 static void test_lock_absence_is_caught(void **state)
 {
     (void) state;
-    long lost = 0;
-    for (int round = 0; round < 4 && lost == 0; round++)
-        lost = lock_run(false);
-    assert_true(lost > 0);
+    assert_true(caught_without(lock_run));
 }
 
 static int repairs_seen;
