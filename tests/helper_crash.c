@@ -34,6 +34,7 @@
  * Exit codes: 0 ok, 1 a check failed, 2 usage or setup error.
  */
 #include "internal.h"
+#include "test_util.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -57,14 +58,6 @@ static void on_usr1(int sig)
 }
 
 static uint64_t rng;
-static uint32_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t) (rng >> 16);
-}
-
 static int logfd = -1;
 static void logline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logline(const char *fmt, ...)
@@ -123,7 +116,7 @@ static int do_work(presence_t *p, int inc, uint64_t seed, unsigned long maxops, 
     for (int k = 0; k < NCONN; k++) {
         snprintf(conns[k], sizeof conns[k], "i%d-c%d", inc, k);
         snprintf(users[k], sizeof users[k], "u%d-%d", inc, k % 3);
-        tmo[k] = timeout_ms ? timeout_ms / 2 + rnd() % (timeout_ms / 2 + 1) : 0;
+        tmo[k] = timeout_ms ? timeout_ms / 2 + tu_rnd(&rng) % (timeout_ms / 2 + 1) : 0;
     }
     for (int r = 0; r < NROOM; r++)
         snprintf(rooms[r], sizeof rooms[r], "r%d", r);
@@ -135,7 +128,7 @@ static int do_work(presence_t *p, int inc, uint64_t seed, unsigned long maxops, 
     char json[600];
 
     for (g_op = 0; g_op < maxops && !stop_flag; g_op++) {
-        int k = (int) (rnd() % NCONN);
+        int k = (int) (tu_rnd(&rng) % NCONN);
         if (!strict) {
             /* Loose (reaper) mode: work on a window of 4 connections that moves
              * on every 100 ms, so that the others stop heartbeating and the
@@ -143,14 +136,14 @@ static int do_work(presence_t *p, int inc, uint64_t seed, unsigned long maxops, 
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
             uint64_t ms = (uint64_t) now.tv_sec * 1000u + (uint64_t) now.tv_nsec / 1000000u;
-            k = (int) ((ms / 100 + rnd() % 4) % NCONN);
+            k = (int) ((ms / 100 + tu_rnd(&rng) % 4) % NCONN);
         }
-        int r = (int) (rnd() % NROOM);
-        int g = (int) (rnd() % NGROUP);
+        int r = (int) (tu_rnd(&rng) % NROOM);
+        int g = (int) (tu_rnd(&rng) % NGROUP);
         const char *c = conns[k];
         const char *u = k % 3 ? users[k] : NULL;
         unsigned flags = k % 2 == 0 ? PRESENCE_BOUND : 0;
-        unsigned op = rnd() % 100;
+        unsigned op = tu_rnd(&rng) % 100;
         int rc;
         if (op < 35 && popcount32(in[k]) >= MAXIN && !(in[k] >> r & 1u))
             op = 40; /* full: leave instead */
@@ -166,8 +159,8 @@ static int do_work(presence_t *p, int inc, uint64_t seed, unsigned long maxops, 
             if (rc >= 0)
                 in[k] |= 1u << r;
         } else if (op < 55) {
-            if (in[k] && (rnd() & 1)) /* mostly leave a room it is in */
-                for (r = (int) (rnd() % NROOM); !(in[k] >> r & 1u); r = (r + 1) % NROOM) {
+            if (in[k] && (tu_rnd(&rng) & 1)) /* mostly leave a room it is in */
+                for (r = (int) (tu_rnd(&rng) % NROOM); !(in[k] >> r & 1u); r = (r + 1) % NROOM) {
                 }
             logline("B L %s %s\n", c, rooms[r]);
             rc = presence_leave(p, rooms[r], c);
@@ -203,7 +196,7 @@ static int do_work(presence_t *p, int inc, uint64_t seed, unsigned long maxops, 
                 FAIL("on_message %s -> %d", c, rc);
         } else if (op < 80) {
             /* state by room; now and then a big one (another size class) */
-            int pad = rnd() % 16 == 0 ? 300 : (int) (rnd() % 40);
+            int pad = tu_rnd(&rng) % 16 == 0 ? 300 : (int) (tu_rnd(&rng) % 40);
             snprintf(json, sizeof json, "{\"c\":\"%s\",\"n\":%lu,\"p\":\"%0*d\"}", c, g_op, pad, 0);
             const char *rl[] = {rooms[r]};
             rc = presence_set_state(p, rl, 1, NULL, 0, c, json);
@@ -222,9 +215,9 @@ static int do_work(presence_t *p, int inc, uint64_t seed, unsigned long maxops, 
             if (!strict && !plausible(rc))
                 FAIL("set_state group %s %s -> %d (%s)", groups[g], c, rc, presence_strerror(rc));
         } else if (op < 89) {
-            int r2 = (int) (rnd() % NROOM), r3 = (int) (rnd() % NROOM);
+            int r2 = (int) (tu_rnd(&rng) % NROOM), r3 = (int) (tu_rnd(&rng) % NROOM);
             const char *rl[] = {rooms[r], rooms[r2], rooms[r3]};
-            size_t n = 1 + rnd() % 3;
+            size_t n = 1 + tu_rnd(&rng) % 3;
             uint32_t add = 0;
             for (size_t i = 0; i < n; i++)
                 add |= 1u << (i == 0 ? r : i == 1 ? r2 : r3);

@@ -18,6 +18,7 @@
  * No cmocka here: checks are plain and the parent asserts on the exit status.
  */
 #include "internal.h"
+#include "test_util.h"
 #include "presence.h"
 #include "test_opts.h"
 
@@ -30,18 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
-}
-
 /* Sleeps until ~1 ms before @deadline, then spins until it is reached. */
 static void wait_until(uint64_t deadline)
 {
     for (;;) {
-        uint64_t now = realtime_ns();
+        uint64_t now = tu_realtime_ns();
         if (now >= deadline)
             return;
         if (deadline - now > 2000000ull) {
@@ -89,7 +83,7 @@ int main(int argc, char **argv)
     char *end = NULL;
     errno = 0;
     uint64_t deadline = strtoull(argv[2], &end, 10);
-    if (errno || !end || *end || deadline > realtime_ns() + 10000000000ull) {
+    if (errno || !end || *end || deadline > tu_realtime_ns() + 10000000000ull) {
         fprintf(stderr, "helper_create: deadline out of range: %s\n", argv[2]);
         return 7;
     }

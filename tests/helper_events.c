@@ -58,6 +58,7 @@
  * Exit codes: 0 ok, 1 a check failed, 2 usage or setup error, 3 deadline passed.
  */
 #include "internal.h"
+#include "test_util.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -70,11 +71,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-static uint64_t now_ms(void)
-{
-    return pr__now_ns() / 1000000ull;
-}
-
 static void sleep_us(unsigned us)
 {
     struct timespec ts = {(time_t) (us / 1000000u), (long) (us % 1000000u) * 1000L};
@@ -83,14 +79,6 @@ static void sleep_us(unsigned us)
 }
 
 static uint64_t rng_state;
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t) (rng_state >> 16);
-}
-
 /* ---- the known sequence (produce / expect) ---------------------------------- */
 
 #define SEQ_ROOMS 8
@@ -440,8 +428,8 @@ static void on_watch_stdin(uv_poll_t *h, int status, int events)
     (void) n;
     /* The writers have stopped: read up to the tail as it is now. */
     uint64_t tail = pr_load(&S.p->h->ring_tail);
-    uint64_t end = now_ms() + 3000;
-    while (!S.finished && presence_sub_position(S.sub) < tail && now_ms() < end) {
+    uint64_t end = tu_mono_ms() + 3000;
+    while (!S.finished && presence_sub_position(S.sub) < tail && tu_mono_ms() < end) {
         drain(false);
         if (presence_sub_position(S.sub) < tail)
             sleep_us(1000);
@@ -495,7 +483,7 @@ static int do_load(presence_t *p, int id, long nops, unsigned pause_us)
     char room[32], conn[32];
     uint64_t t0 = pr__now_ns();
     for (long i = 0; i < nops; i++) {
-        int c = (int) (rnd() % C), r = (int) (rnd() % R);
+        int c = (int) (tu_rnd(&rng_state) % C), r = (int) (tu_rnd(&rng_state) % R);
         snprintf(room, sizeof room, "L-r%d", r);
         snprintf(conn, sizeof conn, "L%d-c%d", id, c);
         int rc;
@@ -606,8 +594,8 @@ static int do_heartbeat(presence_t *p, int nu, int secs)
         }
     }
     printf("ready\n");
-    uint64_t end = now_ms() + (uint64_t) secs * 1000;
-    while (now_ms() < end) {
+    uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
+    while (tu_mono_ms() < end) {
         sleep_us(100000);
         for (int i = 0; i < nu; i++) {
             snprintf(conn, sizeof conn, "u%d", i);
@@ -742,7 +730,7 @@ static int do_latency(presence_t *p, const char *seg, int n)
         return 2;
     }
     for (int i = 0; i < n; i++) {
-        sleep_us(200 + rnd() % 300); /* let the subscriber block in poll() */
+        sleep_us(200 + tu_rnd(&rng_state) % 300); /* let the subscriber block in poll() */
         int rc = (i & 1) ? presence_leave(p, "lat", "c") : presence_join(p, "lat", "c", NULL);
         if (rc < 0 || !wait_byte(ack[0], 5000)) {
             fprintf(stderr, "latency: sample %d: rc %d or no ack\n", i, rc);
@@ -763,7 +751,7 @@ static int do_latency(presence_t *p, const char *seg, int n)
     if (child == 0)
         _exit(pingpong_child(e1, e2, n));
     for (int i = 0; i < n; i++) {
-        sleep_us(200 + rnd() % 300);
+        sleep_us(200 + tu_rnd(&rng_state) % 300);
         uint64_t t = pr__now_ns();
         struct pollfd pf = {e2, POLLIN, 0};
         uint64_t one;
@@ -801,9 +789,9 @@ static int do_wake(presence_t *p, uint64_t timeout_ms)
     while ((rc = presence_sub_next(s, &ev)) == 1) {
     }
     printf("ready\n");
-    uint64_t end = now_ms() + timeout_ms;
+    uint64_t end = tu_mono_ms() + timeout_ms;
     for (;;) {
-        uint64_t now = now_ms();
+        uint64_t now = tu_mono_ms();
         if (now >= end) {
             fprintf(stderr, "wake: deadline\n");
             return 3;
@@ -843,7 +831,7 @@ static int do_stress_sub(presence_t *p, uint64_t timeout_s)
         return 2;
     }
     presence_event_t ev;
-    uint64_t last = UINT64_MAX, end = now_ms() + timeout_s * 1000;
+    uint64_t last = UINT64_MAX, end = tu_mono_ms() + timeout_s * 1000;
     unsigned long events = 0, wakeups = 0;
     bool stop = false;
     printf("ready\n");
@@ -865,7 +853,7 @@ static int do_stress_sub(presence_t *p, uint64_t timeout_s)
         }
         if (stop)
             break;
-        uint64_t now = now_ms();
+        uint64_t now = tu_mono_ms();
         if (now >= end) {
             fprintf(stderr, "stress-sub: deadline\n");
             return 3;
@@ -903,9 +891,9 @@ static int do_stress_prod(presence_t *p, int id)
     while (fgets(line, sizeof line, stdin)) {
         if (strncmp(line, "end", 3) == 0)
             break;
-        unsigned n = 1 + rnd() % 4;
+        unsigned n = 1 + tu_rnd(&rng_state) % 4;
         for (unsigned i = 0; i < n; i++) {
-            int c = (int) (rnd() % C), r = (int) (rnd() % R);
+            int c = (int) (tu_rnd(&rng_state) % C), r = (int) (tu_rnd(&rng_state) % R);
             snprintf(room, sizeof room, "x-r%d", r);
             snprintf(conn, sizeof conn, "x%d-c%d", id, c);
             int rc =
@@ -918,7 +906,7 @@ static int do_stress_prod(presence_t *p, int id)
             model[c][r] = !model[c][r];
             events++;
             if (i + 1 < n)
-                spin_us(rnd() % 40);
+                spin_us(tu_rnd(&rng_state) % 40);
         }
         printf("done %ld\n", events);
     }

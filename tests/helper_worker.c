@@ -23,6 +23,7 @@
  * read prints "damage N" (snapshots that showed freed memory) before exiting.
  */
 #include "internal.h"
+#include "test_util.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -34,20 +35,7 @@
 #define NROOMS 8
 #define NCONNS 16
 
-static uint64_t now_ms(void)
-{
-    return pr__now_ns() / 1000000ull;
-}
-
 static uint64_t rng_state;
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t) (rng_state >> 16);
-}
-
 /* Connection c of writer w may only join rooms c%8 and (c+3)%8: readers check it. */
 static bool allowed(int c, int r)
 {
@@ -61,16 +49,16 @@ static int do_write(presence_t *p, int id, uint64_t seed, int secs, const char *
     if (!log)
         return 2;
     bool model[NCONNS][NROOMS] = {{false}};
-    uint64_t end = now_ms() + (uint64_t) secs * 1000;
+    uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
     char conn[64], room[32], user[32], json[128];
     unsigned long ops = 0;
-    while (now_ms() < end) {
-        int c = (int) (rnd() % NCONNS);
-        int r = (rnd() & 1) ? c % NROOMS : (c + 3) % NROOMS;
+    while (tu_mono_ms() < end) {
+        int c = (int) (tu_rnd(&rng_state) % NCONNS);
+        int r = (tu_rnd(&rng_state) & 1) ? c % NROOMS : (c + 3) % NROOMS;
         snprintf(conn, sizeof conn, "w%d-c%d", id, c);
         snprintf(room, sizeof room, "r%d", r);
         snprintf(user, sizeof user, "u%d", c % 4);
-        unsigned op = rnd() % 10;
+        unsigned op = tu_rnd(&rng_state) % 10;
         int rc;
         bool any = false;
         for (int k = 0; k < NROOMS; k++)
@@ -194,9 +182,9 @@ static int do_read(presence_t *p, int secs, bool hot)
             rooms[n++] = names[r];
         }
     }
-    uint64_t end = now_ms() + (uint64_t) secs * 1000;
+    uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
     unsigned long snaps = 0, damage = 0;
-    while (now_ms() < end) {
+    while (tu_mono_ms() < end) {
         presence_here_now_t *hn = NULL;
         int rc = presence_here_now(p, rooms, n, NULL, 0,
                                    PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE, 0, 0, &hn);
@@ -241,10 +229,10 @@ static int do_read(presence_t *p, int secs, bool hot)
 
 static int do_churn(presence_t *p, int secs)
 {
-    uint64_t end = now_ms() + (uint64_t) secs * 1000;
+    uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
     char conn[32], json[96];
     const char *rooms[] = {"hot"};
-    for (unsigned long i = 0; now_ms() < end; i++) {
+    for (unsigned long i = 0; tu_mono_ms() < end; i++) {
         snprintf(conn, sizeof conn, "w0-c%lu", i % NCONNS);
         snprintf(json, sizeof json, "{\"c\":\"%s\",\"pad\":\"%0*lu\"}", conn, 40, i);
         presence_join(p, "hot", conn, NULL);
@@ -260,11 +248,11 @@ static int do_churn(presence_t *p, int secs)
 /* Claims records straight from the free stack, verifies sole ownership, pushes them back. */
 static int do_aba(presence_t *p, int secs)
 {
-    uint64_t end = now_ms() + (uint64_t) secs * 1000;
+    uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
     unsigned long errors = 0, rounds = 0;
     uint32_t me = (uint32_t) getpid();
     p->shard = 0; /* every process on one stack: the contention the test is about */
-    while (now_ms() < end) {
+    while (tu_mono_ms() < end) {
         struct pr_tls *t = pr__enter(p);
         int64_t idx[2];
         for (int k = 0; k < 2; k++) {

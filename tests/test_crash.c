@@ -25,6 +25,7 @@
  * Names: segment pr-test-<pid>-crash, socket and logs /tmp/pr-test-<pid>-crash*.
  */
 #include "internal.h"
+#include "test_util.h"
 
 #include <fcntl.h>
 #include <setjmp.h>
@@ -54,8 +55,8 @@
 #define GAP_ALLOW_MS 1500 /* a subscriber gets past a dead producer within this */
 #define MAXINC       64   /* incarnations per round, at most */
 
-static const char *const points[] = {"alloc",  "create_conn", "link",        "counter",
-                                     "unlink", "state_swap",  "retire",      "ring_claim",
+static const char *const points[] = {"alloc",       "create_conn", "link",   "counter",
+                                     "unlink",      "state_swap",  "retire", "ring_claim",
                                      "ring_commit", "reclaim"};
 #define NPOINTS 10
 enum { P_RETIRE = 6, P_UNLINK = 4, P_RING_CLAIM = 7, P_RING_COMMIT = 8, P_RECLAIM = 9 };
@@ -69,65 +70,16 @@ static const char *phase = "start"; /* what the parent is doing (for a long hear
 
 /* ---- small things ------------------------------------------------------------- */
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static uint64_t rng;
-static uint32_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t) (rng >> 16);
-}
 
 static const char *helper_path(void)
 {
-    const char *e = getenv("PRESENCE_HELPER_CRASH");
-    return e ? e : PRESENCE_HELPER_CRASH;
+    return tu_env_or("PRESENCE_HELPER_CRASH", PRESENCE_HELPER_CRASH);
 }
-
 static const char *reaper_path(void)
 {
-    const char *e = getenv("PRESENCE_REAPER");
-    return e ? e : PRESENCE_REAPER;
+    return tu_env_or("PRESENCE_REAPER", PRESENCE_REAPER);
 }
-
-/* Every child started, so that nothing outlives the test. */
-static pid_t tracked[256];
-static int ntracked;
-static void track(pid_t pid)
-{
-    if (ntracked < 256)
-        tracked[ntracked++] = pid;
-}
-static void untrack(pid_t pid)
-{
-    for (int i = 0; i < ntracked; i++)
-        if (tracked[i] == pid) {
-            tracked[i] = tracked[--ntracked];
-            return;
-        }
-}
-static void kill_tracked(void)
-{
-    for (int i = 0; i < ntracked; i++) {
-        kill(tracked[i], SIGKILL);
-        waitpid(tracked[i], NULL, 0);
-    }
-    ntracked = 0;
-}
-
 /* Starts @exe with @args (NULL-terminated, argv[1..]); PRESENCE_TEST_KILL_AT set
  * to @kill_at (or unset); stderr appended to @errf when not NULL. */
 static pid_t spawn(const char *exe, const char *kill_at, const char *errf, const char *const *args)
@@ -158,10 +110,10 @@ static pid_t spawn(const char *exe, const char *kill_at, const char *errf, const
         _exit(127);
     }
     if (pid > 0)
-        track(pid);
+        tu_track(pid);
     return pid;
 }
-#define SPAWN(exe, kill_at, errf, ...)                                                             \
+#define SPAWN(exe, kill_at, errf, ...) \
     spawn((exe), (kill_at), (errf), (const char *const[]){__VA_ARGS__, NULL})
 
 static int decode(int st)
@@ -175,11 +127,11 @@ static int poll_code(pid_t pid)
     int st;
     pid_t r = waitpid(pid, &st, WNOHANG);
     if (r == pid) {
-        untrack(pid);
+        tu_untrack(pid);
         return decode(st);
     }
     if (r < 0) {
-        untrack(pid);
+        tu_untrack(pid);
         return -2;
     }
     return -1;
@@ -190,20 +142,20 @@ static void keepers_touch(void);
 /* The exit code of @pid within @ms, or -1 (it is then killed). */
 static int wait_code(pid_t pid, unsigned ms)
 {
-    uint64_t end = mono_ms() + ms;
+    uint64_t end = tu_mono_ms() + ms;
     for (;;) {
         int c = poll_code(pid);
         if (c != -1)
             return c;
-        if (mono_ms() >= end) {
+        if (tu_mono_ms() >= end) {
             int st;
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
-            untrack(pid);
+            tu_untrack(pid);
             return -1;
         }
         keepers_touch();
-        sleep_ms(1);
+        tu_sleep_ms(1);
     }
 }
 
@@ -268,7 +220,7 @@ static void keepers_join(void)
         assert_true(presence_join_ex(P, a, c, NULL, KEEP_TMO_MS, 0, &keep_h[k]) >= 0);
         assert_true(presence_join_ex(P, b, c, NULL, KEEP_TMO_MS, 0, NULL) >= 0);
     }
-    keep_last = mono_ms();
+    keep_last = tu_mono_ms();
     keepers_on = true;
 }
 
@@ -278,7 +230,7 @@ static void keepers_touch(void)
 {
     if (!keepers_on)
         return;
-    uint64_t now = mono_ms();
+    uint64_t now = tu_mono_ms();
     if (now - keep_last < 5)
         return;
     uint64_t gap = now - keep_last;
@@ -303,10 +255,10 @@ static void keepers_touch(void)
 
 static void sleep_touch(unsigned ms)
 {
-    uint64_t end = mono_ms() + ms;
-    while (mono_ms() < end) {
+    uint64_t end = tu_mono_ms() + ms;
+    while (tu_mono_ms() < end) {
         keepers_touch();
-        sleep_ms(1);
+        tu_sleep_ms(1);
     }
 }
 
@@ -345,8 +297,8 @@ static void segment_new(void)
     o.rooms = 64;
     o.connections = 512;
     o.presences = 2048;
-    o.groups = 256;          /* group_add does not wait for reclamation as join does: */
-    o.group_members = 4096;  /* room for what the churn keeps in limbo */
+    o.groups = 256;         /* group_add does not wait for reclamation as join does: */
+    o.group_members = 4096; /* room for what the churn keeps in limbo */
     o.arena_bytes = 1u << 20;
     o.ring_entries = 4096; /* small: subscribers get lapped */
     o.readers = 128;
@@ -370,21 +322,29 @@ static void diag(const char *msg)
                 struct pr_rec *r = pr__rec(P, kind, i);
                 uint32_t refs[2] = {0, 0};
                 switch (kind) {
-                case PR_K_ROOM: refs[0] = pr__room(P, i)->name_blob; break;
+                case PR_K_ROOM:
+                    refs[0] = pr__room(P, i)->name_blob;
+                    break;
                 case PR_K_CONN:
                     refs[0] = pr__conn(P, i)->name_blob;
                     refs[1] = pr__conn(P, i)->user_blob;
                     break;
-                case PR_K_PRES: refs[0] = pr__pres(P, i)->state_blob; break;
-                case PR_K_GROUP: refs[0] = pr__group(P, i)->name_blob; break;
-                default: refs[0] = pr__gmember(P, i)->name_blob; break;
+                case PR_K_PRES:
+                    refs[0] = pr__pres(P, i)->state_blob;
+                    break;
+                case PR_K_GROUP:
+                    refs[0] = pr__group(P, i)->name_blob;
+                    break;
+                default:
+                    refs[0] = pr__gmember(P, i)->name_blob;
+                    break;
                 }
                 for (int j = 0; j < 2; j++)
                     if (refs[j] == ref) {
                         uint64_t w = r->state;
-                        printf("#     held by kind %u index %u, state %s gen %u slot %u\n", kind,
-                               i, PR_ST_STATE(w) < 5 ? st_names[PR_ST_STATE(w)] : "?",
-                               PR_ST_GEN(w), PR_ST_SLOT(w));
+                        printf("#     held by kind %u index %u, state %s gen %u slot %u\n", kind, i,
+                               PR_ST_STATE(w) < 5 ? st_names[PR_ST_STATE(w)] : "?", PR_ST_GEN(w),
+                               PR_ST_SLOT(w));
                     }
             }
         for (uint32_t i = 0; i < h->cap_readers; i++)
@@ -400,7 +360,7 @@ static bool recover_and_check(const char *when)
         if (rc < 0)
             printf("# maintain -> %d (%s)\n", rc, presence_strerror(rc));
         keepers_touch();
-        sleep_ms(1);
+        tu_sleep_ms(1);
     }
     presence_strlist_t *v = NULL;
     int n = presence_check(P, &v);
@@ -414,7 +374,8 @@ static bool recover_and_check(const char *when)
         S.violations += n > 0 ? (unsigned) n : 1;
         /* Diagnostics: the reclamation state, then does more maintenance converge? */
         const struct pr_header *h = P->h;
-        printf("#   needs_sweep %u, our suspects %zu (since epoch %llu), global epoch %llu, lease %llx, "
+        printf("#   needs_sweep %u, our suspects %zu (since epoch %llu), global epoch %llu, lease "
+               "%llx, "
                "batches %u from %u\n",
                h->needs_sweep, P->nsweep, (unsigned long long) P->sweep_epoch,
                (unsigned long long) h->global_epoch, (unsigned long long) h->lease, h->nbatch,
@@ -426,7 +387,7 @@ static bool recover_and_check(const char *when)
                        (unsigned long long) pr__reader(P, i)->epoch);
         for (int i = 0; i < 6; i++) {
             presence_maintain(P);
-            sleep_ms(2);
+            tu_sleep_ms(2);
         }
         int n2 = presence_check(P, NULL);
         printf("#   after 6 more maintenance passes: %d violation(s)\n", n2);
@@ -524,7 +485,8 @@ static int verify_model(bool strict)
         if (rr->name[0] == 'r')
             sscanf(rr->name, "r%d", &r);
         if (rr->occupancy != rr->noccupants) {
-            printf("# room %s: occupancy %u, %zu listed\n", rr->name, rr->occupancy, rr->noccupants);
+            printf("# room %s: occupancy %u, %zu listed\n", rr->name, rr->occupancy,
+                   rr->noccupants);
             bad++;
         }
         for (size_t j = 0; j < rr->noccupants; j++) {
@@ -588,9 +550,9 @@ static int verify_model(bool strict)
             uint32_t w = k % 2 == 0 ? 0 : want[k]; /* bound: gone with their process */
             uint32_t m = k % 2 == 0 ? ~0u : ~unsure[k];
             if ((actual[s][k] & m) != (w & m)) {
-                printf("# i%d-c%d (%s, %s): rooms %#x, log says %#x (uncertain %#x)\n",
-                       incs[s].inc, k, k % 2 == 0 ? "bound" : "unbound",
-                       incs[s].killed ? "killed" : "exited", actual[s][k], w, unsure[k]);
+                printf("# i%d-c%d (%s, %s): rooms %#x, log says %#x (uncertain %#x)\n", incs[s].inc,
+                       k, k % 2 == 0 ? "bound" : "unbound", incs[s].killed ? "killed" : "exited",
+                       actual[s][k], w, unsure[k]);
                 bad++;
             }
         }
@@ -611,16 +573,16 @@ static bool ring_marker(int round)
         S.child_failures++;
         return false;
     }
-    uint64_t t0 = mono_ms(), end = t0 + GAP_ALLOW_MS;
+    uint64_t t0 = tu_mono_ms(), end = t0 + GAP_ALLOW_MS;
     presence_event_t ev;
     unsigned long ev0 = S.events, lap0 = S.lapped;
-    while (mono_ms() < end) {
+    while (tu_mono_ms() < end) {
         int rc = presence_sub_next(SUB, &ev);
         if (rc == 1) {
             S.events++;
             if (ev.type == PRESENCE_EV_JOIN && strcmp(ev.conn, conn) == 0 &&
                 strcmp(ev.room, "mk") == 0) {
-                if (mono_ms() - t0 > 400)
+                if (tu_mono_ms() - t0 > 400)
                     S.slow_markers++;
                 return true;
             }
@@ -628,7 +590,7 @@ static bool ring_marker(int round)
             S.lapped++;
         } else if (rc == 0) {
             keepers_touch();
-            sleep_ms(2);
+            tu_sleep_ms(2);
         } else {
             printf("# sub_next -> %d (%s)\n", rc, presence_strerror(rc));
             break;
@@ -680,14 +642,14 @@ static int mode_random_only; /* PRESENCE_CRASH_MODE=random: no kill points */
 static struct plan next_plan(void)
 {
     struct plan pl = {F_RANDOM, -1, 0, 0};
-    if (mode_random_only || rnd() % 3 == 0) {
-        pl.delay_ms = rnd() % 40;
+    if (mode_random_only || tu_rnd(&rng) % 3 == 0) {
+        pl.delay_ms = tu_rnd(&rng) % 40;
         return pl;
     }
     unsigned d = det_counter++;
     pl.fate = F_POINT;
     pl.point = (int) (d % NPOINTS);
-    pl.n = point_ns[(d / NPOINTS + rnd() % 2) % NNS];
+    pl.n = point_ns[(d / NPOINTS + tu_rnd(&rng) % 2) % NNS];
     return pl;
 }
 
@@ -709,8 +671,9 @@ static int start_worker(const struct plan *pl, bool strict, unsigned timeout_ms)
     unlink(in->log);
     char a_inc[16], a_seed[24], a_maint[16], a_tmo[16], ka[48];
     snprintf(a_inc, sizeof a_inc, "%d", in->inc);
-    snprintf(a_seed, sizeof a_seed, "%u", rnd());
-    unsigned maint = strict ? (unsigned[]){16, 64, 256}[rnd() % 3] : (rnd() % 2 ? 0 : 512);
+    snprintf(a_seed, sizeof a_seed, "%u", tu_rnd(&rng));
+    unsigned maint =
+        strict ? (unsigned[]){16, 64, 256}[tu_rnd(&rng) % 3] : (tu_rnd(&rng) % 2 ? 0 : 512);
     if (pl->fate == F_POINT && pl->point == P_RECLAIM)
         maint = 8; /* reach the reclaim kill point soon */
     snprintf(a_maint, sizeof a_maint, "%u", maint);
@@ -756,14 +719,14 @@ static void stop_workers(void)
         if (!incs[s].alive)
             continue;
         int code = -1;
-        uint64_t end = mono_ms() + 5000;
-        while ((code = poll_code(incs[s].pid)) == -1 && mono_ms() < end)
+        uint64_t end = tu_mono_ms() + 5000;
+        while ((code = poll_code(incs[s].pid)) == -1 && tu_mono_ms() < end)
             sleep_touch(1);
         if (code == -1) {
             printf("# i%d did not stop within 5 s (a deadlock?): killed\n", incs[s].inc);
             kill(incs[s].pid, SIGKILL);
             waitpid(incs[s].pid, NULL, 0);
-            untrack(incs[s].pid);
+            tu_untrack(incs[s].pid);
             S.child_failures++;
             incs[s].killed = true;
         } else if (code != 0 && code != 128 + SIGUSR1) {
@@ -820,7 +783,7 @@ static bool worker_round(int round)
     round_failures0 = failures_total();
     phase = "worker round";
     assert_int_equal(presence_subscribe(P, PRESENCE_SEQ_NOW, NULL, &SUB), 0);
-    int nw = 2 + (int) (rnd() % 2), kills_wanted = 2 + (int) (rnd() % 3), kills = 0;
+    int nw = 2 + (int) (tu_rnd(&rng) % 2), kills_wanted = 2 + (int) (tu_rnd(&rng) % 3), kills = 0;
     struct running victim = {-1, {F_SURVIVE, -1, 0, 0}, 0};
     for (int i = 0; i < nw - 1; i++) {
         struct plan sv = {F_SURVIVE, -1, 0, 0};
@@ -828,12 +791,12 @@ static bool worker_round(int round)
     }
     victim.pl = next_plan();
     victim.slot = start_worker(&victim.pl, true, 0);
-    victim.t_start = mono_ms();
+    victim.t_start = tu_mono_ms();
     while (kills < kills_wanted && victim.slot >= 0) {
         drain();
         keepers_touch();
         struct inc *v = &incs[victim.slot];
-        unsigned ms = (unsigned) (mono_ms() - victim.t_start);
+        unsigned ms = (unsigned) (tu_mono_ms() - victim.t_start);
         int code = poll_code(v->pid);
         bool dead = false;
         if (code == 128 + SIGKILL) {
@@ -847,7 +810,7 @@ static bool worker_round(int round)
                    (victim.pl.fate == F_POINT && ms >= 2000)) {
             kill(v->pid, SIGKILL);
             waitpid(v->pid, NULL, 0);
-            untrack(v->pid);
+            tu_untrack(v->pid);
             note_kill_worker(v, &victim.pl, false, ms);
             dead = true;
         }
@@ -864,13 +827,13 @@ static bool worker_round(int round)
             if (kills < kills_wanted) {
                 victim.pl = next_plan();
                 victim.slot = start_worker(&victim.pl, true, 0);
-                victim.t_start = mono_ms();
+                victim.t_start = tu_mono_ms();
             }
             continue;
         }
-        sleep_ms(1);
+        tu_sleep_ms(1);
     }
-    sleep_touch(2 + rnd() % 20); /* the survivors run on (and maintain) after the kill */
+    sleep_touch(2 + tu_rnd(&rng) % 20); /* the survivors run on (and maintain) after the kill */
     phase = "stopping workers";
     stop_workers();
     bool ok = round_end(round, true);
@@ -895,7 +858,7 @@ static bool reaper_round(int round)
     round_failures0 = failures_total();
     phase = "reaper round";
     assert_int_equal(presence_subscribe(P, PRESENCE_SEQ_NOW, NULL, &SUB), 0);
-    int nw = 2 + (int) (rnd() % 2), kills_wanted = 2 + (int) (rnd() % 3);
+    int nw = 2 + (int) (tu_rnd(&rng) % 2), kills_wanted = 2 + (int) (tu_rnd(&rng) % 3);
     for (int i = 0; i < nw; i++) {
         struct plan sv = {F_SURVIVE, -1, 0, 0};
         start_worker(&sv, false, 300); /* short timeouts: the reaper expires them */
@@ -903,33 +866,33 @@ static bool reaper_round(int round)
     for (int kill_no = 0; kill_no < kills_wanted; kill_no++) {
         int point = -1, n = 0;
         unsigned delay = 0;
-        unsigned x = rnd() % 10;
+        unsigned x = tu_rnd(&rng) % 10;
         if (x < 5) {
             point = P_RECLAIM;
-            n = 1 + (int) (rnd() % 12);
+            n = 1 + (int) (tu_rnd(&rng) % 12);
         } else if (x < 7) {
             static const int mid[] = {P_RETIRE, P_UNLINK, P_RING_CLAIM, P_RING_COMMIT};
-            point = mid[rnd() % 4];
-            n = 1 + (int) (rnd() % 8);
+            point = mid[tu_rnd(&rng) % 4];
+            n = 1 + (int) (tu_rnd(&rng) % 8);
         } else {
-            delay = 5 + rnd() % 300;
+            delay = 5 + tu_rnd(&rng) % 300;
         }
         char ka[48];
         if (point >= 0)
             snprintf(ka, sizeof ka, "%s:%d", points[point], n);
-        uint64_t t0 = mono_ms();
+        uint64_t t0 = tu_mono_ms();
         pid_t rp = start_reaper(point >= 0 ? ka : NULL);
         int code = -1;
         for (;;) {
             drain();
             keepers_touch();
-            unsigned ms = (unsigned) (mono_ms() - t0);
+            unsigned ms = (unsigned) (tu_mono_ms() - t0);
             if ((code = poll_code(rp)) != -1)
                 break;
             if ((point < 0 && ms >= delay) || (point >= 0 && ms >= 3000)) {
                 kill(rp, SIGKILL);
                 waitpid(rp, NULL, 0);
-                untrack(rp);
+                tu_untrack(rp);
                 code = 128 + SIGKILL;
                 if (point >= 0) {
                     S.r_missed[point]++;
@@ -938,9 +901,9 @@ static bool reaper_round(int round)
                 }
                 break;
             }
-            sleep_ms(1);
+            tu_sleep_ms(1);
         }
-        unsigned ms = (unsigned) (mono_ms() - t0);
+        unsigned ms = (unsigned) (tu_mono_ms() - t0);
         if (code != 128 + SIGKILL) {
             printf("# reaper exited with %d (log %s)\n", code, reaper_log);
             S.child_failures++;
@@ -968,16 +931,16 @@ static bool reaper_round(int round)
      * left; then it is stopped cleanly and the segment checked. */
     phase = "final reaper";
     pid_t rp = start_reaper(NULL);
-    sleep_touch(50 + rnd() % 100);
+    sleep_touch(50 + tu_rnd(&rng) % 100);
     drain();
     stop_workers();
-    uint64_t end = mono_ms() + 4000;
+    uint64_t end = tu_mono_ms() + 4000;
     presence_stats_t st;
     for (;;) {
         drain();
         sleep_touch(10);
         presence_stats(P, &st);
-        if (st.presences == 2 * NKEEP || mono_ms() > end)
+        if (st.presences == 2 * NKEEP || tu_mono_ms() > end)
             break;
     }
     if (st.presences != 2 * NKEEP)
@@ -1023,7 +986,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void) state;
-    kill_tracked();
+    tu_kill_children();
     if (SUB)
         presence_sub_close(SUB);
     SUB = NULL;
@@ -1092,10 +1055,10 @@ static void test_crash_harness(void **state)
     const char *mode = getenv("PRESENCE_CRASH_MODE");
     mode_random_only = mode && strcmp(mode, "random") == 0;
     printf("# %u kills wanted%s%s\n", target, mode ? ", mode " : "", mode ? mode : "");
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tu_mono_ms();
     int round = 0, on_segment = 0;
     bool fresh = true;
-    while (S.kills < target && mono_ms() - t0 < budget_ms && S.failed_rounds < 10) {
+    while (S.kills < target && tu_mono_ms() - t0 < budget_ms && S.failed_rounds < 10) {
         if (fresh || on_segment >= 12 || !keepers_on) {
             segment_new();
             on_segment = 0;
@@ -1114,11 +1077,11 @@ static void test_crash_harness(void **state)
         round++;
         on_segment++;
         if (round % 20 == 0 && !verbose) {
-            printf("# ... %u kills, %.1f s\n", S.kills, (double) (mono_ms() - t0) / 1000.0);
+            printf("# ... %u kills, %.1f s\n", S.kills, (double) (tu_mono_ms() - t0) / 1000.0);
             fflush(stdout);
         }
     }
-    double secs = (double) (mono_ms() - t0) / 1000.0;
+    double secs = (double) (tu_mono_ms() - t0) / 1000.0;
     print_summary(secs, seed);
     assert_int_equal(failures_total(), 0);
     assert_true(S.kills >= target);
@@ -1150,10 +1113,10 @@ static void test_ring_dead_producer_quiet(void **state)
             assert_int_equal(code, 128 + SIGKILL);
             S.kills++;
             S.w_point[pts[i]]++;
-            uint64_t t0 = mono_ms();
+            uint64_t t0 = tu_mono_ms();
             bool ok = ring_marker(round);
             printf("#   marker %s after %llu ms\n", ok ? "delivered" : "NOT delivered",
-                   (unsigned long long) (mono_ms() - t0));
+                   (unsigned long long) (tu_mono_ms() - t0));
             recover_and_check("after a dead producer");
             verify_model(true);
             round_cleanup();

@@ -10,6 +10,7 @@
  * seeded; the seed is printed (PRESENCE_TEST_SEED=N reproduces a run).
  */
 #include "internal.h"
+#include "test_util.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,8 +29,7 @@ static char seg[64];
 
 static const char *helper_path(void)
 {
-    const char *e = getenv("PRESENCE_HELPER_WORKER");
-    return e ? e : PRESENCE_HELPER_WORKER;
+    return tu_env_or("PRESENCE_HELPER_WORKER", PRESENCE_HELPER_WORKER);
 }
 
 /* Starts helper_worker with @argv (NULL-terminated) and extra environment

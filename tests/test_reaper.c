@@ -16,6 +16,7 @@
  * Names: segment pr-test-<pid>-<test>, socket /tmp/pr-test-<pid>-<test>.sock.
  */
 #include "internal.h"
+#include "test_util.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -43,48 +44,17 @@ static char seg[64], sock_path[108], err_path[128];
 static presence_t *P;       /* the parent's attachment */
 static presence_sub_t *SUB; /* the parent's subscription */
 static uint64_t last_seq;   /* the last seq it returned (UINT64_MAX: none) */
-static pid_t procs[64];
-static int nprocs;
 
 /* ---- processes ------------------------------------------------------------ */
 
 static const char *helper_path(void)
 {
-    const char *e = getenv("PRESENCE_HELPER_EVENTS");
-    return e ? e : PRESENCE_HELPER_EVENTS;
+    return tu_env_or("PRESENCE_HELPER_EVENTS", PRESENCE_HELPER_EVENTS);
 }
 
 static const char *reaper_path(void)
 {
-    const char *e = getenv("PRESENCE_REAPER");
-    return e ? e : PRESENCE_REAPER;
-}
-
-static uint64_t mono_ms(void)
-{
-    return pr__now_ns() / 1000000ull;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {(time_t) (ms / 1000u), (long) (ms % 1000u) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static void track(pid_t pid)
-{
-    if (pid > 0 && nprocs < (int) (sizeof procs / sizeof procs[0]))
-        procs[nprocs++] = pid;
-}
-
-static void untrack(pid_t pid)
-{
-    for (int i = 0; i < nprocs; i++)
-        if (procs[i] == pid) {
-            procs[i] = procs[--nprocs];
-            return;
-        }
+    return tu_env_or("PRESENCE_REAPER", PRESENCE_REAPER);
 }
 
 struct child {
@@ -137,7 +107,7 @@ static struct child spawn_v(const char *exe, const char *const *env, unsigned pi
     c.pid = pid;
     c.in = in[1];
     c.out = out[0];
-    track(pid);
+    tu_track(pid);
     return c;
 }
 
@@ -149,36 +119,36 @@ static struct child spawn_v(const char *exe, const char *const *env, unsigned pi
  * @timeout_ms (it is then killed). */
 static int wait_code(pid_t pid, unsigned timeout_ms)
 {
-    uint64_t end = mono_ms() + timeout_ms;
+    uint64_t end = tu_mono_ms() + timeout_ms;
     int st;
     for (;;) {
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid) {
-            untrack(pid);
+            tu_untrack(pid);
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
         if (r < 0) {
-            untrack(pid);
+            tu_untrack(pid);
             return -2;
         }
-        if (mono_ms() >= end) {
+        if (tu_mono_ms() >= end) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
-            untrack(pid);
+            tu_untrack(pid);
             printf("# pid %d did not finish in %u ms: killed\n", (int) pid, timeout_ms);
             return -1;
         }
-        sleep_ms(2);
+        tu_sleep_ms(2);
     }
 }
 
 /* One line of @fd (without the newline) within @timeout_ms; 0 or -1. */
 static int read_line(int fd, char *buf, size_t n, unsigned timeout_ms)
 {
-    uint64_t end = mono_ms() + timeout_ms;
+    uint64_t end = tu_mono_ms() + timeout_ms;
     size_t len = 0;
     for (;;) {
-        uint64_t now = mono_ms();
+        uint64_t now = tu_mono_ms();
         if (now >= end)
             return -1;
         struct pollfd pf = {fd, POLLIN, 0};
@@ -200,9 +170,9 @@ static int read_line(int fd, char *buf, size_t n, unsigned timeout_ms)
 /* Reads lines until one starts with @prefix; 0 or -1. */
 static int expect_line(int fd, const char *prefix, char *buf, size_t n, unsigned timeout_ms)
 {
-    uint64_t end = mono_ms() + timeout_ms;
-    while (mono_ms() < end) {
-        if (read_line(fd, buf, n, (unsigned) (end - mono_ms() + 1)) != 0)
+    uint64_t end = tu_mono_ms() + timeout_ms;
+    while (tu_mono_ms() < end) {
+        if (read_line(fd, buf, n, (unsigned) (end - tu_mono_ms() + 1)) != 0)
             return -1;
         if (strncmp(buf, prefix, strlen(prefix)) == 0)
             return 0;
@@ -237,23 +207,23 @@ static int32_t reaper_pid_now(void)
  * NULL) receives how long that took. */
 static pid_t start_reaper_every(uint64_t *claim_ms, const char *sweep_ms)
 {
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tu_mono_ms();
     struct child c = SPAWN(reaper_path(), NULL, 0, err_path, "-s", seg, "--sweep-ms", sweep_ms,
                            "--socket", sock_path, "-v");
     assert_true(c.pid > 0);
     uint64_t end = t0 + 3000;
-    while (mono_ms() < end) {
+    while (tu_mono_ms() < end) {
         if (reaper_pid_now() == c.pid && socket_answers()) {
             if (claim_ms)
-                *claim_ms = mono_ms() - t0;
+                *claim_ms = tu_mono_ms() - t0;
             return c.pid;
         }
         int st;
         if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
-            untrack(c.pid);
+            tu_untrack(c.pid);
             fail_msg("presence-reaper exited at start (status %d)", st);
         }
-        sleep_ms(2);
+        tu_sleep_ms(2);
     }
     fail_msg("presence-reaper %d did not claim the segment within 3 s", (int) c.pid);
     return -1;
@@ -304,13 +274,7 @@ static void make_segment(const char *tag, uint32_t ring, uint64_t max_age_ms)
 static int teardown(void **state)
 {
     (void) state;
-    while (nprocs > 0) {
-        pid_t pid = procs[0];
-        kill(pid, SIGKILL);
-        int st;
-        waitpid(pid, &st, 0);
-        untrack(pid);
-    }
+    tu_kill_children();
     if (SUB) {
         presence_sub_close(SUB);
         SUB = NULL;
@@ -381,7 +345,7 @@ static int collect(uint64_t deadline_ms, event_fn fn, void *ctx)
         }
         if (rc != 0)
             fail_msg("presence_sub_next -> %d (%s)", rc, presence_strerror(rc));
-        uint64_t now = mono_ms();
+        uint64_t now = tu_mono_ms();
         if (now >= deadline_ms)
             return 0;
         struct pollfd pf = {presence_sub_fd(SUB), POLLIN, 0};
@@ -491,7 +455,7 @@ static void test_expiry(void **state)
             presence_join_ex(P, joins[i].room, joins[i].conn, NULL, joins[i].timeout_ms, 0, NULL),
             PRESENCE_JOINED);
     x.want = (int) (sizeof joins / sizeof joins[0]);
-    assert_int_equal(collect(mono_ms() + 4000, on_expiry_event, &x), 1);
+    assert_int_equal(collect(tu_mono_ms() + 4000, on_expiry_event, &x), 1);
     assert_int_equal(x.timeouts, x.want);
     assert_int_equal(presence_occupancy(P, "e0"), 0);
     assert_int_equal(presence_occupancy(P, "e1"), 0);
@@ -526,7 +490,7 @@ static bool on_died_event(const presence_event_t *ev, void *v)
     if (ev->type != PRESENCE_EV_OWNER_DIED || ev->conn[0] != 'b')
         fail_msg("unexpected %s %s %s", presence_event_name(ev->type), ev->room, ev->conn);
     if (++d->died == 5) {
-        d->t_done_ms = mono_ms();
+        d->t_done_ms = tu_mono_ms();
         return true;
     }
     return false;
@@ -552,11 +516,11 @@ static void test_owner_died_and_restart(void **state)
     char line[256];
     struct child w = HELPER(NULL, PIPE_OUT, "bound", seg, "5", "5");
     assert_int_equal(expect_line(w.out, "ready", line, sizeof line, 5000), 0);
-    assert_int_equal(collect(mono_ms() + 2000, on_join_event, &d), 1);
+    assert_int_equal(collect(tu_mono_ms() + 2000, on_join_event, &d), 1);
     assert_int_equal(presence_occupancy(P, "w"), 10);
-    sleep_ms(150); /* it has touched them once more */
+    tu_sleep_ms(150); /* it has touched them once more */
 
-    d.t_kill_ms = mono_ms();
+    d.t_kill_ms = tu_mono_ms();
     assert_int_equal(kill(w.pid, SIGKILL), 0);
     int got = collect(d.t_kill_ms + 3000, on_died_event, &d);
     assert_int_equal(got, 1);
@@ -571,7 +535,8 @@ static void test_owner_died_and_restart(void **state)
     /* The restarted worker takes its unbound connections back within max_age. */
     struct child w2 = HELPER(NULL, PIPE_OUT, "heartbeat", seg, "5", "4");
     assert_int_equal(expect_line(w2.out, "ready", line, sizeof line, 5000), 0);
-    printf("# restart re-joined after %llu ms\n", (unsigned long long) (mono_ms() - d.t_kill_ms));
+    printf("# restart re-joined after %llu ms\n",
+           (unsigned long long) (tu_mono_ms() - d.t_kill_ms));
     /* Past the moment they would have expired without it: no event at all. */
     assert_int_equal(collect(d.t_kill_ms + 2800, on_no_event, &d), 0);
     assert_int_equal(presence_occupancy(P, "w"), 5);
@@ -611,7 +576,7 @@ static void test_reaper_restart_under_load(void **state)
         wr[i] = HELPER(NULL, PIPE_OUT, "load", seg, id, "15000", "100");
     }
     for (int round = 0; round < 3; round++) {
-        sleep_ms(400);
+        tu_sleep_ms(400);
         uint64_t sweeps_before;
         presence_stats_t st;
         assert_int_equal(presence_stats(P, &st), 0);
@@ -624,17 +589,17 @@ static void test_reaper_restart_under_load(void **state)
                (unsigned long long) claim_ms);
         assert_true(claim_ms < 1000); /* at once: the dead one's claim is not honoured */
         /* and it sweeps (its timer fires at once, then every 50 ms) */
-        uint64_t t0 = mono_ms();
+        uint64_t t0 = tu_mono_ms();
         do {
-            sleep_ms(5);
+            tu_sleep_ms(5);
             assert_int_equal(presence_stats(P, &st), 0);
-        } while (st.reaper_sweeps <= sweeps_before && mono_ms() - t0 < 3000);
+        } while (st.reaper_sweeps <= sweeps_before && tu_mono_ms() - t0 < 3000);
         printf("# round %d: its first sweep completed within %llu ms\n", round,
-               (unsigned long long) (mono_ms() - t0));
+               (unsigned long long) (tu_mono_ms() - t0));
         assert_true(st.reaper_sweeps > sweeps_before);
         /* Not held up by a writer that registers with it while holding a room lock
          * its sweep needs (that took the socket timeout, 1 s, once). */
-        assert_true(mono_ms() - t0 < 900);
+        assert_true(tu_mono_ms() - t0 < 900);
     }
     for (int i = 0; i < W; i++) {
         assert_int_equal(wait_code(wr[i].pid, 60000), 0);
@@ -723,14 +688,15 @@ static void run_in_order(unsigned long seed, const char *n, const char *pause_us
     snprintf(sd, sizeof sd, "%lu", seed);
     struct child sub = HELPER(NULL, PIPE_OUT, "expect", seg, sd, n, "30000");
     assert_int_equal(expect_line(sub.out, "ready", line, sizeof line, 5000), 0);
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tu_mono_ms();
     struct child prod = HELPER(NULL, PIPE_OUT, "produce", seg, sd, n, pause_us);
     assert_int_equal(wait_code(prod.pid, 30000), 0);
-    uint64_t t1 = mono_ms();
+    uint64_t t1 = tu_mono_ms();
     assert_int_equal(wait_code(sub.pid, 30000), 0);
     assert_int_equal(expect_line(sub.out, "got", line, sizeof line, 1000), 0);
     printf("# %s events, pause %s us: producer %llu ms, subscriber done %llu ms after; %s\n", n,
-           pause_us, (unsigned long long) (t1 - t0), (unsigned long long) (mono_ms() - t1), line);
+           pause_us, (unsigned long long) (t1 - t0), (unsigned long long) (tu_mono_ms() - t1),
+           line);
     close(sub.out);
     close(prod.out);
 }
@@ -849,20 +815,20 @@ static void dead_producer(const char *tag, const char *kill_at)
     struct child victim = HELPER(env, PIPE_OUT, "produce", seg, "111", "50", "0");
     assert_int_equal(wait_code(victim.pid, 10000), 128 + SIGKILL);
     close(victim.out);
-    uint64_t t_kill = mono_ms();
+    uint64_t t_kill = tu_mono_ms();
     /* Another producer's events get through, to both subscribers, within 2 s. */
     struct child prod = HELPER(NULL, PIPE_OUT, "produce", seg, "222", "100", "0");
     struct dead_ctx d = {"s222-", 100, 0};
     int got = collect(t_kill + 2000, on_survivor_event, &d);
-    uint64_t t_parent = mono_ms() - t_kill;
+    uint64_t t_parent = tu_mono_ms() - t_kill;
     printf("# %s: parent subscriber had %d of 100 events %llu ms after the kill\n", kill_at, d.got,
            (unsigned long long) t_parent);
     assert_int_equal(got, 1);
     assert_int_equal(wait_code(prod.pid, 2000), 0); /* the producer was never blocked */
-    uint64_t left = mono_ms() - t_kill < 2000 ? 2000 - (mono_ms() - t_kill) : 1;
+    uint64_t left = tu_mono_ms() - t_kill < 2000 ? 2000 - (tu_mono_ms() - t_kill) : 1;
     int code = wait_code(sub.pid, (unsigned) left);
     printf("# %s: libuv subscriber done %llu ms after the kill (code %d)\n", kill_at,
-           (unsigned long long) (mono_ms() - t_kill), code);
+           (unsigned long long) (tu_mono_ms() - t_kill), code);
     assert_int_equal(code, 0);
     close(sub.out);
     close(prod.out);
@@ -926,9 +892,9 @@ static int join_seen(const struct child *c, const char *conn, unsigned ms, doubl
 /* Until subscription @slot is armed again (the helper re-arms after each read). */
 static void wait_armed(uint32_t slot)
 {
-    uint64_t end = mono_ms() + 3000;
-    while (pr_load(&P->h->subs[slot].waiting) == 0 && mono_ms() < end)
-        sleep_ms(1);
+    uint64_t end = tu_mono_ms() + 3000;
+    while (pr_load(&P->h->subs[slot].waiting) == 0 && tu_mono_ms() < end)
+        tu_sleep_ms(1);
     assert_int_equal(pr_load(&P->h->subs[slot].waiting), 1);
 }
 
@@ -1066,9 +1032,9 @@ static void test_no_lost_wakeup(void **state)
         prod[i] = HELPER(NULL, PIPE_IN | PIPE_OUT, "stress-prod", seg, id);
     }
     long rounds = getenv("PRESENCE_STRESS_ROUNDS") ? atol(getenv("PRESENCE_STRESS_ROUNDS")) : 20000;
-    uint64_t t0 = mono_ms(), slowest = 0;
+    uint64_t t0 = tu_mono_ms(), slowest = 0;
     long done = 0;
-    for (; done < rounds && mono_ms() - t0 < 30000; done++) {
+    for (; done < rounds && tu_mono_ms() - t0 < 30000; done++) {
         for (int i = 0; i < NPROD; i++)
             assert_int_equal(write(prod[i].in, "go\n", 3), 3);
         for (int i = 0; i < NPROD; i++)
@@ -1110,7 +1076,8 @@ static void test_no_lost_wakeup(void **state)
     }
     printf("# figure: %ld rounds, %ld events from %d producers, each read by %d subscribers "
            "asleep in poll(): no wake-up lost; slowest catch-up %.2f ms, %llu ms in all\n",
-           done, total, NPROD, NSUB, (double) slowest / 1e6, (unsigned long long) (mono_ms() - t0));
+           done, total, NPROD, NSUB, (double) slowest / 1e6,
+           (unsigned long long) (tu_mono_ms() - t0));
     assert_true(done >= 100);
     stop_reaper(r);
     assert_check_clean();
@@ -1146,10 +1113,10 @@ static void test_dead_subscriber(void **state)
     assert_true(P->wake->direct - d0 <= 1); /* at most once, and it disarms */
     assert_int_equal(pr_load(&P->h->subs[slot_a].waiting), 0);
 
-    uint64_t end = mono_ms() + 3000;
+    uint64_t end = tu_mono_ms() + 3000;
     while ((pr_load(&P->h->subs[slot_a].owner) != 0 || pr_load(&P->h->subs_gen) == gen0) &&
-           mono_ms() < end)
-        sleep_ms(5);
+           tu_mono_ms() < end)
+        tu_sleep_ms(5);
     assert_int_equal(pr_load(&P->h->subs[slot_a].owner), 0);
     assert_int_not_equal(pr_load(&P->h->subs_gen), gen0);
     printf("# the sweep freed slot %u and moved subs_gen %u -> %u\n", slot_a, gen0,

@@ -11,6 +11,7 @@
  */
 #include "layout.h"
 #include "presence.h"
+#include "test_util.h"
 #include "test_opts.h"
 
 #include <errno.h>
@@ -82,19 +83,6 @@ static uint64_t mono_ns(void)
     return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
 }
 
-static uint64_t realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {(time_t) (ms / 1000), (long) (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Creates a valid segment with test_small_opts(), detaches, returns its size in bytes. */
 static off_t create_valid(const struct seg *s)
 {
@@ -145,7 +133,7 @@ static bool wait_children(const pid_t *pids, int n, int *status, unsigned timeou
             }
         }
         if (left > 0)
-            sleep_ms(2);
+            tu_sleep_ms(2);
     }
     if (left == 0)
         return true;
@@ -529,7 +517,7 @@ static void run_creators(const char *name, const char *mode, int codes[NCREATORS
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     char deadline[32];
-    snprintf(deadline, sizeof deadline, "%" PRIu64, (uint64_t) (realtime_ns() + 300000000u));
+    snprintf(deadline, sizeof deadline, "%" PRIu64, (uint64_t) (tu_realtime_ns() + 300000000u));
     pid_t pids[NCREATORS];
     for (int i = 0; i < NCREATORS; i++) {
         pids[i] = fork();
