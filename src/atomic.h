@@ -32,6 +32,8 @@
 #    define pr_fetch_or(p, v)  __atomic_fetch_or((p), (v), __ATOMIC_SEQ_CST)
 #    define pr_fetch_and(p, v) __atomic_fetch_and((p), (v), __ATOMIC_SEQ_CST)
 #    define pr_smp_mb()        __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#    define pr_smp_wmb()       __atomic_thread_fence(__ATOMIC_RELEASE)
+#    define pr_smp_rmb()       __atomic_thread_fence(__ATOMIC_ACQUIRE)
 #    define pr_barrier()       __atomic_signal_fence(__ATOMIC_SEQ_CST)
 /* Returns the value found (equal to @old on success), like uatomic_cmpxchg. */
 #    define pr_cmpxchg(p, old, new_)                                                        \
@@ -57,6 +59,10 @@
 #    define pr_fetch_or(p, v)        uatomic_or((p), (v))
 #    define pr_fetch_and(p, v)       uatomic_and((p), (v))
 #    define pr_smp_mb()              cmm_smp_mb()
+/* Store-store and load-load order (a seqlock's two sides): compiler barriers on
+ * x86 (TSO), real fences where the hardware reorders. */
+#    define pr_smp_wmb()             cmm_smp_wmb()
+#    define pr_smp_rmb()             cmm_smp_rmb()
 #    define pr_barrier()             cmm_barrier()
 #    define pr_cmpxchg(p, old, new_) uatomic_cmpxchg((p), (old), (new_))
 #endif

@@ -150,6 +150,58 @@ static uint32_t *item_link(struct presence *p, uint32_t item, uint64_t **epoch)
     return &r->link;
 }
 
+/* Retirements this thread holds back for one push (pr__retire_defer_begin):
+ * a chain first -> ... -> last through the items' own links. */
+static __thread struct {
+    struct presence *p; /* deferring for this attachment; NULL: not deferring */
+    uint32_t first, last, n;
+} deferred;
+
+/* Pushes the chain first..last (@n items, linked, @last_link the link of the
+ * last) on the limbo stack with one CAS, then reclaims every 64 retirements. */
+// NOLINTNEXTLINE(readability-non-const-parameter): written through pr_store's cast
+static void limbo_push(struct presence *p, uint32_t first, uint32_t *last_link, unsigned n)
+{
+    struct pr_header *h = p->h;
+    for (;;) {
+        uint64_t hw = pr_load(&h->limbo_head);
+        pr_store(last_link, (uint32_t) (hw >> 32));
+        uint64_t nw = ((uint64_t) first << 32) | (uint32_t) ((uint32_t) hw + 1);
+        if (pr_cas(&h->limbo_head, hw, nw))
+            break;
+    }
+    unsigned before = __atomic_fetch_add(&p->retire_since_reclaim, n, __ATOMIC_RELAXED);
+    if ((before + n) / 64 != before / 64) {
+        if (pr__lease_take(p) == 0) {
+            reclaim(p, true);
+            pr__lease_drop(p);
+        }
+    }
+}
+
+static void deferred_flush(void)
+{
+    if (deferred.n == 0)
+        return;
+    uint64_t *ep;
+    uint32_t *last_link = item_link(deferred.p, deferred.last, &ep);
+    if (last_link) /* it was valid when deferred; the segment cannot shrink */
+        limbo_push(deferred.p, deferred.first, last_link, deferred.n);
+    deferred.n = 0;
+}
+
+void pr__retire_defer_begin(struct presence *p)
+{
+    deferred.p = p;
+    deferred.n = 0;
+}
+
+void pr__retire_defer_end(void)
+{
+    deferred_flush();
+    deferred.p = NULL;
+}
+
 void pr__retire(struct presence *p, uint32_t item)
 {
     struct pr_header *h = p->h;
@@ -162,19 +214,16 @@ void pr__retire(struct presence *p, uint32_t item)
         return;
     }
     pr_store(ep, pr_load(&h->global_epoch));
-    for (;;) {
-        uint64_t hw = pr_load(&h->limbo_head);
-        pr_store(link, (uint32_t) (hw >> 32));
-        uint64_t nw = ((uint64_t) item << 32) | (uint32_t) ((uint32_t) hw + 1);
-        if (pr_cas(&h->limbo_head, hw, nw))
-            break;
+    if (deferred.p != p) {
+        limbo_push(p, item, link, 1);
+        return;
     }
-    if (__atomic_add_fetch(&p->retire_since_reclaim, 1, __ATOMIC_RELAXED) % 64 == 0) {
-        if (pr__lease_take(p) == 0) {
-            reclaim(p, true);
-            pr__lease_drop(p);
-        }
-    }
+    pr_store(link, deferred.first);
+    deferred.first = item;
+    if (deferred.n++ == 0)
+        deferred.last = item;
+    if (deferred.n == PR_RETIRE_DEFER)
+        deferred_flush();
 }
 
 /* ---- lease ----------------------------------------------------------------- */

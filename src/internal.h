@@ -141,6 +141,15 @@ static inline const char *pr__blob_get(const struct presence *p, uint32_t ref, u
     return (const char *) (b + 1);
 }
 
+/* A hint that blob @ref will be read soon (no check: a bad ref prefetches
+ * nothing useful and faults nothing). */
+static inline void pr__blob_prefetch(const struct presence *p, uint32_t ref)
+{
+    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
+    if (ref != 0 && off < (uint64_t) p->h->arena_pages * PR_PAGE_SIZE)
+        __builtin_prefetch(p->base + p->h->off_arena + off);
+}
+
 /* Allocates a blob holding @data, owned by item @owner. Returns the ref (> 0),
  * or -ENOSPC. Recorded in the caller's reader slot until pr__blob_attached(). */
 int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_t owner);
@@ -160,6 +169,15 @@ void pr__alloc_format(struct presence *p); /* creator: fill the stacks */
 struct pr_tls *pr__enter(struct presence *p); /* NULL: no reader slot free */
 void pr__exit(struct presence *p, struct pr_tls *t);
 void pr__retire(struct presence *p, uint32_t item);
+/* Between begin and end (inside one read section, not nested), this thread's
+ * retirements on @p reach the limbo in chains of up to PR_RETIRE_DEFER with
+ * one CAS each; end pushes the rest. Safe against the sweep: a deferred item
+ * is RETIRED in no limbo, which the sweep only acts on after a grace period,
+ * and the grace period waits for this read section, which ends after the
+ * push. A process killed meanwhile leaves them to the sweep. */
+#define PR_RETIRE_DEFER 64u
+void pr__retire_defer_begin(struct presence *p);
+void pr__retire_defer_end(void);
 int pr__lease_take(struct presence *p);
 void pr__lease_drop(struct presence *p);
 int pr__reclaim(struct presence *p);                 /* lease held */
@@ -202,7 +220,7 @@ int pr__remove_dead_owners(struct presence *p);
 int pr__finish_removals(struct presence *p);
 bool pr__blob_allocated(const struct presence *p, uint32_t ref);
 
-/* ---- events (event.c) ----------------------------------------------------- */
+/* ---- events (ring.c) ----------------------------------------------------- */
 enum pr_event_type {
     PR_EV_JOIN = 1,
     PR_EV_LEAVE,
@@ -215,6 +233,15 @@ enum pr_event_type {
 /* Every change goes through here (the event ring completes it). */
 void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32_t conn,
               uint32_t occupancy);
+/* Bulk mode, for a removal of many (prune): between begin and end, this
+ * thread's events on @p share one CLOCK_REALTIME reading per PR_BULK_SHARE
+ * events, and armed subscribers are looked for (a fence, a load) once per
+ * PR_BULK_SHARE events and at the end, instead of once per event. A bulk's
+ * events are then at most a few microseconds older than their commit, and a
+ * sleeping subscriber is woken at most that much later. Not nested. */
+#define PR_BULK_SHARE 32u
+void pr__emit_bulk_begin(struct presence *p);
+void pr__emit_bulk_end(void);
 /* Subscribers of processes that died: free their slots (reaper sweep). */
 void pr__subs_collect(struct presence *p);
 

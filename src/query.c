@@ -399,7 +399,7 @@ static int room_snapshot(struct presence *p, uint32_t ri, unsigned flags, size_t
     for (int attempt = 0; attempt < 8; attempt++) {
         uint32_t v1 = pr_load(&r->version);
         rc = walk_room(p, ri, flags, limit, offset, &occ);
-        pr_smp_mb();
+        pr_smp_rmb(); /* the walk's loads before the version's second load */
         uint32_t v2 = pr_load(&r->version);
         if (v1 == v2 && !(v1 & 1u))
             break; /* an exact snapshot (or a real error) */

@@ -90,6 +90,50 @@ static void put_bytes(struct presence *p, uint64_t pos, size_t off, const void *
     }
 }
 
+/* Bulk mode (pr__emit_bulk_begin/end): the shared clock reading, how many
+ * events may still use it, and how many were committed since the last check
+ * for armed subscribers. */
+static __thread struct {
+    struct presence *p;
+    uint32_t stamp_left, unchecked;
+    uint64_t ns;
+} bulk;
+
+void pr__emit_bulk_begin(struct presence *p)
+{
+    bulk.p = p;
+    bulk.stamp_left = 0;
+    bulk.unchecked = 0;
+}
+
+/* After commits: fence, then wake armed subscribers. The subscriber arms,
+ * fences and looks at the ring, so one of the two sees the other. */
+static void wake_check(struct presence *p)
+{
+    pr_smp_mb_cheap(); /* store(stamps) -> load(ring_waiters, waiting) */
+    if (PR_UNLIKELY(pr_load(&p->h->ring_waiters) != 0))
+        pr__wake(p);
+}
+
+void pr__emit_bulk_end(void)
+{
+    if (bulk.p && bulk.unchecked)
+        wake_check(bulk.p);
+    bulk.p = NULL;
+}
+
+static uint64_t event_time_ns(const struct presence *p)
+{
+    if (bulk.p != p)
+        return pr__realtime_ns();
+    if (bulk.stamp_left == 0) {
+        bulk.ns = pr__realtime_ns();
+        bulk.stamp_left = PR_BULK_SHARE;
+    }
+    bulk.stamp_left--;
+    return bulk.ns;
+}
+
 void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32_t conn,
               uint32_t occupancy)
 {
@@ -110,7 +154,7 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
     memset(&rh, 0, sizeof rh);
     size_t total = sizeof rh + rl + cl + ul;
     uint32_t k = (uint32_t) ((total + PR_RING_DATA - 1) / PR_RING_DATA);
-    rh.time_ns = pr__realtime_ns();
+    rh.time_ns = event_time_ns(p);
     rh.occupancy = occupancy;
     rh.type = (uint16_t) type;
     rh.reason = (type == PR_EV_LEAVE || type == PR_EV_TIMEOUT || type == PR_EV_OWNER_DIED ||
@@ -139,9 +183,10 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
     PR_KILL_POINT("ring_commit");
     for (uint32_t i = k; i-- > 0;) /* first entry last: its START publishes the record */
         pr_store(&ring_entry(p, pos + i)->stamp, (pos + i + 1) | (i == 0 ? PR_RING_START : 0));
-    pr_smp_mb_cheap(); /* store(stamps) -> load(ring_waiters, waiting): the subscriber fences too */
-    if (PR_UNLIKELY(pr_load(&h->ring_waiters) != 0))
-        pr__wake(p);
+    if (bulk.p == p && ++bulk.unchecked < PR_BULK_SHARE)
+        return; /* a later event of the bulk (or its end) checks for this one too */
+    bulk.unchecked = 0;
+    wake_check(p);
 }
 
 /* ---- subscribing ------------------------------------------------------------ */

@@ -46,7 +46,7 @@
  *                                    reading); exit 0 at end of stdin or a line, 3 at the
  *                                    deadline
  *   stress-sub SEG TIMEOUT_S         a subscriber (all rooms) asleep in poll(): counts the
- *                                    join/leave events of rooms "x-*", seqs strictly
+ *                                    join/leave/timeout events of rooms "x-*", seqs strictly
  *                                    increasing, never lapped; prints "ready"; on a line on
  *                                    stdin drains and prints "events N wakeups W"
  *   stress-prod SEG ID               for each line "go" on stdin, a burst of 1..4 joins or
@@ -54,6 +54,11 @@
  *                                    "x-r<k>"), a few random microseconds apart (busy-wait),
  *                                    each result checked; prints "done N" (N: its events so
  *                                    far); on "end" prints "total N" and exits 0
+ *   stress-prune SEG ID              the same protocol; each round joins 1..70 new
+ *                                    connections with a 1 ms timeout, waits until they
+ *                                    expire and prunes (the bulk path: armed subscribers
+ *                                    looked for once per 32 events and at the end); N
+ *                                    counts its joins and the timeouts its prunes made
  *
  * Exit codes: 0 ok, 1 a check failed, 2 usage or setup error, 3 deadline passed.
  */
@@ -843,7 +848,8 @@ static int do_stress_sub(presence_t *p, uint64_t timeout_s)
                 return 1;
             }
             last = ev.seq;
-            if ((ev.type == PRESENCE_EV_JOIN || ev.type == PRESENCE_EV_LEAVE) &&
+            if ((ev.type == PRESENCE_EV_JOIN || ev.type == PRESENCE_EV_LEAVE ||
+                 ev.type == PRESENCE_EV_TIMEOUT) &&
                 strncmp(ev.room, "x-", 2) == 0)
                 events++;
         }
@@ -914,6 +920,42 @@ static int do_stress_prod(presence_t *p, int id)
     return 0;
 }
 
+static int do_stress_prune(presence_t *p, int id)
+{
+    long events = 0, round = 0;
+    char line[64], room[32], conn[48];
+    rng_state = (uint64_t) id * 0x9E3779B97F4A7C15ull + 7;
+    while (fgets(line, sizeof line, stdin)) {
+        if (strncmp(line, "end", 3) == 0)
+            break;
+        unsigned n = 1 + tu_rnd(&rng_state) % 70;
+        for (unsigned i = 0; i < n; i++) {
+            snprintf(room, sizeof room, "x-r%u", i % 4);
+            snprintf(conn, sizeof conn, "x%d-p%ld-%u", id, round, i);
+            int rc = presence_join_ex(p, room, conn, NULL, 1, 0, NULL);
+            if (rc != PRESENCE_JOINED) {
+                fprintf(stderr, "stress-prune %d: join %s -> %d (%s)\n", id, conn, rc,
+                        presence_strerror(rc));
+                return 1;
+            }
+        }
+        events += n;
+        /* 1 ms timeout, last_seen up to one coarse tick (4 ms) ahead */
+        sleep_us(6000);
+        int removed = presence_prune(p, 0);
+        if (removed < 0) {
+            fprintf(stderr, "stress-prune %d: prune -> %d (%s)\n", id, removed,
+                    presence_strerror(removed));
+            return 1;
+        }
+        events += removed; /* the other producer's prune may have taken some of ours */
+        round++;
+        printf("done %ld\n", events);
+    }
+    printf("total %ld\n", events);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -951,6 +993,8 @@ int main(int argc, char **argv)
         rc = do_stress_sub(p, strtoull(argv[3], NULL, 10));
     else if (strcmp(mode, "stress-prod") == 0 && argc == 4)
         rc = do_stress_prod(p, atoi(argv[3]));
+    else if (strcmp(mode, "stress-prune") == 0 && argc == 4)
+        rc = do_stress_prune(p, atoi(argv[3]));
     else {
         fprintf(stderr, "helper_events: bad mode or arguments\n");
         rc = 2;

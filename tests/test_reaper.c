@@ -1014,10 +1014,10 @@ static void dump_subs(uint32_t behind, uint64_t tail)
  * wake-up in 9 runs of 15; pr__emit without its fence, in 4 of 15; the shipped
  * code, in none of 15. Run it longer for such checks:
  * PRESENCE_STRESS_ROUNDS=100000 PRESENCE_TEST_FILTER=test_no_lost_wakeup. */
-static void test_no_lost_wakeup(void **state)
+static void no_lost_wakeup(const char *name, uint32_t ring, const char *prod_mode,
+                           long default_rounds, uint64_t max_ms)
 {
-    (void) state;
-    make_segment("nolost", 64, 0); /* a small ring: its lines are shared with the readers */
+    make_segment(name, ring, 0);
     pid_t r = start_reaper_every(NULL, "60000");
     enum { NSUB = 3, NPROD = 2 };
     char line[256];
@@ -1029,12 +1029,13 @@ static void test_no_lost_wakeup(void **state)
     for (int i = 0; i < NPROD; i++) {
         char id[8];
         snprintf(id, sizeof id, "%d", i);
-        prod[i] = HELPER(NULL, PIPE_IN | PIPE_OUT, "stress-prod", seg, id);
+        prod[i] = HELPER(NULL, PIPE_IN | PIPE_OUT, prod_mode, seg, id);
     }
-    long rounds = getenv("PRESENCE_STRESS_ROUNDS") ? atol(getenv("PRESENCE_STRESS_ROUNDS")) : 20000;
+    long rounds =
+        getenv("PRESENCE_STRESS_ROUNDS") ? atol(getenv("PRESENCE_STRESS_ROUNDS")) : default_rounds;
     uint64_t t0 = tu_mono_ms(), slowest = 0;
     long done = 0;
-    for (; done < rounds && tu_mono_ms() - t0 < 30000; done++) {
+    for (; done < rounds && tu_mono_ms() - t0 < max_ms; done++) {
         for (int i = 0; i < NPROD; i++)
             assert_int_equal(write(prod[i].in, "go\n", 3), 3);
         for (int i = 0; i < NPROD; i++)
@@ -1074,13 +1075,33 @@ static void test_no_lost_wakeup(void **state)
         close(sub[i].in);
         close(sub[i].out);
     }
-    printf("# figure: %ld rounds, %ld events from %d producers, each read by %d subscribers "
-           "asleep in poll(): no wake-up lost; slowest catch-up %.2f ms, %llu ms in all\n",
-           done, total, NPROD, NSUB, (double) slowest / 1e6,
+    printf("# figure: %s: %ld rounds, %ld events from %d producers, each read by %d "
+           "subscribers asleep in poll(): no wake-up lost; slowest catch-up %.2f ms, %llu ms in "
+           "all\n",
+           prod_mode, done, total, NPROD, NSUB, (double) slowest / 1e6,
            (unsigned long long) (tu_mono_ms() - t0));
     assert_true(done >= 100);
     stop_reaper(r);
     assert_check_clean();
+}
+
+static void test_no_lost_wakeup(void **state)
+{
+    (void) state;
+    /* a small ring: its lines are shared with the readers */
+    no_lost_wakeup("nolost", 64, "stress-prod", 20000, 30000);
+}
+
+/* The same for prune's bulk path, which looks for armed subscribers once per 32
+ * events and once at its end: each round, each producer joins 1..70 connections
+ * that expire 1 ms later and prunes them (up to 280 events a round; the ring
+ * holds 4096). Without the check at the end of the bulk, the subscribers sleep
+ * through a round's last timeouts. Rounds: $PRESENCE_STRESS_ROUNDS (default 1000,
+ * ~7 s), at most 20 s. */
+static void test_no_lost_wakeup_prune(void **state)
+{
+    (void) state;
+    no_lost_wakeup("nolostp", 4096, "stress-prune", 1000, 20000);
 }
 
 /* A killed subscriber: producers stop writing its eventfd. Its armed word is
@@ -1181,6 +1202,7 @@ int main(void)
         cmocka_unit_test_teardown(test_dead_producer_at_commit, teardown),
         cmocka_unit_test_teardown(test_one_hop_wakeup, teardown),
         cmocka_unit_test_teardown(test_no_lost_wakeup, teardown),
+        cmocka_unit_test_teardown(test_no_lost_wakeup_prune, teardown),
         cmocka_unit_test_teardown(test_dead_subscriber, teardown),
         cmocka_unit_test_teardown(test_latency_figures, teardown),
     };
