@@ -58,6 +58,7 @@ typedef struct bench_store_info {
 typedef struct bench_event {
     int type; /* BENCH_EV_* */
     const char *conn;
+    uint64_t time_ns; /* CLOCK_REALTIME when the event was produced (0: unknown) */
 } bench_event_t;
 
 enum { BENCH_EV_JOIN = 1, BENCH_EV_LEAVE = 2, BENCH_EV_OTHER = 3 };

@@ -384,6 +384,7 @@ static int shm_ev_next(void *sub, bench_event_t *ev)
                : e.type == PRESENCE_EV_LEAVE ? BENCH_EV_LEAVE
                                              : BENCH_EV_OTHER;
     ev->conn = e.conn;
+    ev->time_ns = e.time_ns;
     return 1;
 }
 

@@ -16,6 +16,14 @@ static inline uint64_t now_ns(void)
     return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
 }
 
+/** CLOCK_REALTIME in ns: what the library stamps its events with (time_ns). */
+static inline uint64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
 /** A heartbeat stamp as the library takes one: CLOCK_MONOTONIC_COARSE rounded up by
  * its resolution (an upper bound of the true time, 4 ms granularity here), so that the
  * rwlock baseline pays for its heartbeats what shm does. */

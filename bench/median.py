@@ -144,6 +144,12 @@ def extras(runs):
                          fmt_ns(med(raw99)), fmt_ns(med(rel)), fmt_ns(med(rel99)), fx(med(q)),
                          ", ".join("%.2f" % x for x in q), fx(med(q2)),
                          ", ".join("%.2f" % x for x in q2)))
+        fe = [get(r, "shm", "events_wakeup_from_event", "p50_ns") for r in runs]
+        if any(fe):
+            qf = [a / b for a, b in zip(fe, raw) if a and b]
+            lines.append("- events wake-up from the event's own stamp p50 %s; / raw eventfd "
+                         "p50 x%s (runs: %s)" % (fmt_ns(med([x for x in fe if x])), fx(med(qf)),
+                                                 ", ".join("%.2f" % x for x in qf)))
         fr = [get(r, "shm", "events_flood_read", "throughput") for r in runs]
         prod = [get(r, "shm", "events_flood_write", "produced") for r in runs]
         dl = [get(r, "shm", "events_flood_read", "delivered") for r in runs]

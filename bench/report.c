@@ -351,6 +351,21 @@ static void print_prune_readers(FILE *out, const bench_results_t *r, const char 
             pi ? (double) pb / (double) pi : 0.0);
 }
 
+/* One "events" line: @row's p50 and p99 (if it ran), and their ratios to @base's. */
+static void print_vs(FILE *out, const char *be, const char *what, const bench_row_t *row,
+                     const char *vs, const bench_row_t *base)
+{
+    if (row == NULL || row->ops == 0)
+        return;
+    uint64_t a50 = hist_percentile(row->hist, 50), a99 = hist_percentile(row->hist, 99);
+    uint64_t b50 = hist_percentile(base->hist, 50), b99 = hist_percentile(base->hist, 99);
+    char a[24], b[24];
+    fmt_ns(a, sizeof a, a50);
+    fmt_ns(b, sizeof b, a99);
+    fprintf(out, "events (%s): %s p50 %s, p99 %s: %s p50 x%.2f, p99 x%.2f\n", be, what, a, b, vs,
+            b50 ? (double) a50 / (double) b50 : 0.0, b99 ? (double) a99 / (double) b99 : 0.0);
+}
+
 /* events: wake-up against the raw eventfd floor, and the flood's delivery. */
 static void print_events(FILE *out, const bench_results_t *r)
 {
@@ -364,29 +379,23 @@ static void print_events(FILE *out, const bench_results_t *r)
         const bench_row_t *rd = find_row(r, be, "events_flood_read");
         const bench_row_t *wr = find_row(r, be, "events_flood_write");
         if (raw != NULL && raw->ops > 0 && wk->ops > 0) {
-            uint64_t w50 = hist_percentile(wk->hist, 50), w99 = hist_percentile(wk->hist, 99);
-            uint64_t r50 = hist_percentile(raw->hist, 50), r99 = hist_percentile(raw->hist, 99);
-            char a[24], b[24], c[24], d[24];
-            fmt_ns(a, sizeof a, w50);
-            fmt_ns(b, sizeof b, w99);
-            fmt_ns(c, sizeof c, r50);
-            fmt_ns(d, sizeof d, r99);
+            char c[24], d[24];
+            fmt_ns(c, sizeof c, hist_percentile(raw->hist, 50));
+            fmt_ns(d, sizeof d, hist_percentile(raw->hist, 99));
             fprintf(out,
-                    "events (%s): wake-up across processes p50 %s, p99 %s; raw eventfd "
-                    "ping-pong p50 %s, p99 %s (same run, interleaved): p50 x%.2f, p99 x%.2f\n",
-                    be, a, b, c, d, r50 ? (double) w50 / (double) r50 : 0.0,
-                    r99 ? (double) w99 / (double) r99 : 0.0);
-            if (rl != NULL && rl->ops > 0) {
-                uint64_t l50 = hist_percentile(rl->hist, 50), l99 = hist_percentile(rl->hist, 99);
-                fmt_ns(c, sizeof c, l50);
-                fmt_ns(d, sizeof d, l99);
-                fprintf(out,
-                        "events (%s): eventfd relayed by a third process (one forwarding hop, "
-                        "as through presence-reaper) p50 %s, p99 %s: wake-up / relay p50 "
-                        "x%.2f, p99 x%.2f\n",
-                        be, c, d, l50 ? (double) w50 / (double) l50 : 0.0,
-                        l99 ? (double) w99 / (double) l99 : 0.0);
-            }
+                    "events (%s): raw eventfd ping-pong p50 %s, p99 %s (same run, interleaved)\n",
+                    be, c, d);
+            print_vs(out, be, "wake-up across processes, from before the producer's join", wk,
+                     "/ raw eventfd", raw);
+            print_vs(out, be,
+                     "wake-up from the event's own stamp (after the join's work, before the ring "
+                     "claim)",
+                     find_row(r, be, "events_wakeup_from_event"), "/ raw eventfd", raw);
+            if (rl != NULL && rl->ops > 0)
+                print_vs(out, be,
+                         "eventfd relayed by a third process (one forwarding hop, as through "
+                         "presence-reaper)",
+                         rl, "/ wake-up from before the join", wk);
             fprintf(out,
                     "events (%s): %llu + %llu + %llu samples; a sleeper was not yet asleep at "
                     "the first look in %llu + %llu + %llu of them (the sender waited)\n",

@@ -122,7 +122,8 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
         snprintf(wl->row[3], sizeof wl->row[3], "events_flood_read");
         snprintf(wl->row[4], sizeof wl->row[4], "events_flood_write");
         snprintf(wl->row[5], sizeof wl->row[5], "events_drain");
-        wl->nrows = 6;
+        snprintf(wl->row[6], sizeof wl->row[6], "events_wakeup_from_event");
+        wl->nrows = 7;
         wl->event_samples = cfg->event_samples;
         wl->event_pace_us = cfg->event_pace_us;
         wl->reaper = cfg->reaper;
@@ -612,7 +613,8 @@ enum {
     EV_ROW_RELAY,
     EV_ROW_FLOOD_READ,
     EV_ROW_FLOOD_WRITE,
-    EV_ROW_DRAIN
+    EV_ROW_DRAIN,
+    EV_ROW_FROM_EVENT
 };
 static const unsigned ev_row_of[EV_KINDS] = {EV_ROW_RAW, EV_ROW_RELAY, EV_ROW_WAKEUP};
 
@@ -688,18 +690,22 @@ static int ev_wait(wl_worker_t *w, int fd, int timeout_ms)
 
 /* Reads events until none is waiting (which re-arms the wake-up), or until the event
  * @p type of @p conn (conn NULL: none is looked for); *t_found is the time right after
- * the call that returned it. Lapping is not expected here and only counted.
+ * the call that returned it, *since_event how long after the event's own stamp (its
+ * CLOCK_REALTIME time_ns) that was. Lapping is not expected here and only counted.
  * @return 1 found, 0 drained, -1 error. */
-static int ev_read(wl_worker_t *w, void *sub, int type, const char *conn, uint64_t *t_found)
+static int ev_read(wl_worker_t *w, void *sub, int type, const char *conn, uint64_t *t_found,
+                   uint64_t *since_event)
 {
     for (;;) {
         bench_event_t ev;
         int rc = w->be->ev_next(sub, &ev);
-        uint64_t t = now_ns();
+        uint64_t t_real = realtime_ns(), t = now_ns();
         if (rc == 1) {
             if (conn != NULL && ev.type == type && strcmp(ev.conn, conn) == 0) {
                 if (t_found != NULL)
                     *t_found = t;
+                if (since_event != NULL)
+                    *since_event = t_real > ev.time_ns ? t_real - ev.time_ns : 0;
                 return 1;
             }
         } else if (rc == BENCH_EV_LAPPED) {
@@ -851,8 +857,8 @@ static int events_subscriber(wl_worker_t *w)
         unsigned kind = k % EV_KINDS;
         int presence = kind == EV_PRESENCE;
         bench_key_t key = ev_key(wl, k);
-        uint64_t t1 = 0, v;
-        if (ev_read(w, sub, 0, NULL, NULL) < 0)
+        uint64_t t1 = 0, since_event = 0, v;
+        if (ev_read(w, sub, 0, NULL, NULL, NULL) < 0)
             goto fail;
         atomic_store_explicit(&c->ev_armed, k + 1, memory_order_release);
         if (!presence) {
@@ -868,7 +874,7 @@ static int events_subscriber(wl_worker_t *w)
             for (;;) {
                 if (ev_wait(w, fd, -1) < 0)
                     goto fail;
-                rc = ev_read(w, sub, BENCH_EV_JOIN, key.conn, &t1);
+                rc = ev_read(w, sub, BENCH_EV_JOIN, key.conn, &t1, &since_event);
                 if (rc < 0)
                     goto fail;
                 if (rc == 1)
@@ -882,7 +888,7 @@ static int events_subscriber(wl_worker_t *w)
             goto fail;
         }
         while (presence) { /* the sample ends with its leave */
-            rc = ev_read(w, sub, BENCH_EV_LEAVE, key.conn, NULL);
+            rc = ev_read(w, sub, BENCH_EV_LEAVE, key.conn, NULL, NULL);
             if (rc < 0)
                 goto fail;
             if (rc == 1)
@@ -892,6 +898,8 @@ static int events_subscriber(wl_worker_t *w)
         }
         if (t0 >= c->t_measure) {
             ev_record(&w->me->row[ev_row_of[kind]], t0, t1);
+            if (presence && since_event > 0)
+                ev_record(&w->me->row[EV_ROW_FROM_EVENT], t1 - since_event, t1);
             n[kind]++;
         }
     }
@@ -937,7 +945,7 @@ static int events_subscriber(wl_worker_t *w)
     run_row_t *d = &w->me->row[EV_ROW_DRAIN];
     uint64_t busy = 0;
     for (uint32_t b = 0; b < WL_EV_BURSTS; b++) {
-        if (ev_read(w, sub, 0, NULL, NULL) < 0)
+        if (ev_read(w, sub, 0, NULL, NULL, NULL) < 0)
             goto fail;
         atomic_store_explicit(&c->ev_burst_ready, b + 1, memory_order_release);
         while (atomic_load_explicit(&c->ev_burst_done, memory_order_acquire) != b + 1) {

@@ -48,7 +48,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#define WL_MAX_ROWS   6
+#define WL_MAX_ROWS   7
 #define WL_EXTRA_KEYS 1024 /* worker-owned connections per worker */
 
 typedef struct bench_keys {
