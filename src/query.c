@@ -282,6 +282,36 @@ static int scratch_grow(void)
     return 0;
 }
 
+/* The arena as one walk sees it, read once per call: the segment's words
+ * are volatile to the compiler, so hoisting them is worth doing by hand. */
+struct arena_view {
+    const char *base; /* the first unit */
+    uint64_t bytes;   /* its size */
+};
+
+static struct arena_view arena_view(const struct presence *p)
+{
+    struct arena_view a = {(const char *) p->base + p->h->off_arena,
+                           (uint64_t) p->h->arena_pages * PR_PAGE_SIZE};
+    return a;
+}
+
+/* pr__blob_get against a view, with its checks in two compares: the header
+ * inside the arena (ref 0 wraps around and fails), the data inside the arena
+ * and the page. */
+static inline const char *view_blob(const struct arena_view *a, uint32_t ref, uint32_t *len)
+{
+    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
+    if (off > a->bytes - PR_BLOB_HDR)
+        return NULL;
+    const struct pr_blob *b = (const struct pr_blob *) (const void *) (a->base + off);
+    uint32_t n = pr_load(&b->len);
+    if (n > PR_PAGE_SIZE - PR_BLOB_HDR || n > a->bytes - PR_BLOB_HDR - off)
+        return NULL;
+    *len = n;
+    return (const char *) (b + 1);
+}
+
 /* One walk of room @ri's members: counts them and, when listing, records the
  * blob refs and name lengths of the occupants in the window (copies kept in the
  * presence record, so the walk reads nothing else). Returns 0 or an error. */
@@ -289,33 +319,41 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
                      uint32_t *occupancy)
 {
     struct pr_room *r = pr__room(p, ri);
-    size_t seen = 0;
-    scratch.nrefs = 0;
-    scratch.bytes = 0;
-    bool list = (flags & (PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE)) != 0;
-    bool with_state = (flags & PRESENCE_INCLUDE_STATE) != 0;
+    const struct pr_pres *pres = PR_REGION(p, off_pres, struct pr_pres);
+    const uint32_t cap = p->h->cap_pres;
+    const bool list = (flags & (PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE)) != 0;
+    const bool with_state = (flags & PRESENCE_INCLUDE_STATE) != 0;
+    const size_t lo = list ? offset : SIZE_MAX, hi = limit ? offset + limit : SIZE_MAX;
+    size_t seen = 0, nrefs = 0, bytes = 0, caprefs = scratch.caprefs;
+    struct occ_ref *refs = scratch.refs;
     uint32_t cur = pr_load(&r->members);
-    for (uint32_t s = 0; cur && s <= p->h->cap_pres; s++) {
-        struct pr_pres *q = pr__pres(p, cur - 1);
-        if (!q)
+    for (uint32_t s = 0; cur && s <= cap; s++) {
+        if (cur - 1 >= cap)
             return PRESENCE_ECORRUPT;
+        const struct pr_pres *q = pres + (cur - 1);
         if (PR_ST_STATE(pr_load(&q->h.state)) == PR_LIVE && q->room == ri) {
             size_t k = seen++;
-            if (list && k >= offset && (limit == 0 || k - offset < limit)) {
-                if (scratch.nrefs == scratch.caprefs && scratch_grow() != 0)
-                    return -ENOMEM;
-                struct occ_ref *o = &scratch.refs[scratch.nrefs++];
+            if (k >= lo && k < hi) {
+                if (nrefs == caprefs) {
+                    if (scratch_grow() != 0)
+                        return -ENOMEM;
+                    refs = scratch.refs;
+                    caprefs = scratch.caprefs;
+                }
+                struct occ_ref *o = &refs[nrefs++];
+                uint32_t cl = q->conn_len, ul = q->user_len;
                 o->conn = q->conn_blob;
-                o->conn_len = q->conn_len;
-                o->uuid = q->user_len ? q->user_blob : 0;
-                o->uuid_len = q->user_len;
+                o->conn_len = (uint16_t) cl;
+                o->uuid = ul ? q->user_blob : 0;
+                o->uuid_len = (uint16_t) ul;
                 o->state = with_state ? pr_load(&q->state_blob) : 0;
-                scratch.bytes +=
-                    (size_t) o->conn_len + 1 + (o->uuid ? (size_t) o->uuid_len + 1 : 0);
+                bytes += cl + 1 + (ul ? ul + 1 : 0);
             }
         }
         cur = pr_load(&q->room_next);
     }
+    scratch.nrefs = nrefs;
+    scratch.bytes = bytes;
     *occupancy = (uint32_t) seen;
     return 0;
 }
@@ -341,10 +379,11 @@ static inline void copy_short(char *d, const char *s, size_t n)
 
 /* Copies blob @ref, which must hold @want bytes (any length when @any), and a
  * NUL to *@at, advancing it. NULL when the blob does not match (corruption). */
-static char *put_blob(const struct presence *p, uint32_t ref, uint32_t want, bool any, char **at)
+static inline char *put_blob(const struct arena_view *a, uint32_t ref, uint32_t want, bool any,
+                             char **at)
 {
     uint32_t n;
-    const char *d = pr__blob_get(p, ref, &n);
+    const char *d = view_blob(a, ref, &n);
     if (!d || (!any && n != want))
         return NULL;
     char *s = *at;
@@ -358,13 +397,16 @@ static char *put_blob(const struct presence *p, uint32_t ref, uint32_t want, boo
  * strings. The refs came from an exact snapshot and the blobs they name stay
  * readable for the read section (names are immutable, a replaced state is
  * retired, not overwritten), so this copy needs no retry. */
-static int room_result_from_scratch(const struct presence *p, presence_room_result_t *rr)
+static int room_result_from_scratch(const struct presence *p, presence_room_result_t *rr,
+                                    bool with_state)
 {
+    const struct arena_view a = arena_view(p);
+    const struct occ_ref *refs = scratch.refs;
     size_t n = scratch.nrefs, bytes = scratch.bytes;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; with_state && i < n; i++) {
         uint32_t st;
-        if (scratch.refs[i].state) {
-            if (!pr__blob_get(p, scratch.refs[i].state, &st))
+        if (refs[i].state) {
+            if (!view_blob(&a, refs[i].state, &st))
                 return PRESENCE_ECORRUPT;
             bytes += (size_t) st + 1;
         }
@@ -374,16 +416,24 @@ static int room_result_from_scratch(const struct presence *p, presence_room_resu
         return -ENOMEM;
     presence_occupant_t *occ = (presence_occupant_t *) (void *) block;
     char *str = block + n * sizeof(presence_occupant_t);
+    bool bad = false;
     for (size_t i = 0; i < n; i++) {
-        const struct occ_ref *o = &scratch.refs[i];
-        occ[i].conn = put_blob(p, o->conn, o->conn_len, false, &str);
+        const struct occ_ref *o = &refs[i];
+        char *conn = put_blob(&a, o->conn, o->conn_len, false, &str);
         /* anonymous: its uuid is the connection id */
-        occ[i].uuid = o->uuid ? put_blob(p, o->uuid, o->uuid_len, false, &str) : occ[i].conn;
-        occ[i].state = o->state ? put_blob(p, o->state, 0, true, &str) : NULL;
-        if (!occ[i].conn || !occ[i].uuid || (o->state && !occ[i].state)) {
-            free(block);
-            return PRESENCE_ECORRUPT;
+        char *uuid = o->uuid ? put_blob(&a, o->uuid, o->uuid_len, false, &str) : conn;
+        occ[i].conn = conn;
+        occ[i].uuid = uuid;
+        occ[i].state = NULL;
+        if (with_state && o->state) {
+            occ[i].state = put_blob(&a, o->state, 0, true, &str);
+            bad |= !occ[i].state;
         }
+        bad |= !conn || !uuid;
+    }
+    if (bad) {
+        free(block);
+        return PRESENCE_ECORRUPT;
     }
     rr->occupants = occ;
     rr->noccupants = n;
@@ -409,7 +459,7 @@ static int room_snapshot(struct presence *p, uint32_t ri, unsigned flags, size_t
     if (rc)
         return rc;
     rr->occupancy = occ;
-    return room_result_from_scratch(p, rr);
+    return room_result_from_scratch(p, rr, (flags & PRESENCE_INCLUDE_STATE) != 0);
 }
 
 /* The result in one block: the header, the room array, the room names. */
