@@ -134,12 +134,12 @@ static int mark_all(struct presence *p, struct marks *m)
             cur = pr_load(&g->bucket_next);
         }
     }
-    /* limbo: the pushed stack and the lease holder's batches. An item is in one
+    /* limbo: the threads' stacks, the header's and the lease holder's batches. An item is in one
      * list at most: a walk that meets a marked item has met a cycle (or a list
      * joined to another) and stops, so all the walks together take O(items). */
-    for (uint32_t b = 0; b <= h->nbatch && b <= PR_NBATCH; b++) {
-        uint32_t it = b == 0 ? (uint32_t) (pr_load(&h->limbo_head) >> 32)
-                             : h->batch[(h->batch_first + b - 1) % PR_NBATCH].head;
+    bool more = true;
+    for (uint32_t b = 0; more; b++) {
+        uint32_t it = pr__limbo_list(p, b, &more);
         for (uint64_t s = 0; it && s <= m->nunits + PR_MAX_RECORDS; s++) {
             unsigned kind = PR_ITEM_KIND(it);
             uint32_t idx = PR_ITEM_IDX(it);

@@ -9,7 +9,8 @@
  *   - enter: e = load(global); xchg(slot.epoch, e)  -- a store plus a full
  *     fence, so the reclaimer cannot miss the slot while we read links;
  *   - exit:  store(slot.epoch, 0);
- *   - retire(x) after x is unlinked: stamp x with load(global), push on limbo;
+ *   - retire(x) after x is unlinked: stamp x with load(global), push on the
+ *     thread's limbo stack;
  *   - reclaim (lease holder only): advance global (a full fence), take
  *     min = the smallest epoch announced by a live slot (or global), and free
  *     every limbo item stamped strictly below min.
@@ -22,11 +23,17 @@
  * lock is gone), reclaim clears the reader slot so it no longer pins the epoch.
  * A live process stuck inside a read section only delays reclamation.
  *
- * The limbo is a stack: any process pushes at the head (CAS on {item, tag});
- * only the lease holder removes: it takes the whole stack with one CAS as a
- * batch stamped with the global epoch read after the take, no older than any
+ * The limbo is one stack per thread, in its reader slot: only that thread
+ * pushes (CAS on {item, tag}, since a take may race it), so retiring writes
+ * no line another CPU wrote. A push onto an empty stack records its last item
+ * as the stack's tail before the CAS that publishes it; a stack cannot be
+ * emptied but by a take, so the tail stays right until then. Only the lease
+ * holder removes: it takes every stack whole (one CAS each, the tail read
+ * after seeing the head), joins them through their tails into one batch
+ * stamped with the global epoch read after the takes, no older than any
  * item's own stamp (header.batch[], a FIFO; no item is walked until it is
  * freed), and frees whole batches once that stamp is older than every reader.
+ * A slot freed with items on its stack keeps them until the next take.
  * A batch taken off the stack is unlinked from nothing else, so if the holder
  * dies mid-free the next holder finds the rest in the batch list (the batch is
  * dropped from the list before it is freed: what a crash then strands is
@@ -42,6 +49,7 @@
 #include <unistd.h>
 
 int pr__test_eager_free;
+int pr__test_late_tail;
 int pr__test_poison;
 
 static int reclaim(struct presence *p, bool trust_recent);
@@ -157,18 +165,33 @@ static __thread struct {
     uint32_t first, last, n;
 } deferred;
 
-/* Pushes the chain first..last (@n items, linked, @last_link the link of the
- * last) on the limbo stack with one CAS, then reclaims every 64 retirements. */
+/* Pushes the chain first..last (@n items, linked, @last_link the link of
+ * @last) on this thread's limbo stack (its reader slot's) with one CAS, then
+ * reclaims every 64 retirements. Only this thread pushes there, so a stack
+ * seen empty stays empty until our CAS: its tail is written before the CAS
+ * publishes it, and the lease holder reads it after seeing the head. */
 // NOLINTNEXTLINE(readability-non-const-parameter): written through pr_store's cast
-static void limbo_push(struct presence *p, uint32_t first, uint32_t *last_link, unsigned n)
+static void limbo_push(struct presence *p, uint32_t first, uint32_t last, uint32_t *last_link,
+                       unsigned n)
 {
-    struct pr_header *h = p->h;
+    uint32_t slot = pr__my_slot(p);
+    struct pr_reader *r = slot != UINT32_MAX ? pr__reader(p, slot) : NULL;
+    uint64_t *head = r ? &r->limbo_head : &p->h->limbo_head;
     for (;;) {
-        uint64_t hw = pr_load(&h->limbo_head);
+        uint64_t hw = pr_load(head);
+        bool onto_empty = r && (uint32_t) (hw >> 32) == 0;
+        if (onto_empty && !pr__test_late_tail)
+            pr_store(&r->limbo_tail, last);
         pr_store(last_link, (uint32_t) (hw >> 32));
         uint64_t nw = ((uint64_t) first << 32) | (uint32_t) ((uint32_t) hw + 1);
-        if (pr_cas(&h->limbo_head, hw, nw))
+        if (pr_cas(head, hw, nw)) {
+            if (onto_empty && pr__test_late_tail) { /* the wrong order, on purpose */
+                for (uint64_t until = pr__now_ns() + 2000; pr__now_ns() < until;)
+                    pr_cpu_relax();
+                pr_store(&r->limbo_tail, last);
+            }
             break;
+        }
     }
     unsigned before = __atomic_fetch_add(&p->retire_since_reclaim, n, __ATOMIC_RELAXED);
     if ((before + n) / 64 != before / 64) {
@@ -186,7 +209,7 @@ static void deferred_flush(void)
     uint64_t *ep;
     uint32_t *last_link = item_link(deferred.p, deferred.last, &ep);
     if (last_link) /* it was valid when deferred; the segment cannot shrink */
-        limbo_push(deferred.p, deferred.first, last_link, deferred.n);
+        limbo_push(deferred.p, deferred.first, deferred.last, last_link, deferred.n);
     deferred.n = 0;
 }
 
@@ -215,7 +238,7 @@ void pr__retire(struct presence *p, uint32_t item)
     }
     pr_store(ep, pr_load(&h->global_epoch));
     if (deferred.p != p) {
-        limbo_push(p, item, link, 1);
+        limbo_push(p, item, item, link, 1);
         return;
     }
     pr_store(link, deferred.first);
@@ -369,6 +392,53 @@ static int free_chain(struct presence *p, uint32_t head, uint64_t budget)
     return freed;
 }
 
+/* Empties the stack at @head (the lease holder's take: CAS to {0, tag+1}).
+ * Returns its first item (0: it was empty). */
+static uint32_t take_stack(uint64_t *head)
+{
+    uint64_t hw;
+    do {
+        hw = pr_load(head);
+    } while ((uint32_t) (hw >> 32) != 0 &&
+             !pr_cas(head, hw, (uint64_t) (uint32_t) ((uint32_t) hw + 1)));
+    return (uint32_t) (hw >> 32);
+}
+
+/* Takes every limbo stack (the reader slots', whoever owns them now, and the
+ * header's) and joins them into one chain through the known tails: no item
+ * is walked, except on the header's stack, which keeps no tail. Returns the
+ * chain's first item (0: nothing), its last in *@tail_out. A stack whose tail
+ * cannot be followed (a corrupted segment) is left out (check reports it). */
+static uint32_t take_stacks(struct presence *p, uint64_t budget, uint32_t *tail_out)
+{
+    uint32_t chain = 0, chain_last = 0;
+    uint32_t nslots = pr__readers_used(p);
+    for (uint32_t i = 0; i <= nslots; i++) {
+        uint32_t first, last;
+        if (i < nslots) {
+            struct pr_reader *r = pr__reader(p, i);
+            /* the tail of this stack: written before the head that we take */
+            if ((uint32_t) (pr_load(&r->limbo_head) >> 32) == 0)
+                continue;
+            last = pr_load(&r->limbo_tail);
+            first = take_stack(&r->limbo_head);
+        } else {
+            first = take_stack(&p->h->limbo_head);
+            last = first ? chain_tail(p, first, budget) : 0;
+        }
+        uint64_t *ep;
+        uint32_t *last_link = first && last ? item_link(p, last, &ep) : NULL;
+        if (!last_link)
+            continue;
+        pr_store(last_link, chain);
+        if (!chain)
+            chain_last = last;
+        chain = first;
+    }
+    *tail_out = chain_last;
+    return chain;
+}
+
 static int reclaim(struct presence *p, bool trust_recent)
 {
     struct pr_header *h = p->h;
@@ -378,24 +448,18 @@ static int reclaim(struct presence *p, bool trust_recent)
                       h->cap_gmembers + (uint64_t) h->arena_pages * PR_UNITS_PAGE + 16;
     int freed = 0;
 
-    /* Take what was pushed since last time as one batch. Its stamp is the
-     * global epoch read after the take: every item in it was stamped with the
-     * global epoch of its push, which is no newer, so no item is walked until
-     * it is freed. */
-    uint64_t hw;
-    do {
-        hw = pr_load(&h->limbo_head);
-    } while ((uint32_t) (hw >> 32) != 0 &&
-             !pr_cas(&h->limbo_head, hw, (uint64_t) (uint32_t) ((uint32_t) hw + 1)));
-    uint32_t head = (uint32_t) (hw >> 32);
+    /* Take what was pushed since last time, from every stack, as one batch.
+     * Its stamp is the global epoch read after the takes: every item in it
+     * was stamped with the global epoch of its push, which is no newer, so no
+     * item is walked until it is freed. */
+    uint32_t tail = 0;
+    uint32_t head = take_stacks(p, budget, &tail);
     if (head != 0) {
         uint64_t stamp = pr_load(&h->global_epoch);
         if (h->nbatch == PR_NBATCH) {
-            /* Full: put the new items in front of the newest batch (a walk of
-             * the new items only). The stamp first: linked items must never sit
-             * under an older one. */
+            /* Full: put the new items in front of the newest batch. The stamp
+             * first: linked items must never sit under an older one. */
             struct pr_batch *b = &h->batch[(h->batch_first + h->nbatch - 1) % PR_NBATCH];
-            uint32_t tail = chain_tail(p, head, budget);
             uint64_t *e2;
             uint32_t *tail_link = tail ? item_link(p, tail, &e2) : NULL;
             if (tail_link) {
@@ -435,9 +499,28 @@ int pr__reclaim(struct presence *p)
 
 /* ---- limbo size (derived, never counted: a crash cannot make it drift) ----- */
 
+uint32_t pr__limbo_list(const struct presence *p, uint32_t i, bool *more)
+{
+    uint32_t nslots = pr__readers_used(p), nb = pr_load(&p->h->nbatch);
+    *more = true;
+    if (i < nslots)
+        return (uint32_t) (pr_load(&pr__reader(p, i)->limbo_head) >> 32);
+    if (i == nslots)
+        return (uint32_t) (pr_load(&p->h->limbo_head) >> 32);
+    i -= nslots + 1;
+    if (i < nb && i < PR_NBATCH)
+        return p->h->batch[(p->h->batch_first + i) % PR_NBATCH].head;
+    *more = false;
+    return 0;
+}
+
 bool pr__limbo_empty(const struct presence *p)
 {
-    return (uint32_t) (pr_load(&p->h->limbo_head) >> 32) == 0 && pr_load(&p->h->nbatch) == 0;
+    bool more = true;
+    for (uint32_t i = 0; more; i++)
+        if (pr__limbo_list(p, i, &more) != 0)
+            return false;
+    return true;
 }
 
 uint64_t pr__limbo_count(const struct presence *p)
@@ -446,10 +529,9 @@ uint64_t pr__limbo_count(const struct presence *p)
     uint64_t budget = (uint64_t) h->cap_rooms + h->cap_conns + h->cap_pres + h->cap_groups +
                       h->cap_gmembers + (uint64_t) h->arena_pages * PR_UNITS_PAGE + 16;
     uint64_t n = 0;
-    uint32_t nb = pr_load(&h->nbatch);
-    for (uint32_t b = 0; b <= nb && b <= PR_NBATCH; b++) {
-        uint32_t it = b == 0 ? (uint32_t) (pr_load(&h->limbo_head) >> 32)
-                             : h->batch[(h->batch_first + b - 1) % PR_NBATCH].head;
+    bool more = true;
+    for (uint32_t i = 0; more; i++) {
+        uint32_t it = pr__limbo_list(p, i, &more);
         while (it != 0 && n < budget) {
             uint64_t *ep;
             uint32_t *link = item_link((struct presence *) p, it, &ep);

@@ -262,6 +262,10 @@ static inline void pr__count(struct presence *p, enum pr_ctr c, int64_t delta)
 }
 /* The counter's total over every process slot. */
 int64_t pr__counter(const struct presence *p, enum pr_ctr c);
+/* The first item of limbo list @i (0: empty), for walks over all of them:
+ * the reader slots' stacks, the header's stack, then the batches; *@more is
+ * false once @i is past the last list. */
+uint32_t pr__limbo_list(const struct presence *p, uint32_t i, bool *more);
 bool pr__limbo_empty(const struct presence *p);
 uint64_t pr__limbo_count(const struct presence *p); /* walks the limbo */
 void pr__procs_collect(struct presence *p);
@@ -276,6 +280,9 @@ uint64_t pr__stamp_ns(void);    /* heartbeat stamp: CLOCK_MONOTONIC_COARSE + its
  * once (the reclamation test must then see poisoned records). */
 extern int pr__test_no_tags;
 extern int pr__test_eager_free;
+/* PRESENCE_TEST_LATE_TAIL: a limbo push publishes the stack before its tail, and
+ * waits a little in between (the order the stress test must catch). */
+extern int pr__test_late_tail;
 extern int pr__test_poison; /* PRESENCE_TEST_POISON: overwrite what is freed */
 
 /* Test-only crash injection (the crash suite): PRESENCE_TEST_KILL_AT=NAME[:N]

@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define PR_MAGIC          0x31434e4553455250ull /* "PRESENC1" little-endian */
-#define PR_LAYOUT_VERSION 2u
+#define PR_LAYOUT_VERSION 3u
 #define PR_CACHELINE      128
 #define PR_NBATCH         32
 #define PR_NSUBS          64
@@ -179,13 +179,19 @@ struct pr_proc {
     uint8_t pad[128 - 16 - 8 * PR_NCTR];
 };
 
-/* A reader slot (one per thread per attachment), 128 bytes. */
+/* A reader slot (one per thread per attachment), 128 bytes. The second half
+ * is the thread's limbo stack: only the slot's thread pushes (CAS, for the
+ * race with a take), only the lease holder takes the whole stack (CAS), so
+ * a thread's retirements write no line another CPU wrote (epoch.c). */
 struct pr_reader {
     uint64_t epoch;         /* global epoch announced on entry; 0 = quiescent */
     uint64_t owner;         /* {proc_gen:32 | proc+1:32}; 0 = free */
     uint32_t inflight_blob; /* arena ref allocated and not yet attached (crash recovery) */
     uint32_t tid;
-    uint8_t pad[128 - 24];
+    uint8_t pad0[64 - 24];
+    uint64_t limbo_head; /* {item:32 | tag:32} */
+    uint32_t limbo_tail; /* last item of the stack: set by the push onto an empty one */
+    uint8_t pad1[64 - 12];
 };
 
 /* Arena: 64 KiB pages of cells of one size class (64 B << class). A cell is
@@ -245,9 +251,11 @@ struct pr_header {
 
     uint64_t global_epoch __attribute__((aligned(PR_CACHELINE)));
 
+    /* The limbo stack of retirements made without a reader slot (none are
+     * today; the reader slots hold the threads' own stacks). */
     uint64_t limbo_head __attribute__((aligned(PR_CACHELINE))); /* {item:32 | tag:32} */
-    /* Batches taken off limbo_head by the lease holder, oldest first, each
-     * freed whole once its newest stamp is older than every reader. */
+    /* Batches taken off the limbo stacks by the lease holder, oldest first,
+     * each freed whole once its newest stamp is older than every reader. */
     struct pr_batch {
         uint32_t head; /* item id; chained through their link */
         uint32_t pad;

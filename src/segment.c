@@ -112,6 +112,7 @@ static uint64_t layout_hash(void)
         sizeof(struct pr_gmember),
         sizeof(struct pr_proc),
         sizeof(struct pr_reader),
+        offsetof(struct pr_reader, limbo_head),
         sizeof(struct pr_page),
         sizeof(struct pr_blob),
         sizeof(pr_lock_t),
@@ -455,6 +456,7 @@ int presence_open(const char *name, const presence_options_t *opts, presence_t *
     /* Test-only switches (see internal.h); never set in production. */
     pr__test_no_tags = getenv("PRESENCE_TEST_NO_TAGS") != NULL;
     pr__test_eager_free = getenv("PRESENCE_TEST_EAGER_FREE") != NULL;
+    pr__test_late_tail = getenv("PRESENCE_TEST_LATE_TAIL") != NULL;
     pr__test_poison = getenv("PRESENCE_TEST_POISON") != NULL;
     pr__kill_point_init();
 

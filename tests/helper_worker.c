@@ -10,6 +10,8 @@
  *                                                  membership to LOG
  *   helper_worker read   SEG SECONDS               here_now/where_now snapshots, checked
  *   helper_worker churn  SEG SECONDS               join/leave/set_state in room "hot"
+ *   helper_worker limbo  SEG SECONDS ID            join/set_state/leave its own connections,
+ *                                                  maintain every 16 rounds (limbo stacks)
  *   helper_worker aba    SEG SECONDS               claim/verify/push records directly
  *   helper_worker hold   SEG                       enter a read section, print "ready", sleep
  *   helper_worker lockinc SEG ROUNDS [nolock]      ROUNDS read-modify-writes of a plain
@@ -245,6 +247,27 @@ static int do_churn(presence_t *p, int secs)
     return 0;
 }
 
+/* Join + set_state + leave of its own connections (three retirements per
+ * round), presence_maintain every 16 rounds: this process's pushes on its
+ * limbo stack race the others' takes of it. */
+static int do_limbo(presence_t *p, int secs, int id)
+{
+    uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
+    char conn[32], json[64];
+    const char *rooms[] = {"hot"};
+    for (unsigned long i = 0; tu_mono_ms() < end; i++) {
+        snprintf(conn, sizeof conn, "l%d-c%lu", id, i % 8);
+        snprintf(json, sizeof json, "{\"i\":%lu}", i);
+        if (presence_join(p, "hot", conn, NULL) < 0 ||
+            presence_set_state(p, rooms, 1, NULL, 0, conn, json) < 0 ||
+            presence_leave(p, "hot", conn) != 1)
+            return 1;
+        if (i % 16 == 0 && presence_maintain(p) < 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Claims records straight from the free stack, verifies sole ownership, pushes them back. */
 static int do_aba(presence_t *p, int secs)
 {
@@ -323,6 +346,8 @@ int main(int argc, char **argv)
         rc = do_read(p, atoi(argv[3]), true);
     else if (strcmp(mode, "churn") == 0 && argc == 4)
         rc = do_churn(p, atoi(argv[3]));
+    else if (strcmp(mode, "limbo") == 0 && argc == 5)
+        rc = do_limbo(p, atoi(argv[3]), atoi(argv[4]));
     else if (strcmp(mode, "aba") == 0 && argc == 4)
         rc = do_aba(p, atoi(argv[3]));
     else if (strcmp(mode, "lockinc") == 0 && (argc == 4 || argc == 5))

@@ -251,6 +251,56 @@ static void test_free_stack_without_tags_is_caught(void **state)
     assert_true(caught_without(aba_run));
 }
 
+/* Four processes retire and reclaim at once: each pushes on its own limbo
+ * stack while the others take it whole (maintain, and the reclaim every 64
+ * retirements). Afterwards, with no sweep run, every retired record must be
+ * in a limbo list and nothing else may be wrong: a take that used a stale
+ * tail loses items (retired, in no limbo) or links a reused one (an
+ * operation then fails). Returns the violations and failed workers. */
+static long limbo_run(bool late_tail)
+{
+    static const char *env_late[] = {"PRESENCE_TEST_LATE_TAIL=1", NULL};
+    enum { N = 4 };
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "%d", i);
+        pids[i] = spawn(late_tail ? env_late : NULL, -1, "limbo", seg, "2", id, NULL);
+    }
+    long failed = 0; /* a worker whose operation failed (damage it met) */
+    for (int i = 0; i < N; i++)
+        failed += wait_code(pids[i]) != 0;
+    if (!late_tail)
+        assert_int_equal(failed, 0);
+    presence_t *p;
+    assert_int_equal(presence_open(seg, NULL, &p), 0);
+    presence_strlist_t *v = NULL;
+    int n = presence_check(p, &v);
+    for (size_t i = 0; v && i < v->count && i < 5; i++)
+        printf("# %s: %s\n", late_tail ? "late tail" : "violation", v->items[i]);
+    if (late_tail)
+        printf("# late tail: %d violations, %ld of %d workers failed\n", n, failed, N);
+    presence_strlist_free(v);
+    presence_close(p);
+    return n + failed;
+}
+
+static void test_limbo_stacks(void **state)
+{
+    (void) state;
+    assert_int_equal(limbo_run(false), 0);
+    presence_t *p;
+    assert_int_equal(presence_open(seg, NULL, &p), 0);
+    assert_check_clean(p);
+    presence_close(p);
+}
+
+static void test_limbo_late_tail_is_caught(void **state)
+{
+    (void) state;
+    assert_true(caught_without(limbo_run));
+}
+
 /* A reader killed inside its read section pins reclamation only until its
  * death is detected. */
 static void test_dead_reader(void **state)
@@ -381,6 +431,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_eager_free_is_caught, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_stack_tags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_stack_without_tags_is_caught, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limbo_stacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limbo_late_tail_is_caught, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_excludes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_absence_is_caught, setup, teardown),
