@@ -167,11 +167,15 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
     rh.user_len = (uint16_t) ul;
 
     uint64_t pos = pr_fetch_add(&h->ring_tail, (uint64_t) k);
-    /* The next events go right after ours: ask for those lines now (for
-     * writing), so that the next producer does not stall on their transfer at
-     * its fences. A hint only. */
-    pr_prefetch_write(ring_entry(p, pos + k));
-    pr_prefetch_write(ring_entry(p, pos + k + 1));
+    /* In bulk mode our next events go right after this one: ask for those
+     * lines now (for writing), so that we do not stall on their transfer at
+     * the next fence. Not otherwise: the next event is then as likely another
+     * process's, and taking its lines away from it made two producers'
+     * join + leave ~10% slower. A hint only. */
+    if (bulk.p == p) {
+        pr_prefetch_write(ring_entry(p, pos + k));
+        pr_prefetch_write(ring_entry(p, pos + k + 1));
+    }
     PR_KILL_POINT("ring_claim");
     for (uint32_t i = 0; i < k; i++)
         pr_store(&ring_entry(p, pos + i)->stamp, PR_RING_WRITING | (p->proc + 1));
