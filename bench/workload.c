@@ -333,7 +333,9 @@ int workload_populate(const workload_t *wl, const bench_backend_t *be, void *sto
         if (populate_keys(be, store, h, nproc, wl->old.keys, wl->old.n, WL_OLD_TIMEOUT, NULL, err,
                           errlen) != 0)
             return -1;
-        sleep_ns(2 * WL_OLD_TIMEOUT * 1000000u); /* let them expire */
+        /* let them expire: their timeout, plus the lead of shm's heartbeat
+         * stamps (four coarse ticks: 16 ms at HZ=250, 40 ms at HZ=100) */
+        sleep_ns((WL_OLD_TIMEOUT + 60) * 1000000u);
     }
     return 0;
 }

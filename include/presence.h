@@ -210,10 +210,12 @@ PRESENCE_EXTERN int presence_leave_all(presence_t *p, const char *conn);
 #define PRESENCE_NOT_PRESENT 1
 
 /** Refreshes last_seen of @p conn. last_seen is stamped from CLOCK_MONOTONIC_COARSE
- *  rounded up by its resolution (one kernel tick, 4 ms on a HZ=250 kernel): a touch
+ *  rounded up by four of its resolutions (kernel ticks, 4 ms each on a HZ=250 kernel;
+ *  the coarse clock was measured lagging the precise one by up to two): a touch
  *  within the same tick writes nothing, and a connection expires no earlier than its
- *  timeout after its last touch and at most one tick later. A load, a clock reading
- *  (no TSC) and at most one CAS after the lookup.
+ *  timeout after its last touch (while the coarse clock lags by less than four ticks)
+ *  and at most four ticks later. A load, a clock reading (no TSC) and at most one CAS
+ *  after the lookup.
  *  @return 0, PRESENCE_NOT_PRESENT, PRESENCE_ENAME*, -EROFS. Never blocks. */
 PRESENCE_EXTERN int presence_touch(presence_t *p, const char *conn);
 
@@ -236,8 +238,8 @@ PRESENCE_EXTERN int presence_on_message(presence_t *p, const char *conn, const v
 /** Removes every connection whose last_seen is strictly older than now minus its
  *  timeout (its own, or @p max_age_ms when it has none; 0 = the segment's max_age),
  *  with reason timeout, one event per presence. "now" is CLOCK_MONOTONIC; last_seen
- *  has the coarse clock's resolution (see presence_touch), so a removal can come up
- *  to one tick late, never early. @return connections removed. */
+ *  is a coarse upper bound (see presence_touch), so a removal can come up to four
+ *  ticks late, never early. @return connections removed. */
 PRESENCE_EXTERN int presence_prune(presence_t *p, uint64_t max_age_ms);
 
 /** Removes every empty room (room_deleted events). @return rooms removed. */

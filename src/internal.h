@@ -273,7 +273,7 @@ void pr__procs_collect(struct presence *p);
 /* ---- misc ------------------------------------------------------------------ */
 uint64_t pr__now_ns(void);      /* CLOCK_MONOTONIC */
 uint64_t pr__realtime_ns(void); /* CLOCK_REALTIME */
-uint64_t pr__stamp_ns(void);    /* heartbeat stamp: CLOCK_MONOTONIC_COARSE + its resolution */
+uint64_t pr__stamp_ns(void);    /* heartbeat stamp: CLOCK_MONOTONIC_COARSE + 4 resolutions */
 
 /* Test-only fault injection: PRESENCE_TEST_NO_TAGS disables free-stack tags (the
  * ABA test must then fail); PRESENCE_TEST_EAGER_FREE frees retired records at

@@ -940,8 +940,8 @@ static int do_stress_prune(presence_t *p, int id)
             }
         }
         events += n;
-        /* 1 ms timeout, last_seen up to one coarse tick (4 ms) ahead */
-        sleep_us(6000);
+        /* 1 ms timeout, last_seen up to four coarse ticks (16 ms) ahead */
+        sleep_us(20000);
         int removed = presence_prune(p, 0);
         if (removed < 0) {
             fprintf(stderr, "stress-prune %d: prune -> %d (%s)\n", id, removed,

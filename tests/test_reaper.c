@@ -1096,12 +1096,12 @@ static void test_no_lost_wakeup(void **state)
  * events and once at its end: each round, each producer joins 1..70 connections
  * that expire 1 ms later and prunes them (up to 280 events a round; the ring
  * holds 4096). Without the check at the end of the bulk, the subscribers sleep
- * through a round's last timeouts. Rounds: $PRESENCE_STRESS_ROUNDS (default 1000,
- * ~7 s), at most 20 s. */
+ * through a round's last timeouts. Rounds: $PRESENCE_STRESS_ROUNDS (default 400,
+ * ~9 s), at most 20 s. */
 static void test_no_lost_wakeup_prune(void **state)
 {
     (void) state;
-    no_lost_wakeup("nolostp", 4096, "stress-prune", 1000, 20000);
+    no_lost_wakeup("nolostp", 4096, "stress-prune", 400, 20000);
 }
 
 /* A killed subscriber: producers stop writing its eventfd. Its armed word is

@@ -689,7 +689,7 @@ static void test_prune_counts_connections(void **state)
     assert_rc(presence_join(p, "r2", "c", "u"), PRESENCE_JOINED);
     assert_rc(presence_join(p, "r3", "c", "u"), PRESENCE_JOINED);
     assert_rc(presence_join(p, "r1", "d", NULL), PRESENCE_JOINED);
-    msleep(30);
+    msleep(60); /* > 1 ms plus last_seen's lead (four ticks) */
     presence_stats_t s0 = stats(p);
     assert_rc(presence_prune(p, 60000), 1); /* connections, not presences */
     presence_stats_t s1 = stats(p);
@@ -709,7 +709,7 @@ static void test_prune_huge_max_age(void **state)
     presence_t *p = FX(state);
     assert_rc(presence_join(p, "r", "c", NULL), PRESENCE_JOINED);
     assert_rc(presence_join_ex(p, "r", "forever", NULL, UINT64_MAX, 0, NULL), PRESENCE_JOINED);
-    msleep(15); /* > 1 ms plus last_seen's resolution (one tick, up to 10 ms) */
+    msleep(60); /* > 1 ms plus last_seen's lead (four ticks: 16 ms, 40 at HZ=100) */
     /* no overflow: an enormous max_age removes nothing */
     assert_rc(presence_prune(p, UINT64_MAX), 0);
     assert_rc(presence_prune(p, UINT64_MAX / 1000), 0);
@@ -1183,7 +1183,7 @@ static void test_state_dropped_when_presence_ends(void **state)
     expect_state(p, "r2", "u", NULL);
     /* and so does a timeout */
     assert_rc(presence_set_state(p, rooms + 1, 1, NULL, 0, "c", "{\"s\":2}"), 1);
-    msleep(20);
+    msleep(60); /* > 5 ms plus last_seen's lead (four ticks) */
     assert_rc(presence_prune(p, 5), 1);
     assert_rc(presence_join(p, "r2", "c", "u"), PRESENCE_JOINED);
     expect_state(p, "r2", "u", NULL);
@@ -1742,7 +1742,7 @@ static void test_events_counted(void **state)
     assert_rc(presence_join_ex(p, "r1", "t", NULL, 1, 0, NULL), PRESENCE_JOINED);
     assert_rc(presence_join(p, "r2", "t", NULL), PRESENCE_JOINED);
     EXPECT_EVENTS(2);
-    msleep(20);
+    msleep(60); /* > 1 ms plus last_seen's lead (four ticks) */
     assert_rc(presence_prune(p, 60000), 1);
     EXPECT_EVENTS(2); /* timeout per presence */
     assert_rc(presence_prune_rooms(p), 2);
