@@ -648,7 +648,8 @@ if [[ -n ${PRESENCE_REAPER:-} ]]; then
     rpid=$!
     bg_pids+=("$rpid")
     for ((i = 0; i < 50; i++)); do
-        "$ctl" -s "$live" stat | grep -qx $'reaper\trunning' && break
+        # not `stat | grep -q` (under pipefail, stat may die of SIGPIPE after the match)
+        grep -qx $'reaper\trunning' <<<"$("$ctl" -s "$live" stat)" && break
         sleep 0.1
     done
     run 0 procs --json

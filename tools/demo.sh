@@ -96,7 +96,7 @@ step_reaper() {
     started+=($!)
     local i
     for ((i = 0; i < 50; i++)); do
-        if ctl stat | grep -qx $'reaper\trunning'; then
+        if grep -qx $'reaper\trunning' <<<"$(ctl stat)"; then
             ctl_tty stat | grep -E '^(Max age|Reaper):'
             return 0
         fi

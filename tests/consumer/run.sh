@@ -71,12 +71,15 @@ CC=$cc CFLAGS="${flags[*]}" LDFLAGS="${flags[*]}" \
 "$cmake" --build "$work/cmake-build"
 "$work/cmake-build/consumer"
 "$work/cmake-build/consumer_static"
-# Make sure each one uses the library it was meant to.
-ldd "$work/cmake-build/consumer" | grep -q "$(realpath "$libdir")/libpresence.so" ||
-    ldd "$work/cmake-build/consumer" | grep -q "$libdir/libpresence.so" ||
-    fail "consumer does not load libpresence.so from $libdir"
-if ldd "$work/cmake-build/consumer_static" | grep -q libpresence; then
-    fail "consumer_static loads a shared libpresence"
+# Make sure each one uses the library it was meant to. ldd's output is taken whole
+# first: `ldd | grep -q` under pipefail fails at random (grep -q exits at its first
+# match, and ldd, still writing, dies of SIGPIPE).
+deps=$(ldd "$work/cmake-build/consumer")
+grep -q -e "$(realpath "$libdir")/libpresence.so" -e "$libdir/libpresence.so" <<<"$deps" ||
+    fail "consumer does not load libpresence.so from $libdir: $deps"
+deps=$(ldd "$work/cmake-build/consumer_static")
+if grep -q libpresence <<<"$deps"; then
+    fail "consumer_static loads a shared libpresence: $deps"
 fi
 
 echo "install_consumer: OK"
