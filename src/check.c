@@ -374,8 +374,12 @@ static void check_lists(struct presence *p, struct marks *m, struct report *rep)
         struct pr_conn *c = pr__conn(p, ci);
         if (PR_ST_STATE(pr_load(&c->h.state)) != PR_LIVE)
             continue;
-        if (!pr__blob_get(p, c->name_blob, NULL))
+        uint32_t nlen;
+        const char *name = pr__blob_get(p, c->name_blob, &nlen);
+        if (!name || nlen != c->name_len)
             viol(rep, "connection %u: name blob invalid", ci);
+        else if (nlen <= PR_CONN_INLINE && memcmp(name, c->name_inline, nlen) != 0)
+            viol(rep, "connection %u: the copy of its name differs from the name", ci);
         if (c->user_len && !pr__blob_get(p, c->user_blob, NULL))
             viol(rep, "connection %u: user blob invalid", ci);
         if (pr_load(&c->last_seen) & PR_TOMB)

@@ -165,8 +165,10 @@ int64_t pr__conn_find(struct presence *p, const char *name, size_t n, uint32_t h
         struct pr_conn *c = pr__conn(p, cur - 1);
         if (!c)
             return PRESENCE_ECORRUPT;
-        if (c->name_hash == hash && PR_ST_STATE(pr_load(&c->h.state)) == PR_LIVE &&
-            pr__blob_eq(p, c->name_blob, c->name_len, name, n))
+        if (c->name_hash == hash && c->name_len == n &&
+            PR_ST_STATE(pr_load(&c->h.state)) == PR_LIVE &&
+            (n <= PR_CONN_INLINE ? memcmp(c->name_inline, name, n) == 0
+                                 : pr__blob_eq(p, c->name_blob, c->name_len, name, n)))
             return cur - 1;
         cur = pr_load(&c->bucket_next);
     }

@@ -115,6 +115,8 @@ struct pr_room {
     uint8_t pad1[128 - 24 - 32 - sizeof(pr_lock_t)];
 };
 
+#define PR_CONN_INLINE 40u
+
 /* A connection, 128 bytes. last_seen has bit 63 set once the connection is
  * being removed (a tombstone: touch fails from then on; bits 0..7 = reason). */
 #define PR_TOMB (1ull << 63)
@@ -132,7 +134,10 @@ struct pr_conn {
     uint32_t owner_proc;  /* process slot + 1 that joined it (for BOUND) */
     uint32_t owner_gen;   /* that slot's generation */
     pr_lock_t lock;       /* guards presences, npres */
-    uint8_t pad0[128 - 80 - sizeof(pr_lock_t)];
+    /* A copy of the name when it has at most PR_CONN_INLINE bytes, so that a
+     * lookup compares it without reading the blob (immutable, like the blob) */
+    char name_inline[PR_CONN_INLINE];
+    uint8_t pad0[128 - 80 - sizeof(pr_lock_t) - PR_CONN_INLINE];
 };
 
 /* A group, 128 bytes. */

@@ -281,6 +281,8 @@ static int64_t conn_get_or_create(struct presence *p, const struct pr_name *cn,
     }
     c->name_blob = (uint32_t) nb;
     c->name_len = (uint16_t) cn->n;
+    if (cn->n <= PR_CONN_INLINE)
+        memcpy(c->name_inline, cn->s, cn->n);
     c->name_hash = cn->hash;
     c->user_blob = (uint32_t) ub;
     c->user_len = un ? (uint16_t) un->n : 0;

@@ -113,6 +113,7 @@ static uint64_t layout_hash(void)
         offsetof(struct pr_room, lock),
         sizeof(struct pr_conn),
         offsetof(struct pr_conn, lock),
+        offsetof(struct pr_conn, name_inline),
         sizeof(struct pr_group),
         sizeof(struct pr_gmember),
         sizeof(struct pr_proc),
