@@ -158,21 +158,13 @@ static uint32_t *item_link(struct presence *p, uint32_t item, uint64_t **epoch)
     return &r->link;
 }
 
-/* Retirements this thread holds back for one push (pr__retire_defer_begin):
- * a chain first -> ... -> last through the items' own links. */
-static __thread struct {
-    struct presence *p; /* deferring for this attachment; NULL: not deferring */
-    uint32_t first, last, n;
-} deferred;
-
-/* Pushes the chain first..last (@n items, linked, @last_link the link of
- * @last) on this thread's limbo stack (its reader slot's) with one CAS, then
- * reclaims every 64 retirements. Only this thread pushes there, so a stack
- * seen empty stays empty until our CAS: its tail is written before the CAS
- * publishes it, and the lease holder reads it after seeing the head. */
+/* Pushes @item (@link its link) on this thread's limbo stack (its reader
+ * slot's) with one CAS, then reclaims every 64 retirements. Only this thread
+ * pushes there, so a stack seen empty stays empty until our CAS: its tail is
+ * written before the CAS publishes it, and the lease holder reads it after
+ * seeing the head. */
 // NOLINTNEXTLINE(readability-non-const-parameter): written through pr_store's cast
-static void limbo_push(struct presence *p, uint32_t first, uint32_t last, uint32_t *last_link,
-                       unsigned n)
+static void limbo_push(struct presence *p, uint32_t item, uint32_t *link)
 {
     uint32_t slot = pr__my_slot(p);
     struct pr_reader *r = slot != UINT32_MAX ? pr__reader(p, slot) : NULL;
@@ -181,48 +173,24 @@ static void limbo_push(struct presence *p, uint32_t first, uint32_t last, uint32
         uint64_t hw = pr_load(head);
         bool onto_empty = r && (uint32_t) (hw >> 32) == 0;
         if (onto_empty && !pr__test_late_tail)
-            pr_store(&r->limbo_tail, last);
-        pr_store(last_link, (uint32_t) (hw >> 32));
-        uint64_t nw = ((uint64_t) first << 32) | (uint32_t) ((uint32_t) hw + 1);
+            pr_store(&r->limbo_tail, item);
+        pr_store(link, (uint32_t) (hw >> 32));
+        uint64_t nw = ((uint64_t) item << 32) | (uint32_t) ((uint32_t) hw + 1);
         if (pr_cas(head, hw, nw)) {
             if (onto_empty && pr__test_late_tail) { /* the wrong order, on purpose */
                 for (uint64_t until = pr__now_ns() + 2000; pr__now_ns() < until;)
                     pr_cpu_relax();
-                pr_store(&r->limbo_tail, last);
+                pr_store(&r->limbo_tail, item);
             }
             break;
         }
     }
-    unsigned before = __atomic_fetch_add(&p->retire_since_reclaim, n, __ATOMIC_RELAXED);
-    if ((before + n) / 64 != before / 64) {
+    if (__atomic_add_fetch(&p->retire_since_reclaim, 1, __ATOMIC_RELAXED) % 64 == 0) {
         if (pr__lease_take(p) == 0) {
             reclaim(p, true);
             pr__lease_drop(p);
         }
     }
-}
-
-static void deferred_flush(void)
-{
-    if (deferred.n == 0)
-        return;
-    uint64_t *ep;
-    uint32_t *last_link = item_link(deferred.p, deferred.last, &ep);
-    if (last_link) /* it was valid when deferred; the segment cannot shrink */
-        limbo_push(deferred.p, deferred.first, deferred.last, last_link, deferred.n);
-    deferred.n = 0;
-}
-
-void pr__retire_defer_begin(struct presence *p)
-{
-    deferred.p = p;
-    deferred.n = 0;
-}
-
-void pr__retire_defer_end(void)
-{
-    deferred_flush();
-    deferred.p = NULL;
 }
 
 void pr__retire(struct presence *p, uint32_t item)
@@ -237,16 +205,7 @@ void pr__retire(struct presence *p, uint32_t item)
         return;
     }
     pr_store(ep, pr_load(&h->global_epoch));
-    if (deferred.p != p) {
-        limbo_push(p, item, item, link, 1);
-        return;
-    }
-    pr_store(link, deferred.first);
-    deferred.first = item;
-    if (deferred.n++ == 0)
-        deferred.last = item;
-    if (deferred.n == PR_RETIRE_DEFER)
-        deferred_flush();
+    limbo_push(p, item, link);
 }
 
 /* ---- lease ----------------------------------------------------------------- */

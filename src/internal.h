@@ -141,8 +141,7 @@ static inline const char *pr__blob_get(const struct presence *p, uint32_t ref, u
     return (const char *) (b + 1);
 }
 
-/* A hint that blob @ref will be read soon (no check: a bad ref prefetches
- * nothing useful and faults nothing). */
+/* A hint that blob @ref will be read soon (a ref outside the arena: none). */
 static inline void pr__blob_prefetch(const struct presence *p, uint32_t ref)
 {
     uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
@@ -169,15 +168,6 @@ void pr__alloc_format(struct presence *p); /* creator: fill the stacks */
 struct pr_tls *pr__enter(struct presence *p); /* NULL: no reader slot free */
 void pr__exit(struct presence *p, struct pr_tls *t);
 void pr__retire(struct presence *p, uint32_t item);
-/* Between begin and end (inside one read section, not nested), this thread's
- * retirements on @p reach the limbo in chains of up to PR_RETIRE_DEFER with
- * one CAS each; end pushes the rest. Safe against the sweep: a deferred item
- * is RETIRED in no limbo, which the sweep only acts on after a grace period,
- * and the grace period waits for this read section, which ends after the
- * push. A process killed meanwhile leaves them to the sweep. */
-#define PR_RETIRE_DEFER 64u
-void pr__retire_defer_begin(struct presence *p);
-void pr__retire_defer_end(void);
 int pr__lease_take(struct presence *p);
 void pr__lease_drop(struct presence *p);
 int pr__reclaim(struct presence *p);                 /* lease held */

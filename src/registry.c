@@ -906,7 +906,6 @@ int presence_prune(presence_t *p, uint64_t max_age_ms)
         max_age_ms > UINT64_MAX / 1000000ull ? UINT64_MAX : max_age_ms * 1000000ull;
     int count = 0;
     pr__emit_bulk_begin(p);
-    pr__retire_defer_begin(p);
     for (uint32_t ci = 0; ci < p->h->cap_conns; ci++) {
         struct pr_conn *c = pr__conn(p, ci);
         if (ci + 16 < p->h->cap_conns)
@@ -930,7 +929,6 @@ int presence_prune(presence_t *p, uint64_t max_age_ms)
         conn_remove_all(p, ci, PR_EV_TIMEOUT);
         count++;
     }
-    pr__retire_defer_end();
     pr__emit_bulk_end();
     pr__exit(p, t);
     return count;
