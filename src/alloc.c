@@ -15,7 +15,10 @@
  * the claimer's behalf (reading the record's state only while the head still
  * shows the claim, so a stale helper's CAS fails on the generation), so a
  * claimer that stalls or dies after step 1 never blocks anyone, and after step 1
- * the record is owned by the claimer whatever happens. The tag makes stale head
+ * the record is owned by the claimer whatever happens (if the claimer is dead,
+ * the sweep finds it CLAIMED and unreachable: the sweep completes pending claims
+ * before it marks, or a pop after the sweep would make it a record no one owns
+ * and no sweep looks for; kill point claim_pending). The tag makes stale head
  * CASes fail (ABA); PRESENCE_TEST_NO_TAGS removes it to prove the ABA test.
  * Records go back on the stack only through reclamation (after a grace period),
  * by the maintenance-lease holder alone: one pusher, many poppers.
@@ -97,6 +100,17 @@ static int claim_complete(struct presence *p, uint64_t *head, unsigned kind, uin
     return 0;
 }
 
+void pr__claims_complete(struct presence *p)
+{
+    for (unsigned kind = PR_K_ROOM; kind <= PR_K_GMEMBER; kind++)
+        for (uint32_t sh = 0; sh < PR_NSHARD; sh++) {
+            uint64_t *head = &p->h->free_head[sh][kind];
+            uint64_t hw = pr_load(head);
+            if (PR_FH_CLAIMER(hw))
+                (void) claim_complete(p, head, kind, hw);
+        }
+}
+
 /* Takes the top of stack @head: the record index, -ENOSPC when it is empty. */
 static int64_t claim_from(struct presence *p, uint64_t *head, unsigned kind, uint32_t me)
 {
@@ -119,6 +133,7 @@ static int64_t claim_from(struct presence *p, uint64_t *head, unsigned kind, uin
         uint64_t mine = PR_FH(top1, tag_next(PR_FH_TAG(hw)), me + 1);
         if (!pr_cas(head, hw, mine))
             continue;
+        PR_KILL_POINT("claim_pending");
         int rc = claim_complete(p, head, kind, mine);
         if (rc)
             return rc;

@@ -729,6 +729,7 @@ static size_t blob_fps(struct presence *p, struct blob_fp **out)
 static int sweep_suspect(struct presence *p)
 {
     static const unsigned kinds[] = {PR_K_ROOM, PR_K_CONN, PR_K_PRES, PR_K_GROUP, PR_K_GMEMBER};
+    pr__claims_complete(p); /* a dead process's half-made claim: a record to find */
     struct blob_fp *fps;
     size_t nfp = blob_fps(p, &fps); /* before the marks */
     struct marks m;

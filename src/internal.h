@@ -163,6 +163,11 @@ int64_t pr__rec_claim(struct presence *p, unsigned kind);
 /* Returns a record to its free stack. Only the lease holder pushes. */
 void pr__rec_push_free(struct presence *p, unsigned kind, uint32_t idx);
 void pr__alloc_format(struct presence *p); /* creator: fill the stacks */
+/* Completes every claim pending in a free-stack head (what any pop does on the
+ * way). The sweep does it before it marks: a claim a dead process left after
+ * its first step is then a CLAIMED record the sweep finds, instead of being
+ * completed by a later pop, after the sweep, into a record no one owns. */
+void pr__claims_complete(struct presence *p);
 
 /* ---- epochs (epoch.c) ---------------------------------------------------- */
 struct pr_tls *pr__enter(struct presence *p); /* NULL: no reader slot free */
