@@ -113,6 +113,15 @@ static void assert_check_clean(presence_t *p)
     assert_int_equal(n, 0);
 }
 
+/* Attaches the segment and asserts it clean (after maintenance). */
+static void assert_segment_clean(void)
+{
+    presence_t *p;
+    assert_int_equal(presence_open(seg, NULL, &p), 0);
+    assert_check_clean(p);
+    presence_close(p);
+}
+
 /* Writers with a model each, readers checking snapshots; at the end the
  * registry equals the writers' logs replayed. */
 static void test_consistency(void **state)
@@ -203,10 +212,7 @@ static void test_epoch_protects_readers(void **state)
 {
     (void) state;
     assert_int_equal(churn_vs_reader(false), 0);
-    presence_t *p;
-    assert_int_equal(presence_open(seg, NULL, &p), 0);
-    assert_check_clean(p);
-    presence_close(p);
+    assert_segment_clean();
 }
 
 /* 1 when the reader saw freed (poisoned) memory. */
@@ -289,10 +295,7 @@ static void test_limbo_stacks(void **state)
 {
     (void) state;
     assert_int_equal(limbo_run(false), 0);
-    presence_t *p;
-    assert_int_equal(presence_open(seg, NULL, &p), 0);
-    assert_check_clean(p);
-    presence_close(p);
+    assert_segment_clean();
 }
 
 static void test_limbo_late_tail_is_caught(void **state)
