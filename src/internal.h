@@ -121,32 +121,55 @@ struct pr_rec *pr__rec(const struct presence *p, unsigned kind, uint32_t idx);
 uint32_t pr__kind_cap(const struct presence *p, unsigned kind);
 
 /* ---- blobs (alloc.c) ----------------------------------------------------- */
-/* Payload of a blob ref, with its length, or NULL when the ref is out of
- * bounds or its header is inconsistent. Lock-free; call inside a read section.
- * Hot path of every read: one bounds check against the arena, no page
- * metadata; a corrupted header can only yield bytes inside the arena. */
-static inline const char *pr__blob_get(const struct presence *p, uint32_t ref, uint32_t *len)
+/* The arena as a caller sees it: its first unit and its size. The segment's
+ * words are volatile to the compiler, so a loop over many blobs reads them
+ * once into a view (query.c) instead of once per blob. */
+struct pr_arena_view {
+    const char *base;
+    uint64_t bytes;
+};
+
+static inline struct pr_arena_view pr__arena_view(const struct presence *p)
 {
-    uint64_t arena = (uint64_t) p->h->arena_pages * PR_PAGE_SIZE;
+    struct pr_arena_view a = {(const char *) p->base + p->h->off_arena,
+                              (uint64_t) p->h->arena_pages * PR_PAGE_SIZE};
+    return a;
+}
+
+/* Payload of blob @ref in view @a, with its length (@len may be NULL), or
+ * NULL when the ref is out of bounds or its header is inconsistent. Two
+ * compares: the header inside the arena (ref 0 wraps around and fails), the
+ * data inside the arena and the page. Lock-free; call inside a read section.
+ * No page metadata read: a corrupted header can only yield bytes inside the
+ * arena. */
+static inline const char *pr__view_blob(const struct pr_arena_view *a, uint32_t ref, uint32_t *len)
+{
     uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
-    if (ref == 0 || off + PR_BLOB_HDR > arena)
+    if (off > a->bytes - PR_BLOB_HDR)
         return NULL;
-    const struct pr_blob *b =
-        (const struct pr_blob *) (const void *) (p->base + p->h->off_arena + off);
+    const struct pr_blob *b = (const struct pr_blob *) (const void *) (a->base + off);
     uint32_t n = pr_load(&b->len);
-    if (n > PR_PAGE_SIZE - PR_BLOB_HDR || off + PR_BLOB_HDR + n > arena)
+    if (n > PR_PAGE_SIZE - PR_BLOB_HDR || n > a->bytes - PR_BLOB_HDR - off)
         return NULL;
     if (len)
         *len = n;
     return (const char *) (b + 1);
 }
 
+/* pr__view_blob on the whole arena: the hot path of every single read. */
+static inline const char *pr__blob_get(const struct presence *p, uint32_t ref, uint32_t *len)
+{
+    struct pr_arena_view a = pr__arena_view(p);
+    return pr__view_blob(&a, ref, len);
+}
+
 /* A hint that blob @ref will be read soon (a ref outside the arena: none). */
 static inline void pr__blob_prefetch(const struct presence *p, uint32_t ref)
 {
-    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
-    if (ref != 0 && off < (uint64_t) p->h->arena_pages * PR_PAGE_SIZE)
-        __builtin_prefetch(p->base + p->h->off_arena + off);
+    struct pr_arena_view a = pr__arena_view(p);
+    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT; /* ref 0 wraps around */
+    if (off < a.bytes)
+        __builtin_prefetch(a.base + off);
 }
 
 /* Allocates a blob holding @data, owned by item @owner. Returns the ref (> 0),

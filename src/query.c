@@ -282,36 +282,6 @@ static int scratch_grow(void)
     return 0;
 }
 
-/* The arena as one walk sees it, read once per call: the segment's words
- * are volatile to the compiler, so hoisting them is worth doing by hand. */
-struct arena_view {
-    const char *base; /* the first unit */
-    uint64_t bytes;   /* its size */
-};
-
-static struct arena_view arena_view(const struct presence *p)
-{
-    struct arena_view a = {(const char *) p->base + p->h->off_arena,
-                           (uint64_t) p->h->arena_pages * PR_PAGE_SIZE};
-    return a;
-}
-
-/* pr__blob_get against a view, with its checks in two compares: the header
- * inside the arena (ref 0 wraps around and fails), the data inside the arena
- * and the page. */
-static inline const char *view_blob(const struct arena_view *a, uint32_t ref, uint32_t *len)
-{
-    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
-    if (off > a->bytes - PR_BLOB_HDR)
-        return NULL;
-    const struct pr_blob *b = (const struct pr_blob *) (const void *) (a->base + off);
-    uint32_t n = pr_load(&b->len);
-    if (n > PR_PAGE_SIZE - PR_BLOB_HDR || n > a->bytes - PR_BLOB_HDR - off)
-        return NULL;
-    *len = n;
-    return (const char *) (b + 1);
-}
-
 /* One walk of room @ri's members: counts them and, when listing, records the
  * blob refs and name lengths of the occupants in the window (copies kept in the
  * presence record, so the walk reads nothing else). Returns 0 or an error. */
@@ -379,11 +349,11 @@ static inline void copy_short(char *d, const char *s, size_t n)
 
 /* Copies blob @ref, which must hold @want bytes (any length when @any), and a
  * NUL to *@at, advancing it. NULL when the blob does not match (corruption). */
-static inline char *put_blob(const struct arena_view *a, uint32_t ref, uint32_t want, bool any,
+static inline char *put_blob(const struct pr_arena_view *a, uint32_t ref, uint32_t want, bool any,
                              char **at)
 {
     uint32_t n;
-    const char *d = view_blob(a, ref, &n);
+    const char *d = pr__view_blob(a, ref, &n);
     if (!d || (!any && n != want))
         return NULL;
     char *s = *at;
@@ -400,13 +370,13 @@ static inline char *put_blob(const struct arena_view *a, uint32_t ref, uint32_t 
 static int room_result_from_scratch(const struct presence *p, presence_room_result_t *rr,
                                     bool with_state)
 {
-    const struct arena_view a = arena_view(p);
+    const struct pr_arena_view a = pr__arena_view(p);
     const struct occ_ref *refs = scratch.refs;
     size_t n = scratch.nrefs, bytes = scratch.bytes;
     for (size_t i = 0; with_state && i < n; i++) {
         uint32_t st;
         if (refs[i].state) {
-            if (!view_blob(&a, refs[i].state, &st))
+            if (!pr__view_blob(&a, refs[i].state, &st))
                 return PRESENCE_ECORRUPT;
             bytes += (size_t) st + 1;
         }
