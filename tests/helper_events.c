@@ -782,34 +782,59 @@ static int stdin_line(char *buf, size_t n)
     return 1;
 }
 
-static int do_wake(presence_t *p, uint64_t timeout_ms)
+/* Subscribes to every room from now; NULL (reported) on failure. */
+static presence_sub_t *subscribe_now(presence_t *p, const char *who)
 {
     presence_sub_t *s;
     int rc = presence_subscribe(p, PRESENCE_SEQ_NOW, NULL, &s);
     if (rc) {
-        fprintf(stderr, "wake: subscribe: %s\n", presence_strerror(rc));
-        return 2;
+        fprintf(stderr, "%s: subscribe: %s\n", who, presence_strerror(rc));
+        return NULL;
     }
+    return s;
+}
+
+/* Sleeps in poll() on subscription @s and on stdin until @end (ms). Returns 1
+ * when a line came on stdin (consumed), 0 otherwise, or an exit code: 2 poll
+ * failed, 3 the deadline passed. *@woken: the subscription is readable. */
+static int sleep_on(presence_sub_t *s, uint64_t end, const char *who, bool *woken)
+{
+    *woken = false;
+    uint64_t now = tu_mono_ms();
+    if (now >= end) {
+        fprintf(stderr, "%s: deadline\n", who);
+        return 3;
+    }
+    struct pollfd pf[2] = {{presence_sub_fd(s), POLLIN, 0}, {0, POLLIN, 0}};
+    if (poll(pf, 2, (int) (end - now)) < 0 && errno != EINTR)
+        return 2;
+    *woken = pf[0].revents != 0;
+    if (!pf[1].revents)
+        return 0;
+    char buf[64];
+    stdin_line(buf, sizeof buf);
+    return 1;
+}
+
+static int do_wake(presence_t *p, uint64_t timeout_ms)
+{
+    presence_sub_t *s = subscribe_now(p, "wake");
+    if (!s)
+        return 2;
     presence_event_t ev;
+    int rc;
     while ((rc = presence_sub_next(s, &ev)) == 1) {
     }
     printf("ready\n");
     uint64_t end = tu_mono_ms() + timeout_ms;
     for (;;) {
-        uint64_t now = tu_mono_ms();
-        if (now >= end) {
-            fprintf(stderr, "wake: deadline\n");
-            return 3;
-        }
-        struct pollfd pf[2] = {{presence_sub_fd(s), POLLIN, 0}, {0, POLLIN, 0}};
-        if (poll(pf, 2, (int) (end - now)) < 0 && errno != EINTR)
-            return 2;
-        if (pf[1].revents) {
-            char buf[64];
-            stdin_line(buf, sizeof buf);
+        bool woken;
+        int slept = sleep_on(s, end, "wake", &woken);
+        if (slept > 1)
+            return slept;
+        if (slept == 1)
             break;
-        }
-        if (!pf[0].revents)
+        if (!woken)
             continue;
         while ((rc = presence_sub_next(s, &ev)) == 1) {
             if (ev.type == PRESENCE_EV_JOIN) {
@@ -829,16 +854,14 @@ static int do_wake(presence_t *p, uint64_t timeout_ms)
 
 static int do_stress_sub(presence_t *p, uint64_t timeout_s)
 {
-    presence_sub_t *s;
-    int rc = presence_subscribe(p, PRESENCE_SEQ_NOW, NULL, &s);
-    if (rc) {
-        fprintf(stderr, "stress-sub: subscribe: %s\n", presence_strerror(rc));
+    presence_sub_t *s = subscribe_now(p, "stress-sub");
+    if (!s)
         return 2;
-    }
     presence_event_t ev;
     uint64_t last = UINT64_MAX, end = tu_mono_ms() + timeout_s * 1000;
     unsigned long events = 0, wakeups = 0;
     bool stop = false;
+    int rc;
     printf("ready\n");
     for (;;) {
         while ((rc = presence_sub_next(s, &ev)) == 1) {
@@ -859,20 +882,12 @@ static int do_stress_sub(presence_t *p, uint64_t timeout_s)
         }
         if (stop)
             break;
-        uint64_t now = tu_mono_ms();
-        if (now >= end) {
-            fprintf(stderr, "stress-sub: deadline\n");
-            return 3;
-        }
-        struct pollfd pf[2] = {{presence_sub_fd(s), POLLIN, 0}, {0, POLLIN, 0}};
-        if (poll(pf, 2, (int) (end - now)) < 0 && errno != EINTR)
-            return 2;
-        wakeups += pf[0].revents != 0;
-        if (pf[1].revents) {
-            char buf[64];
-            stdin_line(buf, sizeof buf);
-            stop = true; /* drain once more, then report */
-        }
+        bool woken;
+        int slept = sleep_on(s, end, "stress-sub", &woken);
+        if (slept > 1)
+            return slept;
+        wakeups += woken;
+        stop = slept == 1; /* drain once more, then report */
     }
     printf("events %lu wakeups %lu\n", events, wakeups);
     presence_sub_close(s);
@@ -886,74 +901,95 @@ static void spin_us(unsigned us)
     }
 }
 
-static int do_stress_prod(presence_t *p, int id)
+/* The producers' protocol: for each line "go" on stdin one round (0, or an
+ * exit code), then "done N" (N: the events so far); on "end" "total N". */
+static int producer_rounds(presence_t *p, int id, void *ctx,
+                           int (*round)(presence_t *, int, void *, long *))
 {
-    enum { R = 4, C = 8 };
-    bool model[C][R];
-    memset(model, 0, sizeof model);
-    rng_state = (uint64_t) id * 0x9E3779B97F4A7C15ull + 99;
     long events = 0;
-    char line[64], room[32], conn[32];
+    char line[64];
     while (fgets(line, sizeof line, stdin)) {
         if (strncmp(line, "end", 3) == 0)
             break;
-        unsigned n = 1 + tu_rnd(&rng_state) % 4;
-        for (unsigned i = 0; i < n; i++) {
-            int c = (int) (tu_rnd(&rng_state) % C), r = (int) (tu_rnd(&rng_state) % R);
-            snprintf(room, sizeof room, "x-r%d", r);
-            snprintf(conn, sizeof conn, "x%d-c%d", id, c);
-            int rc =
-                model[c][r] ? presence_leave(p, room, conn) : presence_join(p, room, conn, NULL);
-            if (rc != (model[c][r] ? 1 : PRESENCE_JOINED)) {
-                fprintf(stderr, "stress-prod %d: %s %s %s -> %d (%s)\n", id,
-                        model[c][r] ? "leave" : "join", room, conn, rc, presence_strerror(rc));
-                return 1;
-            }
-            model[c][r] = !model[c][r];
-            events++;
-            if (i + 1 < n)
-                spin_us(tu_rnd(&rng_state) % 40);
-        }
+        int rc = round(p, id, ctx, &events);
+        if (rc)
+            return rc;
         printf("done %ld\n", events);
     }
     printf("total %ld\n", events);
     return 0;
 }
 
-static int do_stress_prune(presence_t *p, int id)
+enum { PROD_ROOMS = 4, PROD_CONNS = 8 };
+
+/* A burst of 1..4 joins or leaves of its own connections; @ctx: who is where. */
+static int prod_round(presence_t *p, int id, void *ctx, long *events)
 {
-    long events = 0, round = 0;
-    char line[64], room[32], conn[48];
-    rng_state = (uint64_t) id * 0x9E3779B97F4A7C15ull + 7;
-    while (fgets(line, sizeof line, stdin)) {
-        if (strncmp(line, "end", 3) == 0)
-            break;
-        unsigned n = 1 + tu_rnd(&rng_state) % 70;
-        for (unsigned i = 0; i < n; i++) {
-            snprintf(room, sizeof room, "x-r%u", i % 4);
-            snprintf(conn, sizeof conn, "x%d-p%ld-%u", id, round, i);
-            int rc = presence_join_ex(p, room, conn, NULL, 1, 0, NULL);
-            if (rc != PRESENCE_JOINED) {
-                fprintf(stderr, "stress-prune %d: join %s -> %d (%s)\n", id, conn, rc,
-                        presence_strerror(rc));
-                return 1;
-            }
-        }
-        events += n;
-        /* 1 ms timeout, last_seen up to four coarse ticks (16 ms) ahead */
-        sleep_us(20000);
-        int removed = presence_prune(p, 0);
-        if (removed < 0) {
-            fprintf(stderr, "stress-prune %d: prune -> %d (%s)\n", id, removed,
-                    presence_strerror(removed));
+    bool(*model)[PROD_ROOMS] = ctx;
+    char room[32], conn[32];
+    unsigned n = 1 + tu_rnd(&rng_state) % 4;
+    for (unsigned i = 0; i < n; i++) {
+        int c = (int) (tu_rnd(&rng_state) % PROD_CONNS),
+            r = (int) (tu_rnd(&rng_state) % PROD_ROOMS);
+        snprintf(room, sizeof room, "x-r%d", r);
+        snprintf(conn, sizeof conn, "x%d-c%d", id, c);
+        int rc = model[c][r] ? presence_leave(p, room, conn) : presence_join(p, room, conn, NULL);
+        if (rc != (model[c][r] ? 1 : PRESENCE_JOINED)) {
+            fprintf(stderr, "stress-prod %d: %s %s %s -> %d (%s)\n", id,
+                    model[c][r] ? "leave" : "join", room, conn, rc, presence_strerror(rc));
             return 1;
         }
-        events += removed; /* the other producer's prune may have taken some of ours */
-        round++;
-        printf("done %ld\n", events);
+        model[c][r] = !model[c][r];
+        ++*events;
+        if (i + 1 < n)
+            spin_us(tu_rnd(&rng_state) % 40);
     }
-    printf("total %ld\n", events);
     return 0;
+}
+
+static int do_stress_prod(presence_t *p, int id)
+{
+    bool model[PROD_CONNS][PROD_ROOMS];
+    memset(model, 0, sizeof model);
+    rng_state = (uint64_t) id * 0x9E3779B97F4A7C15ull + 99;
+    return producer_rounds(p, id, model, prod_round);
+}
+
+/* 1..70 new connections that expire 1 ms later, then a prune; @ctx: the round. */
+static int prune_round(presence_t *p, int id, void *ctx, long *events)
+{
+    long *round = ctx;
+    char room[32], conn[48];
+    unsigned n = 1 + tu_rnd(&rng_state) % 70;
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(room, sizeof room, "x-r%u", i % 4);
+        snprintf(conn, sizeof conn, "x%d-p%ld-%u", id, *round, i);
+        int rc = presence_join_ex(p, room, conn, NULL, 1, 0, NULL);
+        if (rc != PRESENCE_JOINED) {
+            fprintf(stderr, "stress-prune %d: join %s -> %d (%s)\n", id, conn, rc,
+                    presence_strerror(rc));
+            return 1;
+        }
+    }
+    *events += n;
+    /* 1 ms timeout, last_seen up to four coarse ticks (16 ms) ahead */
+    sleep_us(20000);
+    int removed = presence_prune(p, 0);
+    if (removed < 0) {
+        fprintf(stderr, "stress-prune %d: prune -> %d (%s)\n", id, removed,
+                presence_strerror(removed));
+        return 1;
+    }
+    *events += removed; /* the other producer's prune may have taken some of ours */
+    ++*round;
+    return 0;
+}
+
+static int do_stress_prune(presence_t *p, int id)
+{
+    long round = 0;
+    rng_state = (uint64_t) id * 0x9E3779B97F4A7C15ull + 7;
+    return producer_rounds(p, id, &round, prune_round);
 }
 
 int main(int argc, char **argv)

@@ -914,6 +914,34 @@ static void warm_up(const struct child *c, const char *prefix, uint32_t slot, ui
     assert_true(wake_knows(slot, tag));
 }
 
+/* A "wake" subscriber in another process (helper_events), ready, with the slot
+ * and tag of its subscription, warmed up (the parent's copy holds its eventfd;
+ * @prefix names the warm-up connections). */
+struct waker {
+    struct child c;
+    uint32_t slot, tag;
+};
+
+static struct waker start_waker(const char *prefix)
+{
+    char line[256];
+    struct waker w = {HELPER(NULL, PIPE_IN | PIPE_OUT, "wake", seg, "60000"), 0, 0};
+    assert_int_equal(expect_line(w.c.out, "ready", line, sizeof line, 5000), 0);
+    w.slot = the_sub_slot();
+    assert_true(w.slot < PR_NSUBS);
+    w.tag = pr_load(&P->h->subs[w.slot].tag);
+    warm_up(&w.c, prefix, w.slot, w.tag);
+    return w;
+}
+
+static void stop_waker(const struct waker *w)
+{
+    assert_int_equal(write(w->c.in, "quit\n", 5), 5);
+    assert_int_equal(wait_code(w->c.pid, 5000), 0);
+    close(w->c.in);
+    close(w->c.out);
+}
+
 static int cmp_dbl(const void *a, const void *b)
 {
     double x = *(const double *) a, y = *(const double *) b;
@@ -931,12 +959,9 @@ static void test_one_hop_wakeup(void **state)
     make_segment("onehop", 0, 0);
     pid_t r = start_reaper(NULL);
     char line[256];
-    struct child sub = HELPER(NULL, PIPE_IN | PIPE_OUT, "wake", seg, "60000");
-    assert_int_equal(expect_line(sub.out, "ready", line, sizeof line, 5000), 0);
-    uint32_t slot = the_sub_slot();
-    assert_true(slot < PR_NSUBS);
-    uint32_t tag = pr_load(&P->h->subs[slot].tag);
-    warm_up(&sub, "warm", slot, tag);
+    struct waker w = start_waker("warm");
+    const struct child sub = w.c;
+    const uint32_t slot = w.slot;
     wait_armed(slot);
     uint64_t direct0 = P->wake->direct, bells0 = P->wake->bells;
 
@@ -969,10 +994,7 @@ static void test_one_hop_wakeup(void **state)
     printf("# control: a producer without the set woke the subscriber only once the reaper ran "
            "again\n");
 
-    assert_int_equal(write(sub.in, "quit\n", 5), 5);
-    assert_int_equal(wait_code(sub.pid, 5000), 0);
-    close(sub.in);
-    close(sub.out);
+    stop_waker(&w);
     stop_reaper(r);
     assert_check_clean();
 }
@@ -1115,20 +1137,15 @@ static void test_dead_subscriber(void **state)
     (void) state;
     make_segment("deadsub", 0, 0);
     pid_t r = start_reaper(NULL);
-    char line[256];
-    struct child a = HELPER(NULL, PIPE_IN | PIPE_OUT, "wake", seg, "60000");
-    assert_int_equal(expect_line(a.out, "ready", line, sizeof line, 5000), 0);
-    uint32_t slot_a = the_sub_slot();
-    assert_true(slot_a < PR_NSUBS);
-    uint32_t tag_a = pr_load(&P->h->subs[slot_a].tag);
-    warm_up(&a, "a", slot_a, tag_a);
+    struct waker a = start_waker("a");
+    const uint32_t slot_a = a.slot, tag_a = a.tag;
     wait_armed(slot_a);
     uint32_t gen0 = pr_load(&P->h->subs_gen);
 
-    assert_int_equal(kill(a.pid, SIGKILL), 0);
-    assert_int_equal(wait_code(a.pid, 2000), 128 + SIGKILL);
-    close(a.in);
-    close(a.out);
+    assert_int_equal(kill(a.c.pid, SIGKILL), 0);
+    assert_int_equal(wait_code(a.c.pid, 2000), 128 + SIGKILL);
+    close(a.c.in);
+    close(a.c.out);
     uint64_t d0 = P->wake->direct;
     assert_int_equal(presence_join(P, "hop", "after-kill", NULL), PRESENCE_JOINED);
     assert_true(P->wake->direct - d0 <= 1); /* at most once, and it disarms */
@@ -1153,26 +1170,18 @@ static void test_dead_subscriber(void **state)
     assert_int_equal(P->wake->direct, d1); /* nothing written into the dead one's eventfd */
     assert_int_equal(P->wake->bells, b1);
 
-    struct child b = HELPER(NULL, PIPE_IN | PIPE_OUT, "wake", seg, "60000");
-    assert_int_equal(expect_line(b.out, "ready", line, sizeof line, 5000), 0);
-    uint32_t slot_b = the_sub_slot();
-    assert_true(slot_b < PR_NSUBS);
-    uint32_t tag_b = pr_load(&P->h->subs[slot_b].tag);
-    if (slot_b == slot_a)
-        assert_int_not_equal(tag_b, tag_a);
-    warm_up(&b, "b", slot_b, tag_b);
+    struct waker b = start_waker("b");
+    if (b.slot == slot_a)
+        assert_int_not_equal(b.tag, tag_a);
     assert_false(wake_knows(slot_a, tag_a));
     assert_int_equal(P->wake->n, 1);
-    wait_armed(slot_b);
+    wait_armed(b.slot);
     assert_int_equal(kill(r, SIGSTOP), 0);
-    int seen = join_seen(&b, "b-stopped", 2000, NULL);
+    int seen = join_seen(&b.c, "b-stopped", 2000, NULL);
     assert_int_equal(kill(r, SIGCONT), 0);
     assert_int_equal(seen, 0);
 
-    assert_int_equal(write(b.in, "quit\n", 5), 5);
-    assert_int_equal(wait_code(b.pid, 5000), 0);
-    close(b.in);
-    close(b.out);
+    stop_waker(&b);
     stop_reaper(r);
     assert_check_clean();
 }
