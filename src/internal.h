@@ -137,19 +137,19 @@ static inline struct pr_arena_view pr__arena_view(const struct presence *p)
 }
 
 /* Payload of blob @ref in view @a, with its length (@len may be NULL), or
- * NULL when the ref is out of bounds or its header is inconsistent. Two
- * compares: the header inside the arena (ref 0 wraps around and fails), the
- * data inside the arena and the page. Lock-free; call inside a read section.
+ * NULL when the ref is out of bounds or its header is inconsistent: the
+ * header inside the arena (ref 0 wraps around and fails; so does any ref of an
+ * arena smaller than a header), the data inside the arena and the page. Lock-free; call inside a read section.
  * No page metadata read: a corrupted header can only yield bytes inside the
  * arena. */
 static inline const char *pr__view_blob(const struct pr_arena_view *a, uint32_t ref, uint32_t *len)
 {
     uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
-    if (off > a->bytes - PR_BLOB_HDR)
+    if (off >= a->bytes || a->bytes - off < PR_BLOB_HDR)
         return NULL;
     const struct pr_blob *b = (const struct pr_blob *) (const void *) (a->base + off);
     uint32_t n = pr_load(&b->len);
-    if (n > PR_PAGE_SIZE - PR_BLOB_HDR || n > a->bytes - PR_BLOB_HDR - off)
+    if (n > PR_PAGE_SIZE - PR_BLOB_HDR || n > a->bytes - off - PR_BLOB_HDR)
         return NULL;
     if (len)
         *len = n;
