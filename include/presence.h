@@ -110,7 +110,9 @@ typedef struct presence_options {
     uint32_t presences;         /**< presence records (default 65536) */
     uint32_t groups;            /**< group records (default 256) */
     uint32_t group_members;     /**< group-member records, all groups together (default 16384) */
-    uint64_t arena_bytes;       /**< bytes for names and state (default 16 MiB) */
+    uint64_t arena_bytes;       /**< bytes for names and state (default 16 MiB, at most 1 GiB);
+                                     the segment adds 32 B per presence and 64 B per room for
+                                     the rooms' member arrays, within the same 1 GiB */
     uint32_t ring_entries;      /**< event ring entries of 64 bytes, power of two (default 65536) */
     uint32_t procs;             /**< attached-process slots (default 128) */
     uint32_t readers;           /**< reader (thread) slots (default 512) */

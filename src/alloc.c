@@ -324,7 +324,8 @@ int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_
     /* unique per cell reuse without a shared counter: process slot, then a
      * count of this process's allocations */
     b->seq = (p->proc << 24) | (__atomic_add_fetch(&p->blob_seq, 1u, __ATOMIC_RELAXED) & 0xffffffu);
-    memcpy(b + 1, data, len);
+    if (data)
+        memcpy(b + 1, data, len);
     pr__count(p, PR_C_ARENA, (int64_t) PR_UNIT << cls);
     return ref;
 }

@@ -163,8 +163,11 @@ static int mark_all(struct presence *p, struct marks *m)
     }
     /* blobs held by any record that is not FREE */
     for (uint32_t i = 0; i < h->cap_rooms; i++)
-        if (PR_ST_STATE(pr_load(&pr__room(p, i)->h.state)) != PR_FREE)
+        if (PR_ST_STATE(pr_load(&pr__room(p, i)->h.state)) != PR_FREE) {
             mark_blob(m, pr__room(p, i)->name_blob);
+            for (unsigned k = 0; k < PR_MCHUNKS; k++)
+                mark_blob(m, pr_load(&pr__room(p, i)->mchunk[k]));
+        }
     for (uint32_t i = 0; i < h->cap_conns; i++)
         if (PR_ST_STATE(pr_load(&pr__conn(p, i)->h.state)) != PR_FREE) {
             mark_blob(m, pr__conn(p, i)->name_blob);
@@ -330,6 +333,41 @@ static void check_records(struct presence *p, struct marks *m, struct report *re
     }
 }
 
+/* Room @ri's member array (members.c), which claims to be exact: one entry
+ * per LIVE presence (their count is checked against the list's by the
+ * caller), each naming a presence of this room that points back at it, with
+ * its names. */
+static void check_member_array(struct presence *p, uint32_t ri, struct report *rep)
+{
+    const struct pr_room *r = pr__room(p, ri);
+    uint32_t n = r->occupancy;
+    if (n > PR_MCHUNKS * PR_MCHUNK_MAX) {
+        viol(rep, "room %u: member array said exact for %u members", ri, n);
+        return;
+    }
+    for (uint32_t k = 0, i = 0; i < n; k++) {
+        uint32_t len;
+        const struct pr_mentry *e =
+            (const struct pr_mentry *) (const void *) pr__blob_get(p, r->mchunk[k], &len);
+        uint32_t stop = k * PR_MCHUNK_MAX + (e ? len / (uint32_t) sizeof *e : 0);
+        if (stop <= i || (stop < n && stop != (k + 1) * PR_MCHUNK_MAX)) {
+            viol(rep, "room %u: member array chunk %u missing or short", ri, k);
+            return;
+        }
+        for (; i < n && i < stop; i++, e++) {
+            const struct pr_pres *q = pr__pres(p, e->pres);
+            if (!q || q->room != ri || q->room_slot != i ||
+                PR_ST_STATE(pr_load(&q->h.state)) != PR_LIVE)
+                viol(rep, "room %u: member array entry %u names presence %u, not its own", ri, i,
+                     e->pres);
+            else if (e->conn_blob != q->conn_blob || e->user_blob != q->user_blob ||
+                     e->conn_len != q->conn_len || e->user_len != q->user_len)
+                viol(rep, "room %u: member array entry %u has names other than presence %u's", ri,
+                     i, e->pres);
+        }
+    }
+}
+
 static void check_lists(struct presence *p, struct marks *m, struct report *rep)
 {
     const struct pr_header *h = p->h;
@@ -369,6 +407,8 @@ static void check_lists(struct presence *p, struct marks *m, struct report *rep)
             viol(rep, "room %u: anonymous %u but %u listed", ri, r->anonymous, anon);
         if (r->version & 1u)
             viol(rep, "room %u: version is odd (a write in progress)", ri);
+        if (r->marray)
+            check_member_array(p, ri, rep);
     }
     for (uint32_t ci = 0; ci < h->cap_conns; ci++) {
         struct pr_conn *c = pr__conn(p, ci);

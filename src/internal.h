@@ -139,9 +139,8 @@ static inline struct pr_arena_view pr__arena_view(const struct presence *p)
 /* Payload of blob @ref in view @a, with its length (@len may be NULL), or
  * NULL when the ref is out of bounds or its header is inconsistent: the
  * header inside the arena (ref 0 wraps around and fails; so does any ref of an
- * arena smaller than a header), the data inside the arena and the page. Lock-free; call inside a read section.
- * No page metadata read: a corrupted header can only yield bytes inside the
- * arena. */
+ * arena smaller than a header), the data inside the arena and the page. Lock-free; call inside a
+ * read section. No page metadata read: a corrupted header can only yield bytes inside the arena. */
 static inline const char *pr__view_blob(const struct pr_arena_view *a, uint32_t ref, uint32_t *len)
 {
     uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
@@ -172,7 +171,8 @@ static inline void pr__blob_prefetch(const struct presence *p, uint32_t ref)
         __builtin_prefetch(a.base + off);
 }
 
-/* Allocates a blob holding @data, owned by item @owner. Returns the ref (> 0),
+/* Allocates a blob holding @data (@len bytes left as they are when @data is
+ * NULL), owned by item @owner. Returns the ref (> 0),
  * or -ENOSPC. Recorded in the caller's reader slot until pr__blob_attached(). */
 int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_t owner);
 void pr__blob_attached(struct presence *p);
@@ -237,6 +237,18 @@ void pr__free_item(struct presence *p, uint32_t item); /* reclaim: item's grace 
 int pr__remove_dead_owners(struct presence *p);
 int pr__finish_removals(struct presence *p);
 bool pr__blob_allocated(const struct presence *p, uint32_t ref);
+
+/* ---- room member arrays (members.c) -------------------------------------- */
+/* All under the room lock. reserve: before the join's write section, makes
+ * room for one more entry (may allocate; an error means the caller sets
+ * marray to 0). add / remove: inside the write section, before the occupancy
+ * changes. rebuild: from the repaired list (crash repair). free: the room's
+ * grace period is over. */
+int pr__members_reserve(struct presence *p, uint32_t ri);
+void pr__members_add(struct presence *p, struct pr_room *r, uint32_t pi, struct pr_pres *q);
+void pr__members_remove(struct presence *p, struct pr_room *r, uint32_t pi, struct pr_pres *q);
+void pr__members_rebuild(struct presence *p, uint32_t ri);
+void pr__members_free(struct presence *p, struct pr_room *r);
 
 /* ---- events (ring.c) ----------------------------------------------------- */
 enum pr_event_type {

@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define PR_MAGIC          0x31434e4553455250ull /* "PRESENC1" little-endian */
-#define PR_LAYOUT_VERSION 3u
+#define PR_LAYOUT_VERSION 4u
 #define PR_CACHELINE      128
 #define PR_NBATCH         32
 #define PR_NSUBS          64
@@ -95,12 +95,27 @@ struct pr_pres {
     uint32_t conn_next;  /* next presence of the connection (index+1), under its lock */
     uint32_t state_blob; /* arena ref of the state JSON (0 = none); swapped under room lock */
     uint32_t room_prev;  /* previous presence of the room (index+1), under the room lock */
-    uint16_t conn_len;   /* copies of the connection's name and user (refs and */
-    uint16_t user_len;   /* lengths), so that a room walk reads no connection record */
-    uint32_t pad0;       /* and sizes its answer without reading a blob (they live */
-    uint32_t conn_blob;  /* as long as the connection) */
+    /* Copies of the connection's name and user (lengths and refs, which live as
+     * long as the connection), so that a room walk reads no connection record
+     * and sizes its answer without reading a blob. */
+    uint16_t conn_len;
+    uint16_t user_len;
+    uint32_t room_slot; /* its entry in the room's member array, under the room lock */
+    uint32_t conn_blob;
     uint32_t user_blob;
 };
+
+/* An entry of a room's member array (members.c), 16 bytes: what here_now lists
+ * of a presence, so that a listing reads the array and the names, not the
+ * presence records one after another down the room's list. */
+struct pr_mentry {
+    uint32_t pres; /* presence index */
+    uint32_t conn_blob, user_blob;
+    uint16_t conn_len, user_len;
+};
+#define PR_MCHUNKS 8u /* chunk refs in a room record */
+#define PR_MCHUNK_MAX \
+    ((PR_PAGE_SIZE - (uint32_t) PR_BLOB_HDR) / (uint32_t) sizeof(struct pr_mentry))
 
 /* A room, 128 bytes. */
 struct pr_room {
@@ -111,8 +126,14 @@ struct pr_room {
     uint32_t occupancy;   /* LIVE presences; written under the lock, read lock-free */
     uint32_t anonymous;   /* LIVE presences without a user */
     uint32_t version;     /* seqlock: odd while a writer changes members (under the lock) */
-    pr_lock_t lock;       /* guards members and counters */
-    uint8_t pad1[128 - 24 - 32 - sizeof(pr_lock_t)];
+    pr_lock_t lock;       /* guards members, counters and the member array */
+    /* The member array (members.c): entries 0 .. occupancy-1, entry i in chunk
+     * i / PR_MCHUNK_MAX (blob refs). Exact while marray is 1; 0 after a failed
+     * allocation or an inconsistency, until the room is empty again: readers
+     * then walk the list. */
+    uint32_t marray;
+    uint32_t mchunk[PR_MCHUNKS];
+    uint8_t pad1[128 - 24 - 32 - sizeof(pr_lock_t) - 4 - 4 * PR_MCHUNKS];
 };
 
 #define PR_CONN_INLINE 40u
@@ -202,10 +223,11 @@ struct pr_reader {
 /* Arena: 64 KiB pages of cells of one size class (64 B << class). A cell is
  * owned iff its bit is set. Blob refs count 64-byte units from the arena start,
  * plus 1 (0 = none). */
-#define PR_PAGE_SIZE  65536u
-#define PR_UNIT       64u
-#define PR_UNITS_PAGE (PR_PAGE_SIZE / PR_UNIT)
-#define PR_NCLASSES   11u /* 64 .. 65536 */
+#define PR_PAGE_SIZE       65536u
+#define PR_UNIT            64u
+#define PR_UNITS_PAGE      (PR_PAGE_SIZE / PR_UNIT)
+#define PR_NCLASSES        11u        /* 64 .. 65536 */
+#define PR_MAX_ARENA_PAGES (1u << 14) /* 1 GiB */
 struct pr_page {
     uint32_t cls; /* 0 = unassigned, else class + 1 (set once by CAS) */
     uint32_t pad;

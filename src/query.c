@@ -282,11 +282,60 @@ static int scratch_grow(void)
     return 0;
 }
 
+/* Room @ri's member array (members.c), read under the caller's seqlock: the
+ * occupancy and, when listing, the entries in the window [lo, hi), in array
+ * order. Returns 0 or PRESENCE_ECORRUPT (a chunk missing or too small: a
+ * write in between, which the seqlock then tells, or corruption). */
+static int walk_array(struct presence *p, const struct pr_room *r, bool with_state, size_t lo,
+                      size_t hi, uint32_t *occupancy)
+{
+    const struct pr_arena_view a = pr__arena_view(p);
+    const struct pr_pres *pres = PR_REGION(p, off_pres, struct pr_pres);
+    const uint32_t cap = p->h->cap_pres, n = pr_load(&r->occupancy);
+    if (n > cap || n > PR_MCHUNKS * PR_MCHUNK_MAX)
+        return PRESENCE_ECORRUPT;
+    size_t end = hi < n ? hi : n, nrefs = 0, bytes = 0;
+    while (lo < end && end - lo > scratch.caprefs)
+        if (scratch_grow() != 0)
+            return -ENOMEM;
+    struct occ_ref *refs = scratch.refs;
+    for (size_t i = lo; i < end;) {
+        uint32_t k = (uint32_t) (i / PR_MCHUNK_MAX), len;
+        const struct pr_mentry *e = (const struct pr_mentry *) (const void *) pr__view_blob(
+            &a, pr_load(&r->mchunk[k]), &len);
+        size_t first = (size_t) k * PR_MCHUNK_MAX, stop = first + len / sizeof *e;
+        if (!e || stop <= i)
+            return PRESENCE_ECORRUPT;
+        for (stop = stop < end ? stop : end; i < stop; i++) {
+            const struct pr_mentry *m = &e[i - first];
+            struct occ_ref *o = &refs[nrefs++];
+            uint32_t cl = pr_load(&m->conn_len), ul = pr_load(&m->user_len);
+            o->conn = pr_load(&m->conn_blob);
+            o->conn_len = (uint16_t) cl;
+            o->uuid = ul ? pr_load(&m->user_blob) : 0;
+            o->uuid_len = (uint16_t) ul;
+            o->state = 0;
+            if (with_state) {
+                uint32_t pi = pr_load(&m->pres);
+                if (pi >= cap)
+                    return PRESENCE_ECORRUPT;
+                o->state = pr_load(&pres[pi].state_blob);
+            }
+            bytes += cl + 1 + (ul ? ul + 1 : 0);
+        }
+    }
+    scratch.nrefs = nrefs;
+    scratch.bytes = bytes;
+    *occupancy = n;
+    return 0;
+}
+
 /* One walk of room @ri's members: counts them and, when listing, records the
  * blob refs and name lengths of the occupants in the window (copies kept in the
- * presence record, so the walk reads nothing else). Returns 0 or an error. */
+ * presence record or the member array, so the walk reads nothing else).
+ * Returns 0 or an error. */
 static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t limit, size_t offset,
-                     uint32_t *occupancy)
+                     bool use_array, uint32_t *occupancy)
 {
     struct pr_room *r = pr__room(p, ri);
     const struct pr_pres *pres = PR_REGION(p, off_pres, struct pr_pres);
@@ -294,6 +343,8 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
     const bool list = (flags & (PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE)) != 0;
     const bool with_state = (flags & PRESENCE_INCLUDE_STATE) != 0;
     const size_t lo = list ? offset : SIZE_MAX, hi = limit ? offset + limit : SIZE_MAX;
+    if (use_array && pr_load(&r->marray))
+        return walk_array(p, r, with_state, lo, hi, occupancy);
     size_t seen = 0, nrefs = 0, bytes = 0, caprefs = scratch.caprefs;
     struct occ_ref *refs = scratch.refs;
     uint32_t cur = pr_load(&r->members);
@@ -416,9 +467,16 @@ static int room_snapshot(struct presence *p, uint32_t ri, unsigned flags, size_t
     struct pr_room *r = pr__room(p, ri);
     int rc = 0;
     uint32_t occ = 0;
+    /* The member array gives exact snapshots, and only those: a copy that the
+     * version does not confirm can hold an entry twice (moved by a removal
+     * under the reader's eyes). A writer descheduled inside its write section
+     * keeps the version odd for a while, and a reader does not wait for it, so
+     * the last attempts walk the list instead, whose answer is whole even when
+     * unconfirmed: every member listed was in the room during the walk, once,
+     * and the occupancy is the count listed. */
     for (int attempt = 0; attempt < 8; attempt++) {
         uint32_t v1 = pr_load(&r->version);
-        rc = walk_room(p, ri, flags, limit, offset, &occ);
+        rc = walk_room(p, ri, flags, limit, offset, attempt < 4, &occ);
         pr_smp_rmb(); /* the walk's loads before the version's second load */
         uint32_t v2 = pr_load(&r->version);
         if (v1 == v2 && !(v1 & 1u))

@@ -139,6 +139,7 @@ void pr__free_item(struct presence *p, uint32_t item)
         if (!r)
             return;
         b1 = pr_xchg(&r->name_blob, 0u);
+        pr__members_free(p, r);
         break;
     }
     case PR_K_CONN: {
@@ -184,6 +185,8 @@ void pr__room_repair(struct presence *p, uint32_t ri)
 {
     struct pr_room *r = pr__room(p, ri);
     uint32_t *slot = &r->members, prev = 0, occ = 0, anon = 0;
+    if (!(r->version & 1u)) /* readers retry until the list and array are whole */
+        room_write_begin(r);
     for (uint32_t steps = 0; steps <= p->h->cap_pres; steps++) {
         uint32_t cur = pr_load(slot);
         struct pr_pres *q = cur ? pr__pres(p, cur - 1) : NULL;
@@ -207,8 +210,8 @@ void pr__room_repair(struct presence *p, uint32_t ri)
     }
     pr_store(&r->occupancy, occ);
     pr_store(&r->anonymous, anon);
-    if (r->version & 1u)
-        pr_store(&r->version, r->version + 1);
+    pr__members_rebuild(p, ri);
+    room_write_end(r);
 }
 
 void pr__conn_repair(struct presence *p, uint32_t ci)
@@ -347,6 +350,7 @@ static int64_t room_get_or_create(struct presence *p, const struct pr_name *rn, 
                 r->members = 0;
                 r->occupancy = 0;
                 r->anonymous = 0;
+                r->marray = 1; /* empty: exact */
                 uint64_t st = pr_load(&r->h.state);
                 pr_store(&r->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
                 pr__chain_insert(p, PR_T_ROOM, rn->hash, (uint32_t) ri);
@@ -490,6 +494,7 @@ static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uin
             break;
         slot = &o->conn_next;
     }
+    pr__members_remove(p, r, pi, q);
     pr_store(&r->occupancy, r->occupancy - 1); /* read lock-free */
     pr_store(&r->anonymous, r->anonymous - (q->h.aux & 1u));
     pr_store(&c->npres, c->npres - 1);
@@ -648,7 +653,10 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         q->conn_len = c->name_len;
         q->user_len = c->user_len;
         q->room_prev = 0;
+        bool listed = pr__members_reserve(p, (uint32_t) ri) == 0;
         room_write_begin(r);
+        if (!listed)
+            pr_store(&r->marray, 0u); /* readers walk the list */
         q->room_next = r->members;
         if (r->members) {
             struct pr_pres *first = pr__pres(p, r->members - 1);
@@ -662,6 +670,7 @@ static int join_once(struct presence *p, const struct pr_name *rn, const struct 
         uint64_t st = pr_load(&q->h.state);
         pr_store(&q->h.state, PR_ST(PR_ST_GEN(st), PR_LIVE, PR_ST_SLOT(st)));
         PR_KILL_POINT("counter");
+        pr__members_add(p, r, (uint32_t) pi, q);
         pr_store(&r->occupancy, r->occupancy + 1); /* read lock-free */
         pr_store(&r->anonymous, r->anonymous + q->h.aux);
         pr_store(&c->npres, c->npres + 1);

@@ -150,7 +150,8 @@ static int compute_layout(struct pr_header *h, const presence_options_t *o)
         o->group_members == 0 || o->procs == 0 || o->readers == 0 || o->ring_entries < 64 ||
         (o->ring_entries & (o->ring_entries - 1)) != 0 || o->state_max == 0 ||
         o->state_max > PR_PAGE_SIZE - PR_BLOB_HDR || o->max_age_ms == 0 ||
-        o->arena_bytes < PR_PAGE_SIZE || o->arena_bytes > (1ull << 30) ||
+        o->arena_bytes < PR_PAGE_SIZE ||
+        o->arena_bytes > (uint64_t) PR_MAX_ARENA_PAGES * PR_PAGE_SIZE ||
         o->rooms > PR_MAX_RECORDS || o->connections > PR_MAX_RECORDS ||
         o->presences > PR_MAX_RECORDS || o->groups > PR_MAX_RECORDS ||
         o->group_members > PR_MAX_RECORDS || o->readers > PR_MAX_READERS || o->procs > 65535 ||
@@ -166,7 +167,14 @@ static int compute_layout(struct pr_header *h, const presence_options_t *o)
     h->cap_readers = o->readers;
     h->ring_entries = o->ring_entries;
     h->state_max = o->state_max;
-    h->arena_pages = (uint32_t) (o->arena_bytes / PR_PAGE_SIZE);
+    /* The arena also holds the rooms' member arrays (members.c): on top of
+     * what the caller asked for, 32 bytes per presence (an entry of 16 in a
+     * chunk at least half full) and a smallest cell per room, within the
+     * arena's limit. Without room for them a join still succeeds: the room
+     * is then listed through its list. */
+    uint64_t arrays = 32ull * o->presences + (uint64_t) PR_UNIT * o->rooms;
+    uint64_t pages = (o->arena_bytes + arrays) / PR_PAGE_SIZE;
+    h->arena_pages = (uint32_t) (pages < PR_MAX_ARENA_PAGES ? pages : PR_MAX_ARENA_PAGES);
     h->max_age_ms = o->max_age_ms;
     h->nb_rooms = pow2_at_least(o->rooms);
     h->nb_conns = pow2_at_least(o->connections);
@@ -231,7 +239,7 @@ static int check_regions(const struct pr_header *h, uint64_t size)
     if (h->cap_readers > PR_MAX_READERS || h->cap_rooms > PR_MAX_RECORDS ||
         h->cap_conns > PR_MAX_RECORDS || h->cap_pres > PR_MAX_RECORDS ||
         h->cap_groups > PR_MAX_RECORDS || h->cap_gmembers > PR_MAX_RECORDS ||
-        h->nb_users < h->nb_conns || h->arena_pages > (1u << 14))
+        h->nb_users < h->nb_conns || h->arena_pages > PR_MAX_ARENA_PAGES)
         return PRESENCE_ECORRUPT;
     /* compute_layout() aligns every region to PR_CACHELINE: a misaligned one
      * would make every record access (and atomic) misaligned. */

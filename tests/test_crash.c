@@ -57,8 +57,8 @@
 
 static const char *const points[] = {"alloc",       "create_conn", "link",   "counter",
                                      "unlink",      "state_swap",  "retire", "ring_claim",
-                                     "ring_commit", "reclaim",     "claim_pending"};
-#define NPOINTS 11
+                                     "ring_commit", "reclaim",     "claim_pending", "members"};
+#define NPOINTS 12
 enum { P_RETIRE = 6, P_UNLINK = 4, P_RING_CLAIM = 7, P_RING_COMMIT = 8, P_RECLAIM = 9 };
 static const int point_ns[] = {1, 2, 3, 5, 9, 17, 40, 100};
 #define NNS ((int) (sizeof point_ns / sizeof point_ns[0]))

@@ -290,6 +290,7 @@ static struct cfg cfg_pres4 = {.presences = 4, .rooms = 16, .connections = 16};
 static struct cfg cfg_rooms2 = {.rooms = 2, .connections = 16, .presences = 16};
 static struct cfg cfg_conns2 = {.connections = 2, .rooms = 16, .presences = 16};
 static struct cfg cfg_arena1 = {.arena_bytes = 65536};
+static struct cfg cfg_members = {.connections = 40000, .presences = 40000, .arena_bytes = 16u << 20};
 static struct cfg cfg_groups_small = {.groups = 1, .group_members = 4};
 
 /* ---- join -------------------------------------------------------------------- */
@@ -1031,6 +1032,166 @@ static void test_rooms_listing(void **state)
 }
 
 /* ---- state --------------------------------------------------------------------------- */
+
+/* ---- room member arrays (members.c) ----------------------------------------- */
+
+/* Room @room's member array, white-box: whether it claims to be exact. */
+static bool array_exact(presence_t *p, const char *room)
+{
+    int64_t ri = pr__room_find(p, room, strlen(room), pr__hash(p, room, strlen(room)));
+    assert_true(ri >= 0);
+    return pr__room(p, (uint32_t) ri)->marray != 0;
+}
+
+/* here_now of @room lists exactly the connections "c%05d" with @in[i] set,
+ * each once, with uuid "u%05d" for even i and the connection id for odd i;
+ * and pages of @page occupants (limit/offset) cover the same set once. */
+static void expect_members(presence_t *p, const char *room, const bool *in, size_t n, size_t page)
+{
+    size_t want = 0;
+    for (size_t i = 0; i < n; i++)
+        want += in[i];
+    uint8_t *seen = calloc(n, 1);
+    assert_non_null(seen);
+    for (size_t offset = 0, limit = 0, pass = 0; pass < 2; pass++) {
+        memset(seen, 0, n);
+        size_t listed = 0;
+        do {
+            presence_here_now_t *h = NULL;
+            assert_rc(
+                presence_here_now(p, &room, 1, NULL, 0, PRESENCE_INCLUDE_UUIDS, limit, offset, &h),
+                0);
+            const presence_room_result_t *r = &h->rooms[0];
+            assert_int_equal(r->occupancy, want);
+            for (size_t j = 0; j < r->noccupants; j++) {
+                const presence_occupant_t *o = &r->occupants[j];
+                unsigned i;
+                char uuid[16];
+                assert_int_equal(sscanf(o->conn, "c%05u", &i), 1);
+                assert_true(i < n && in[i] && !seen[i]);
+                seen[i] = 1;
+                snprintf(uuid, sizeof uuid, "%c%05u", i % 2 ? 'c' : 'u', i);
+                assert_string_equal(o->uuid, uuid);
+            }
+            listed += r->noccupants;
+            offset += r->noccupants;
+            bool last = r->noccupants == 0 || limit == 0;
+            presence_here_now_free(h);
+            if (last)
+                break;
+        } while (1);
+        assert_int_equal(listed, want);
+        offset = 0;
+        limit = page;
+    }
+    free(seen);
+}
+
+static void member_join(presence_t *p, const char *room, unsigned i)
+{
+    char conn[16], user[16];
+    snprintf(conn, sizeof conn, "c%05u", i);
+    snprintf(user, sizeof user, "u%05u", i);
+    assert_rc(presence_join(p, room, conn, i % 2 ? NULL : user), PRESENCE_JOINED);
+}
+
+static void member_leave(presence_t *p, const char *room, unsigned i)
+{
+    char conn[16];
+    snprintf(conn, sizeof conn, "c%05u", i);
+    assert_rc(presence_leave(p, room, conn), 1);
+}
+
+/* A room of 9,000 spans three chunks (4,094 entries each); removals fill
+ * their holes with the last entry, from anywhere to anywhere. */
+static void test_member_array_chunks(void **state)
+{
+    presence_t *p = FX(state);
+    enum { N = 9000 };
+    static bool in[N];
+    memset(in, 0, sizeof in);
+    for (unsigned i = 0; i < N; i++) {
+        member_join(p, "big", i);
+        in[i] = true;
+    }
+    assert_true(array_exact(p, "big"));
+    assert_int_equal(PR_MCHUNK_MAX, 4094);
+    expect_members(p, "big", in, N, 1000);
+    uint64_t x = 88172645463325252ull; /* xorshift64, fixed: the same order every run */
+    for (unsigned left = 0; left < 6000;) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        unsigned i = (unsigned) (x % N);
+        if (!in[i])
+            continue;
+        member_leave(p, "big", i);
+        in[i] = false;
+        if (++left % 1500 == 0) {
+            expect_members(p, "big", in, N, 777);
+            assert_clean(p);
+        }
+    }
+    for (unsigned i = 0; i < N; i += 2)
+        if (!in[i]) {
+            member_join(p, "big", i);
+            in[i] = true;
+        }
+    assert_true(array_exact(p, "big"));
+    expect_members(p, "big", in, N, 4094);
+    assert_clean(p);
+}
+
+/* Beyond PR_MCHUNKS full chunks the room is listed through its list, exactly
+ * as well; emptied, its array is exact again. */
+static void test_member_array_beyond_chunks(void **state)
+{
+    presence_t *p = FX(state);
+    const unsigned n = PR_MCHUNKS * PR_MCHUNK_MAX + 8;
+    bool *in = calloc(n, sizeof *in);
+    assert_non_null(in);
+    for (unsigned i = 0; i < n; i++) {
+        member_join(p, "huge", i);
+        in[i] = true;
+        if (i + 1 == PR_MCHUNKS * PR_MCHUNK_MAX)
+            assert_true(array_exact(p, "huge"));
+    }
+    assert_false(array_exact(p, "huge"));
+    expect_members(p, "huge", in, n, 5000);
+    assert_clean(p);
+    for (unsigned i = 0; i < n - 1; i++) {
+        member_leave(p, "huge", i);
+        in[i] = false;
+    }
+    expect_members(p, "huge", in, n, 0);
+    assert_false(array_exact(p, "huge"));
+    member_leave(p, "huge", n - 1); /* empty rooms stay until prune_rooms */
+    in[n - 1] = false;
+    member_join(p, "huge", 1);
+    assert_true(array_exact(p, "huge"));
+    assert_clean(p);
+    free(in);
+}
+
+/* A chunk that cannot be allocated (a one-page arena whose cells are all of the
+ * names' class) leaves the join done and the room listed through its list. */
+static void test_member_array_no_space(void **state)
+{
+    presence_t *p = FX(state);
+    enum { N = 12 };
+    bool in[N] = {false};
+    for (unsigned i = 0; i < N; i++) {
+        member_join(p, "r", i);
+        in[i] = true;
+    }
+    assert_false(array_exact(p, "r")); /* the 3rd entry needs a 128-byte cell */
+    expect_members(p, "r", in, N, 5);
+    assert_clean(p);
+    for (unsigned i = 0; i < N; i += 3) {
+        member_leave(p, "r", i);
+        in[i] = false;
+    }
+    expect_members(p, "r", in, N, 4);
+    assert_clean(p);
+}
 
 static void test_state_replace(void **state)
 {
@@ -2058,6 +2219,9 @@ int main(void)
         TC(test_full_rooms, cfg_rooms2),
         TC(test_full_connections, cfg_conns2),
         TC(test_full_arena, cfg_arena1),
+        TC(test_member_array_chunks, cfg_members),
+        TC(test_member_array_beyond_chunks, cfg_members),
+        TC(test_member_array_no_space, cfg_arena1),
         TC(test_full_groups, cfg_groups_small),
         T(test_events_counted),
         T(test_stats),

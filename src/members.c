@@ -1,0 +1,170 @@
+/*
+ * members.c -- each room's member array: the room's LIVE presences as 16-byte
+ * entries (struct pr_mentry) in up to PR_MCHUNKS arena blobs, so that a
+ * listing (here_now, query.c) reads one array and the names instead of
+ * chasing the room's list one presence record after another, a dependent
+ * cache miss per member.
+ *
+ * Owns pr_room.marray and .mchunk[], and pr_pres.room_slot.
+ *
+ * Invariants, while r->marray is 1 and the room's version is even:
+ *   - entries 0 .. occupancy-1 are exactly the room's LIVE presences, entry i
+ *     in chunk i / PR_MCHUNK_MAX at i % PR_MCHUNK_MAX, and that presence's
+ *     room_slot is i;
+ *   - an entry's names are its presence's copies (immutable while it lives).
+ * The list (room_next / room_prev) stays the source of truth: a crashed
+ * writer's repair rebuilds the array from it, and a writer that meets an
+ * inconsistency, or cannot allocate a chunk, sets marray to 0, which sends
+ * readers to the list until the room is empty again (an empty array is exact).
+ *
+ * Writers change entries under the room lock, inside the room's seqlock write
+ * section; readers copy them under the seqlock and bounds-check every ref. A
+ * chunk is only replaced outside a write section by a larger copy of itself,
+ * so a reader sees the same entries in either; the old one is retired through
+ * limbo. Chunks are freed with the room (registry.c, pr__free_item).
+ */
+#include "internal.h"
+
+#include <string.h>
+
+/* The chunk @ref as a writable array, with its capacity in entries (0 and
+ * NULL when the ref is not a valid blob). */
+static uint32_t chunk_view(const struct presence *p, uint32_t ref, struct pr_mentry **out)
+{
+    uint32_t len = 0;
+    const char *d = ref ? pr__blob_get(p, ref, &len) : NULL;
+    *out = (struct pr_mentry *) (uintptr_t) d;
+    return d ? len / (uint32_t) sizeof(struct pr_mentry) : 0;
+}
+
+/* Entry @i of room @r, or NULL when its chunk is missing or too small. */
+static struct pr_mentry *entry_at(const struct presence *p, const struct pr_room *r, uint32_t i)
+{
+    uint32_t k = i / PR_MCHUNK_MAX, off = i % PR_MCHUNK_MAX;
+    struct pr_mentry *e = NULL;
+    if (k >= PR_MCHUNKS || off >= chunk_view(p, pr_load(&r->mchunk[k]), &e))
+        return NULL;
+    return e + off;
+}
+
+static void entry_fill(struct pr_mentry *e, uint32_t pi, const struct pr_pres *q)
+{
+    pr_store(&e->pres, pi);
+    pr_store(&e->conn_blob, q->conn_blob);
+    pr_store(&e->user_blob, q->user_blob);
+    pr_store(&e->conn_len, q->conn_len);
+    pr_store(&e->user_len, q->user_len);
+}
+
+static void entry_copy(struct pr_mentry *d, const struct pr_mentry *s)
+{
+    pr_store(&d->pres, pr_load(&s->pres));
+    pr_store(&d->conn_blob, pr_load(&s->conn_blob));
+    pr_store(&d->user_blob, pr_load(&s->user_blob));
+    pr_store(&d->conn_len, pr_load(&s->conn_len));
+    pr_store(&d->user_len, pr_load(&s->user_len));
+}
+
+/* The capacity chunk 0 grows to from @cap: the next arena class, filled. */
+static uint32_t grown_cap(uint32_t cap)
+{
+    for (uint64_t cell = PR_UNIT;; cell *= 2) {
+        uint32_t c = (uint32_t) ((cell - PR_BLOB_HDR) / sizeof(struct pr_mentry));
+        if (c > cap || c >= PR_MCHUNK_MAX)
+            return c < PR_MCHUNK_MAX ? c : PR_MCHUNK_MAX;
+    }
+}
+
+int pr__members_reserve(struct presence *p, uint32_t ri)
+{
+    struct pr_room *r = pr__room(p, ri);
+    if (!pr_load(&r->marray))
+        return 0;
+    uint32_t n = r->occupancy, k = n / PR_MCHUNK_MAX, used = n % PR_MCHUNK_MAX;
+    if (k >= PR_MCHUNKS)
+        return -ENOSPC;
+    struct pr_mentry *old, *e;
+    uint32_t prev = pr_load(&r->mchunk[k]), cap = chunk_view(p, prev, &old);
+    if (used < cap)
+        return 0;
+    if (used > cap)
+        return PRESENCE_ECORRUPT;
+    uint32_t want = k == 0 ? grown_cap(cap) : PR_MCHUNK_MAX;
+    int64_t ref = pr__blob_new(p, NULL, want * (uint32_t) sizeof *e, PR_ITEM(PR_K_ROOM, ri));
+    if (ref < 0) {
+        pr__blob_attached(p);
+        return (int) ref;
+    }
+    chunk_view(p, (uint32_t) ref, &e);
+    for (uint32_t i = 0; i < used; i++)
+        entry_copy(&e[i], &old[i]);
+    pr_smp_wmb(); /* the copy before the ref that publishes it */
+    pr_store(&r->mchunk[k], (uint32_t) ref);
+    pr__blob_attached(p);
+    if (prev)
+        pr__retire(p, PR_ITEM(PR_K_BLOB, prev - 1));
+    return 0;
+}
+
+void pr__members_add(struct presence *p, struct pr_room *r, uint32_t pi, struct pr_pres *q)
+{
+    if (!pr_load(&r->marray))
+        return;
+    uint32_t n = r->occupancy;
+    struct pr_mentry *e = entry_at(p, r, n);
+    if (!e) {
+        pr_store(&r->marray, 0u);
+        return;
+    }
+    entry_fill(e, pi, q);
+    q->room_slot = n;
+}
+
+void pr__members_remove(struct presence *p, struct pr_room *r, uint32_t pi, struct pr_pres *q)
+{
+    uint32_t n = r->occupancy;
+    if (n <= 1) { /* the room empties: an empty array is exact */
+        pr_store(&r->marray, 1u);
+        return;
+    }
+    if (!pr_load(&r->marray))
+        return;
+    uint32_t s = q->room_slot;
+    struct pr_mentry *hole = s < n ? entry_at(p, r, s) : NULL, *last = entry_at(p, r, n - 1);
+    struct pr_pres *moved = last ? pr__pres(p, pr_load(&last->pres)) : NULL;
+    if (!hole || !moved || pr_load(&hole->pres) != pi) {
+        pr_store(&r->marray, 0u);
+        return;
+    }
+    if (hole != last) {
+        entry_copy(hole, last);
+        PR_KILL_POINT("members");
+        moved->room_slot = s;
+    }
+}
+
+void pr__members_rebuild(struct presence *p, uint32_t ri)
+{
+    struct pr_room *r = pr__room(p, ri);
+    uint32_t i = 0, cur = r->members;
+    bool exact = true;
+    for (uint32_t steps = 0; cur && steps <= p->h->cap_pres; steps++) {
+        struct pr_pres *q = pr__pres(p, cur - 1);
+        struct pr_mentry *e = q ? entry_at(p, r, i) : NULL;
+        if (!e) {
+            exact = false;
+            break;
+        }
+        entry_fill(e, cur - 1, q);
+        q->room_slot = i++;
+        cur = q->room_next;
+    }
+    pr_store(&r->marray, exact && i == r->occupancy ? 1u : 0u);
+}
+
+void pr__members_free(struct presence *p, struct pr_room *r)
+{
+    pr_store(&r->marray, 1u);
+    for (unsigned k = 0; k < PR_MCHUNKS; k++)
+        pr__blob_free(p, pr_xchg(&r->mchunk[k], 0u)); /* forgotten, then freed */
+}
