@@ -290,7 +290,8 @@ static struct cfg cfg_pres4 = {.presences = 4, .rooms = 16, .connections = 16};
 static struct cfg cfg_rooms2 = {.rooms = 2, .connections = 16, .presences = 16};
 static struct cfg cfg_conns2 = {.connections = 2, .rooms = 16, .presences = 16};
 static struct cfg cfg_arena1 = {.arena_bytes = 65536};
-static struct cfg cfg_members = {.connections = 40000, .presences = 40000, .arena_bytes = 16u << 20};
+static struct cfg cfg_members = {
+    .connections = 40000, .presences = 40000, .arena_bytes = 16u << 20};
 static struct cfg cfg_groups_small = {.groups = 1, .group_members = 4};
 
 /* ---- join -------------------------------------------------------------------- */
