@@ -196,6 +196,7 @@ enum pr_ctr {
     PR_C_EXPIRED,
     PR_C_RECLAIMED,
     PR_C_REPAIRS,
+    PR_C_MEMBERS, /* arena bytes held by member arrays (chunks retired count as gone) */
     PR_NCTR
 };
 struct pr_proc {
@@ -261,6 +262,7 @@ struct pr_header {
     uint32_t cap_rooms, cap_conns, cap_pres, cap_groups, cap_gmembers;
     uint32_t cap_procs, cap_readers, ring_entries, state_max, arena_pages;
     uint64_t max_age_ms;
+    uint64_t members_budget; /* arena bytes the rooms' member arrays may hold (members.c) */
     uint32_t nb_rooms, nb_conns, nb_users, nb_groups, nstripes; /* powers of two */
     uint32_t readers_hwm; /* reader slots ever claimed: slot i is used only once this > i */
     uint64_t hash_seed;

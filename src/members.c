@@ -75,6 +75,26 @@ static uint32_t grown_cap(uint32_t cap)
     }
 }
 
+/* The arena cell a chunk of @cap entries takes. */
+static int64_t chunk_cell(uint32_t cap)
+{
+    int64_t cell = PR_UNIT;
+    while ((uint64_t) cell < (uint64_t) cap * sizeof(struct pr_mentry) + PR_BLOB_HDR)
+        cell *= 2;
+    return cell;
+}
+
+/* Forgets chunk @k of @r and retires it (a reader may be copying it). */
+static void chunk_drop(struct presence *p, struct pr_room *r, unsigned k)
+{
+    struct pr_mentry *e;
+    uint32_t ref = pr_xchg(&r->mchunk[k], 0u), cap = chunk_view(p, ref, &e);
+    if (!ref)
+        return;
+    pr__count(p, PR_C_MEMBERS, -chunk_cell(cap));
+    pr__retire(p, PR_ITEM(PR_K_BLOB, ref - 1));
+}
+
 int pr__members_reserve(struct presence *p, uint32_t ri)
 {
     struct pr_room *r = pr__room(p, ri);
@@ -89,20 +109,28 @@ int pr__members_reserve(struct presence *p, uint32_t ri)
         return 0;
     if (used > cap)
         return PRESENCE_ECORRUPT;
+    /* Within the arena's share for arrays, so that names never go short:
+     * beyond it, the room is listed through its list. */
     uint32_t want = k == 0 ? grown_cap(cap) : PR_MCHUNK_MAX;
+    int64_t cell = chunk_cell(want);
+    if (pr__counter(p, PR_C_MEMBERS) + cell > (int64_t) p->h->members_budget)
+        return -ENOSPC;
     int64_t ref = pr__blob_new(p, NULL, want * (uint32_t) sizeof *e, PR_ITEM(PR_K_ROOM, ri));
     if (ref < 0) {
         pr__blob_attached(p);
         return (int) ref;
     }
+    pr__count(p, PR_C_MEMBERS, cell);
     chunk_view(p, (uint32_t) ref, &e);
     for (uint32_t i = 0; i < used; i++)
         entry_copy(&e[i], &old[i]);
     pr_smp_wmb(); /* the copy before the ref that publishes it */
     pr_store(&r->mchunk[k], (uint32_t) ref);
     pr__blob_attached(p);
-    if (prev)
+    if (prev) {
+        pr__count(p, PR_C_MEMBERS, -chunk_cell(cap));
         pr__retire(p, PR_ITEM(PR_K_BLOB, prev - 1));
+    }
     return 0;
 }
 
@@ -123,7 +151,12 @@ void pr__members_add(struct presence *p, struct pr_room *r, uint32_t pi, struct 
 void pr__members_remove(struct presence *p, struct pr_room *r, uint32_t pi, struct pr_pres *q)
 {
     uint32_t n = r->occupancy;
-    if (n <= 1) { /* the room empties: an empty array is exact */
+    if (n <= 1) { /* the room empties: an empty array is exact, and holds at most
+                     a smallest chunk (kept: a room of one comes and goes often) */
+        struct pr_mentry *e;
+        for (unsigned k = 0; k < PR_MCHUNKS; k++)
+            if (k > 0 || chunk_view(p, pr_load(&r->mchunk[0]), &e) > grown_cap(0))
+                chunk_drop(p, r, k);
         pr_store(&r->marray, 1u);
         return;
     }
@@ -141,6 +174,9 @@ void pr__members_remove(struct presence *p, struct pr_room *r, uint32_t pi, stru
         PR_KILL_POINT("members");
         moved->room_slot = s;
     }
+    if ((n - 1) % PR_MCHUNK_MAX == 0 && (n - 1) / PR_MCHUNK_MAX < PR_MCHUNKS)
+        /* the one entry of a chunk after the first went */
+        chunk_drop(p, r, (n - 1) / PR_MCHUNK_MAX);
 }
 
 void pr__members_rebuild(struct presence *p, uint32_t ri)
@@ -165,6 +201,11 @@ void pr__members_rebuild(struct presence *p, uint32_t ri)
 void pr__members_free(struct presence *p, struct pr_room *r)
 {
     pr_store(&r->marray, 1u);
-    for (unsigned k = 0; k < PR_MCHUNKS; k++)
-        pr__blob_free(p, pr_xchg(&r->mchunk[k], 0u)); /* forgotten, then freed */
+    for (unsigned k = 0; k < PR_MCHUNKS; k++) {
+        struct pr_mentry *e;
+        uint32_t ref = pr_xchg(&r->mchunk[k], 0u), cap = chunk_view(p, ref, &e);
+        if (ref)
+            pr__count(p, PR_C_MEMBERS, -chunk_cell(cap));
+        pr__blob_free(p, ref); /* forgotten, then freed */
+    }
 }

@@ -170,11 +170,16 @@ static int compute_layout(struct pr_header *h, const presence_options_t *o)
     /* The arena also holds the rooms' member arrays (members.c): on top of
      * what the caller asked for, 32 bytes per presence (an entry of 16 in a
      * chunk at least half full) and a smallest cell per room, within the
-     * arena's limit. Without room for them a join still succeeds: the room
-     * is then listed through its list. */
+     * arena's limit; the arrays keep within what was added (members_budget),
+     * so names and states keep what was asked for (pages are shared by size
+     * class, as between names and states). Without room for an array a join
+     * still succeeds: the room is then listed through its list. */
     uint64_t arrays = 32ull * o->presences + (uint64_t) PR_UNIT * o->rooms;
     uint64_t pages = (o->arena_bytes + arrays) / PR_PAGE_SIZE;
     h->arena_pages = (uint32_t) (pages < PR_MAX_ARENA_PAGES ? pages : PR_MAX_ARENA_PAGES);
+    uint64_t added =
+        (uint64_t) h->arena_pages * PR_PAGE_SIZE - o->arena_bytes / PR_PAGE_SIZE * PR_PAGE_SIZE;
+    h->members_budget = added < arrays ? added : arrays; /* names keep what was asked */
     h->max_age_ms = o->max_age_ms;
     h->nb_rooms = pow2_at_least(o->rooms);
     h->nb_conns = pow2_at_least(o->connections);
@@ -609,7 +614,8 @@ void presence_get_options(const presence_t *p, presence_options_t *o)
     o->presences = h->cap_pres;
     o->groups = h->cap_groups;
     o->group_members = h->cap_gmembers;
-    o->arena_bytes = (uint64_t) h->arena_pages * PR_PAGE_SIZE;
+    uint64_t arena = (uint64_t) h->arena_pages * PR_PAGE_SIZE; /* less the arrays' share */
+    o->arena_bytes = arena - (h->members_budget < arena ? h->members_budget : arena);
     o->ring_entries = h->ring_entries;
     o->procs = h->cap_procs;
     o->readers = h->cap_readers;

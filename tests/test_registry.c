@@ -1036,12 +1036,27 @@ static void test_rooms_listing(void **state)
 
 /* ---- room member arrays (members.c) ----------------------------------------- */
 
-/* Room @room's member array, white-box: whether it claims to be exact. */
-static bool array_exact(presence_t *p, const char *room)
+/* Room @room's record, white-box. */
+static const struct pr_room *room_rec(presence_t *p, const char *room)
 {
     int64_t ri = pr__room_find(p, room, strlen(room), pr__hash(p, room, strlen(room)));
     assert_true(ri >= 0);
-    return pr__room(p, (uint32_t) ri)->marray != 0;
+    return pr__room(p, (uint32_t) ri);
+}
+
+/* Whether room @room's member array claims to be exact. */
+static bool array_exact(presence_t *p, const char *room)
+{
+    return room_rec(p, room)->marray != 0;
+}
+
+/* The number of chunks room @room's member array holds. */
+static unsigned array_chunks(presence_t *p, const char *room)
+{
+    unsigned n = 0;
+    for (unsigned k = 0; k < PR_MCHUNKS; k++)
+        n += room_rec(p, room)->mchunk[k] != 0;
+    return n;
 }
 
 /* here_now of @room lists exactly the connections "c%05d" with @in[i] set,
@@ -1117,6 +1132,7 @@ static void test_member_array_chunks(void **state)
     }
     assert_true(array_exact(p, "big"));
     assert_int_equal(PR_MCHUNK_MAX, 4094);
+    assert_int_equal(array_chunks(p, "big"), 3);
     expect_members(p, "big", in, N, 1000);
     uint64_t x = 88172645463325252ull; /* xorshift64, fixed: the same order every run */
     for (unsigned left = 0; left < 6000;) {
@@ -1131,6 +1147,7 @@ static void test_member_array_chunks(void **state)
             assert_clean(p);
         }
     }
+    assert_int_equal(array_chunks(p, "big"), 1); /* 3,000 left: the others went */
     for (unsigned i = 0; i < N; i += 2)
         if (!in[i]) {
             member_join(p, "big", i);
@@ -1166,14 +1183,17 @@ static void test_member_array_beyond_chunks(void **state)
     assert_false(array_exact(p, "huge"));
     member_leave(p, "huge", n - 1); /* empty rooms stay until prune_rooms */
     in[n - 1] = false;
+    assert_int_equal(array_chunks(p, "huge"), 0); /* an empty room holds none */
     member_join(p, "huge", 1);
     assert_true(array_exact(p, "huge"));
+    assert_int_equal(array_chunks(p, "huge"), 1);
     assert_clean(p);
     free(in);
 }
 
-/* A chunk that cannot be allocated (a one-page arena whose cells are all of the
- * names' class) leaves the join done and the room listed through its list. */
+/* A chunk that cannot be allocated (beyond the arena's share for arrays, or
+ * no cell of its class) leaves the join done and the room listed through its
+ * list. */
 static void test_member_array_no_space(void **state)
 {
     presence_t *p = FX(state);
@@ -1183,7 +1203,7 @@ static void test_member_array_no_space(void **state)
         member_join(p, "r", i);
         in[i] = true;
     }
-    assert_false(array_exact(p, "r")); /* the 3rd entry needs a 128-byte cell */
+    assert_false(array_exact(p, "r"));
     expect_members(p, "r", in, N, 5);
     assert_clean(p);
     for (unsigned i = 0; i < N; i += 3) {
