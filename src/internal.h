@@ -162,13 +162,18 @@ static inline const char *pr__blob_get(const struct presence *p, uint32_t ref, u
     return pr__view_blob(&a, ref, len);
 }
 
-/* A hint that blob @ref will be read soon (a ref outside the arena: none). */
+/* A hint that blob @ref of view @a will be read soon (a ref outside: none). */
+static inline void pr__view_prefetch(const struct pr_arena_view *a, uint32_t ref)
+{
+    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT; /* ref 0 wraps around */
+    if (off < a->bytes)
+        __builtin_prefetch(a->base + off);
+}
+
 static inline void pr__blob_prefetch(const struct presence *p, uint32_t ref)
 {
     struct pr_arena_view a = pr__arena_view(p);
-    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT; /* ref 0 wraps around */
-    if (off < a.bytes)
-        __builtin_prefetch(a.base + off);
+    pr__view_prefetch(&a, ref);
 }
 
 /* Allocates a blob holding @data (@len bytes left as they are when @data is

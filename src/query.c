@@ -15,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* here_now asks for the names of the occupant this many ahead of the copy. */
+#define PR_HN_AHEAD 8
+
 static char *dup_blob(const struct presence *p, uint32_t ref, uint32_t len)
 {
     uint32_t n;
@@ -440,6 +443,10 @@ static int room_result_from_scratch(const struct presence *p, presence_room_resu
     bool bad = false;
     for (size_t i = 0; i < n; i++) {
         const struct occ_ref *o = &refs[i];
+        if (i + PR_HN_AHEAD < n) { /* the names are scattered: ask for them early */
+            pr__view_prefetch(&a, o[PR_HN_AHEAD].conn);
+            pr__view_prefetch(&a, o[PR_HN_AHEAD].uuid);
+        }
         char *conn = put_blob(&a, o->conn, o->conn_len, false, &str);
         /* anonymous: its uuid is the connection id */
         char *uuid = o->uuid ? put_blob(&a, o->uuid, o->uuid_len, false, &str) : conn;
