@@ -253,6 +253,9 @@ int pr__members_reserve(struct presence *p, uint32_t ri);
 void pr__members_add(struct presence *p, struct pr_room *r, uint32_t pi, struct pr_pres *q);
 void pr__members_remove(struct presence *p, struct pr_room *r, uint32_t pi, struct pr_pres *q);
 void pr__members_rebuild(struct presence *p, uint32_t ri);
+/* Makes room for occupancy entries, before a rebuild outside crash repair
+ * (allocates; 0 or an error, and then the array stays off). */
+int pr__members_fit(struct presence *p, uint32_t ri);
 void pr__members_free(struct presence *p, struct pr_room *r);
 
 /* ---- events (ring.c) ----------------------------------------------------- */

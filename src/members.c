@@ -95,24 +95,18 @@ static void chunk_drop(struct presence *p, struct pr_room *r, unsigned k)
     pr__retire(p, PR_ITEM(PR_K_BLOB, ref - 1));
 }
 
-int pr__members_reserve(struct presence *p, uint32_t ri)
+/* Replaces chunk @k of room @ri by one of @want entries holding the first
+ * @keep entries of the old one (which is retired). Within the arena's share
+ * for arrays, so that names never go short: beyond it (-ENOSPC), the room is
+ * listed through its list. */
+static int chunk_grow(struct presence *p, uint32_t ri, uint32_t k, uint32_t want, uint32_t keep)
 {
     struct pr_room *r = pr__room(p, ri);
-    if (!pr_load(&r->marray))
-        return 0;
-    uint32_t n = r->occupancy, k = n / PR_MCHUNK_MAX, used = n % PR_MCHUNK_MAX;
-    if (k >= PR_MCHUNKS)
-        return -ENOSPC;
     struct pr_mentry *old, *e;
     uint32_t prev = pr_load(&r->mchunk[k]), cap = chunk_view(p, prev, &old);
-    if (used < cap)
-        return 0;
-    if (used > cap)
-        return PRESENCE_ECORRUPT;
-    /* Within the arena's share for arrays, so that names never go short:
-     * beyond it, the room is listed through its list. */
-    uint32_t want = k == 0 ? grown_cap(cap) : PR_MCHUNK_MAX;
     int64_t cell = chunk_cell(want);
+    if (keep > cap || keep > want)
+        return PRESENCE_ECORRUPT;
     if (pr__counter(p, PR_C_MEMBERS) + cell > (int64_t) p->h->members_budget)
         return -ENOSPC;
     int64_t ref = pr__blob_new(p, NULL, want * (uint32_t) sizeof *e, PR_ITEM(PR_K_ROOM, ri));
@@ -122,7 +116,7 @@ int pr__members_reserve(struct presence *p, uint32_t ri)
     }
     pr__count(p, PR_C_MEMBERS, cell);
     chunk_view(p, (uint32_t) ref, &e);
-    for (uint32_t i = 0; i < used; i++)
+    for (uint32_t i = 0; i < keep; i++)
         entry_copy(&e[i], &old[i]);
     pr_smp_wmb(); /* the copy before the ref that publishes it */
     pr_store(&r->mchunk[k], (uint32_t) ref);
@@ -130,6 +124,43 @@ int pr__members_reserve(struct presence *p, uint32_t ri)
     if (prev) {
         pr__count(p, PR_C_MEMBERS, -chunk_cell(cap));
         pr__retire(p, PR_ITEM(PR_K_BLOB, prev - 1));
+    }
+    return 0;
+}
+
+int pr__members_reserve(struct presence *p, uint32_t ri)
+{
+    struct pr_room *r = pr__room(p, ri);
+    if (!pr_load(&r->marray))
+        return 0;
+    uint32_t n = r->occupancy, k = n / PR_MCHUNK_MAX, used = n % PR_MCHUNK_MAX;
+    if (k >= PR_MCHUNKS)
+        return -ENOSPC;
+    struct pr_mentry *e;
+    uint32_t cap = chunk_view(p, pr_load(&r->mchunk[k]), &e);
+    if (used < cap)
+        return 0;
+    return chunk_grow(p, ri, k, k == 0 ? grown_cap(cap) : PR_MCHUNK_MAX, used);
+}
+
+int pr__members_fit(struct presence *p, uint32_t ri)
+{
+    struct pr_room *r = pr__room(p, ri);
+    uint32_t n = r->occupancy;
+    if (n > PR_MCHUNKS * PR_MCHUNK_MAX)
+        return -ENOSPC;
+    for (uint32_t k = 0; k * PR_MCHUNK_MAX < n; k++) {
+        uint32_t need =
+            n - k * PR_MCHUNK_MAX < PR_MCHUNK_MAX ? n - k * PR_MCHUNK_MAX : PR_MCHUNK_MAX;
+        struct pr_mentry *e;
+        uint32_t want = chunk_view(p, pr_load(&r->mchunk[k]), &e);
+        if (want >= need)
+            continue;
+        while (want < need)
+            want = k == 0 ? grown_cap(want) : PR_MCHUNK_MAX;
+        int rc = chunk_grow(p, ri, k, want, 0);
+        if (rc)
+            return rc;
     }
     return 0;
 }

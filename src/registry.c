@@ -458,6 +458,58 @@ static int touch_conn(struct pr_conn *c)
     }
 }
 
+/* Prune's rooms whose member arrays it turned off (members_defer), to restore
+ * at its end: one removal after another in the same rooms would each move an
+ * entry and the presence it names (cold lines) for an array that prune mostly
+ * empties anyway. Per thread; on only inside presence_prune. */
+static __thread struct {
+    bool on;
+    uint32_t *rooms;
+    size_t n, cap;
+} deferred;
+
+/* In prune: turns room @ri's array off instead of keeping it, remembering the
+ * room. False (keep it) when the room empties (an empty array is exact) or
+ * there is no memory to remember it. */
+static bool members_defer(struct pr_room *r, uint32_t ri)
+{
+    if (!deferred.on || r->occupancy <= 1)
+        return false;
+    if (!pr_load(&r->marray))
+        return true; /* off already (this prune, or no room for it) */
+    if (deferred.n == deferred.cap) {
+        size_t nc = deferred.cap ? deferred.cap * 2 : 64;
+        uint32_t *v = realloc(deferred.rooms, nc * sizeof *v);
+        if (!v)
+            return false;
+        deferred.rooms = v;
+        deferred.cap = nc;
+    }
+    deferred.rooms[deferred.n++] = ri;
+    pr_store(&r->marray, 0u);
+    return true;
+}
+
+/* The end of prune: each room it turned off gets its array back (rebuilt from
+ * the list, under the lock; left off when it cannot get the memory). */
+static void members_restore_deferred(struct presence *p)
+{
+    for (size_t i = 0; i < deferred.n; i++) {
+        uint32_t ri = deferred.rooms[i];
+        struct pr_room *r = pr__room(p, ri);
+        if (!r || lock_room(p, ri) != 0)
+            continue;
+        if (is_live(&r->h) && !pr_load(&r->marray) && pr__members_fit(p, ri) == 0) {
+            room_write_begin(r);
+            pr__members_rebuild(p, ri);
+            room_write_end(r);
+        }
+        pr__unlock(&r->lock);
+    }
+    free(deferred.rooms);
+    memset(&deferred, 0, sizeof deferred);
+}
+
 /* Removes presence @pi from room @ri and connection @ci (both locked). */
 static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uint32_t pi,
                                enum pr_event_type why)
@@ -494,7 +546,8 @@ static void pres_remove_locked(struct presence *p, uint32_t ri, uint32_t ci, uin
             break;
         slot = &o->conn_next;
     }
-    pr__members_remove(p, r, pi, q);
+    if (!members_defer(r, ri))
+        pr__members_remove(p, r, pi, q);
     pr_store(&r->occupancy, r->occupancy - 1); /* read lock-free */
     pr_store(&r->anonymous, r->anonymous - (q->h.aux & 1u));
     pr_store(&c->npres, c->npres - 1);
@@ -915,6 +968,7 @@ int presence_prune(presence_t *p, uint64_t max_age_ms)
         max_age_ms > UINT64_MAX / 1000000ull ? UINT64_MAX : max_age_ms * 1000000ull;
     int count = 0;
     pr__emit_bulk_begin(p);
+    deferred.on = true;
     for (uint32_t ci = 0; ci < p->h->cap_conns; ci++) {
         struct pr_conn *c = pr__conn(p, ci);
         if (ci + 16 < p->h->cap_conns)
@@ -938,6 +992,7 @@ int presence_prune(presence_t *p, uint64_t max_age_ms)
         conn_remove_all(p, ci, PR_EV_TIMEOUT);
         count++;
     }
+    members_restore_deferred(p);
     pr__emit_bulk_end();
     pr__exit(p, t);
     return count;

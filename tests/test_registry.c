@@ -1191,6 +1191,41 @@ static void test_member_array_beyond_chunks(void **state)
     free(in);
 }
 
+/* Prune turns off the arrays of the rooms it removes from and rebuilds them at
+ * its end: a room left with members lists them from an exact array again, a
+ * room it empties holds at most a smallest chunk. */
+static void test_member_array_after_prune(void **state)
+{
+    presence_t *p = FX(state);
+    enum { N = 5000 };
+    static bool in[N];
+    for (unsigned i = 0; i < N; i++) { /* every 3rd expires; "gone" empties */
+        char conn[16], user[16];
+        snprintf(conn, sizeof conn, "c%05u", i);
+        snprintf(user, sizeof user, "u%05u", i);
+        assert_rc(presence_join_ex(p, "kept", conn, i % 2 ? NULL : user, i % 3 ? 0 : 20, 0, NULL),
+                  PRESENCE_JOINED);
+        in[i] = i % 3 != 0;
+        if (i < 200) {
+            snprintf(conn, sizeof conn, "g%05u", i);
+            assert_rc(presence_join_ex(p, "gone", conn, NULL, 20, 0, NULL), PRESENCE_JOINED);
+        }
+    }
+    assert_int_equal(array_chunks(p, "kept"), 2);
+    msleep(60); /* past the 20 ms and the stamps' lead (coarse clock + 4 ticks) */
+    assert_rc(presence_prune(p, 60000), (N + 2) / 3 + 200);
+    assert_true(array_exact(p, "kept"));
+    expect_members(p, "kept", in, N, 1000);
+    assert_true(array_exact(p, "gone"));
+    assert_true(array_chunks(p, "gone") <= 1);
+    assert_rc(presence_occupancy(p, "gone"), 0);
+    assert_clean(p);
+    member_leave(p, "kept", 1); /* and it is kept up again */
+    in[1] = false;
+    expect_members(p, "kept", in, N, 0);
+    assert_clean(p);
+}
+
 /* A chunk that cannot be allocated (beyond the arena's share for arrays, or
  * no cell of its class) leaves the join done and the room listed through its
  * list. */
@@ -2243,6 +2278,7 @@ int main(void)
         TC(test_member_array_chunks, cfg_members),
         TC(test_member_array_beyond_chunks, cfg_members),
         TC(test_member_array_no_space, cfg_arena1),
+        TC(test_member_array_after_prune, cfg_members),
         TC(test_full_groups, cfg_groups_small),
         T(test_events_counted),
         T(test_stats),
