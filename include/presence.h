@@ -393,7 +393,8 @@ typedef struct presence_stats {
     uint64_t limbo; /**< retired items not yet reclaimed */
     uint64_t max_age_ms;
     uint32_t state_max;
-    uint32_t bytes_per_presence; /**< presence record size, names and state excluded */
+    uint32_t bytes_per_presence; /**< a presence's record and its room member-array entry
+                                      (80), names and state excluded */
     uint64_t joins, leaves, expired, reclaimed;
     int32_t reaper_pid; /**< 0 when none */
     uint64_t ring_tail; /**< next event sequence number */

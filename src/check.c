@@ -559,7 +559,7 @@ int presence_stats(presence_t *p, presence_stats_t *s)
     s->limbo = pr__limbo_count(p);
     s->max_age_ms = h->max_age_ms;
     s->state_max = h->state_max;
-    s->bytes_per_presence = sizeof(struct pr_pres);
+    s->bytes_per_presence = sizeof(struct pr_pres) + sizeof(struct pr_mentry);
     s->joins = (uint64_t) pr__counter(p, PR_C_JOINS);
     s->leaves = (uint64_t) pr__counter(p, PR_C_LEAVES);
     s->expired = (uint64_t) pr__counter(p, PR_C_EXPIRED);
