@@ -21,7 +21,13 @@
  * section; readers copy them under the seqlock and bounds-check every ref. A
  * chunk is only replaced outside a write section by a larger copy of itself,
  * so a reader sees the same entries in either; the old one is retired through
- * limbo. Chunks are freed with the room (registry.c, pr__free_item).
+ * limbo. A chunk after the first is retired when its one entry leaves, an
+ * emptied room keeps at most a smallest chunk, and the rest are freed with the
+ * room (registry.c, pr__free_item). The arrays' cells are counted
+ * (PR_C_MEMBERS) and kept within the arena's share for them (members_budget),
+ * so names and states never go short because of them. Prune turns off the
+ * arrays of the rooms it removes from and rebuilds them at its end
+ * (registry.c, members_defer).
  */
 #include "internal.h"
 
@@ -84,15 +90,22 @@ static int64_t chunk_cell(uint32_t cap)
     return cell;
 }
 
-/* Forgets chunk @k of @r and retires it (a reader may be copying it). */
-static void chunk_drop(struct presence *p, struct pr_room *r, unsigned k)
+/* Forgets chunk @k of @r (its cell leaves the arrays' count); its ref or 0. */
+static uint32_t chunk_forget(struct presence *p, struct pr_room *r, unsigned k)
 {
     struct pr_mentry *e;
     uint32_t ref = pr_xchg(&r->mchunk[k], 0u), cap = chunk_view(p, ref, &e);
-    if (!ref)
-        return;
-    pr__count(p, PR_C_MEMBERS, -chunk_cell(cap));
-    pr__retire(p, PR_ITEM(PR_K_BLOB, ref - 1));
+    if (ref)
+        pr__count(p, PR_C_MEMBERS, -chunk_cell(cap));
+    return ref;
+}
+
+/* Forgets chunk @k of @r and retires it (a reader may be copying it). */
+static void chunk_drop(struct presence *p, struct pr_room *r, unsigned k)
+{
+    uint32_t ref = chunk_forget(p, r, k);
+    if (ref)
+        pr__retire(p, PR_ITEM(PR_K_BLOB, ref - 1));
 }
 
 /* Replaces chunk @k of room @ri by one of @want entries holding the first
@@ -232,11 +245,6 @@ void pr__members_rebuild(struct presence *p, uint32_t ri)
 void pr__members_free(struct presence *p, struct pr_room *r)
 {
     pr_store(&r->marray, 1u);
-    for (unsigned k = 0; k < PR_MCHUNKS; k++) {
-        struct pr_mentry *e;
-        uint32_t ref = pr_xchg(&r->mchunk[k], 0u), cap = chunk_view(p, ref, &e);
-        if (ref)
-            pr__count(p, PR_C_MEMBERS, -chunk_cell(cap));
-        pr__blob_free(p, ref); /* forgotten, then freed */
-    }
+    for (unsigned k = 0; k < PR_MCHUNKS; k++)
+        pr__blob_free(p, chunk_forget(p, r, k)); /* forgotten, then freed */
 }

@@ -469,14 +469,19 @@ static __thread struct {
 } deferred;
 
 /* In prune: turns room @ri's array off instead of keeping it, remembering the
- * room. False (keep it) when the room empties (an empty array is exact) or
- * there is no memory to remember it. */
+ * room. False (keep it) when the room empties (an empty array is exact), when
+ * it is large (its rebuild walks the list: one dependent miss per member left,
+ * so a large room losing a few keeps its array up one removal at a time), or
+ * when there is no memory to remember it. */
+#define PR_DEFER_MAX 1024u
 static bool members_defer(struct pr_room *r, uint32_t ri)
 {
     if (!deferred.on || r->occupancy <= 1)
         return false;
     if (!pr_load(&r->marray))
         return true; /* off already (this prune, or no room for it) */
+    if (r->occupancy > PR_DEFER_MAX)
+        return false;
     if (deferred.n == deferred.cap) {
         size_t nc = deferred.cap ? deferred.cap * 2 : 64;
         uint32_t *v = realloc(deferred.rooms, nc * sizeof *v);

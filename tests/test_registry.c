@@ -1191,9 +1191,10 @@ static void test_member_array_beyond_chunks(void **state)
     free(in);
 }
 
-/* Prune turns off the arrays of the rooms it removes from and rebuilds them at
- * its end: a room left with members lists them from an exact array again, a
- * room it empties holds at most a smallest chunk. */
+/* Prune turns off the arrays of the rooms of up to 1,024 it removes from and
+ * rebuilds them at its end ("mid"); a larger room keeps its array up removal by
+ * removal ("kept"); a room it empties holds at most a smallest chunk ("gone").
+ * Each lists its members from an exact array after. */
 static void test_member_array_after_prune(void **state)
 {
     presence_t *p = FX(state);
@@ -1210,12 +1211,16 @@ static void test_member_array_after_prune(void **state)
             snprintf(conn, sizeof conn, "g%05u", i);
             assert_rc(presence_join_ex(p, "gone", conn, NULL, 20, 0, NULL), PRESENCE_JOINED);
         }
+        if (i < 600) /* the same connections, so the same expiries */
+            member_join(p, "mid", i);
     }
     assert_int_equal(array_chunks(p, "kept"), 2);
     msleep(60); /* past the 20 ms and the stamps' lead (coarse clock + 4 ticks) */
     assert_rc(presence_prune(p, 60000), (N + 2) / 3 + 200);
     assert_true(array_exact(p, "kept"));
     expect_members(p, "kept", in, N, 1000);
+    assert_true(array_exact(p, "mid"));
+    expect_members(p, "mid", in, 600, 100);
     assert_true(array_exact(p, "gone"));
     assert_true(array_chunks(p, "gone") <= 1);
     assert_rc(presence_occupancy(p, "gone"), 0);
