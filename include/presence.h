@@ -321,7 +321,11 @@ enum {
  * Occupancy and occupants of @p rooms and of the rooms of @p groups (each room
  * once). A room that does not exist answers occupancy 0. Each room's answer is a
  * consistent snapshot: with no limit, occupancy equals the occupants listed.
- * @p limit caps occupants per room (0 = no cap); @p offset skips that many.
+ * Occupants come in no particular order (a leave moves the room's last one into
+ * its place), so pages taken with @p offset add up to the room only while it
+ * does not change. @p limit caps occupants per room (0 = no cap); @p offset
+ * skips that many. Free the answer with presence_here_now_free() (which keeps
+ * one occupant block per thread for the next call).
  * @return 0, PRESENCE_ENAME*, PRESENCE_ENOGROUP, -ENOMEM. Never blocks.
  */
 PRESENCE_EXTERN int presence_here_now(presence_t *p, const char *const *rooms, size_t nrooms,
