@@ -133,7 +133,7 @@ struct pr_room {
      * then walk the list. */
     uint32_t marray;
     uint32_t mchunk[PR_MCHUNKS];
-    uint8_t pad1[128 - 24 - 32 - sizeof(pr_lock_t) - 4 - 4 * PR_MCHUNKS];
+    uint8_t pad1[128 - 24 - 32 - sizeof(pr_lock_t) - sizeof(uint32_t) * (1 + PR_MCHUNKS)];
 };
 
 #define PR_CONN_INLINE 40u

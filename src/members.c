@@ -39,7 +39,7 @@ static uint32_t chunk_view(const struct presence *p, uint32_t ref, struct pr_men
 {
     uint32_t len = 0;
     const char *d = ref ? pr__blob_get(p, ref, &len) : NULL;
-    *out = (struct pr_mentry *) (uintptr_t) d;
+    *out = (struct pr_mentry *) (void *) (char *) d; /* the writer's view */
     return d ? len / (uint32_t) sizeof(struct pr_mentry) : 0;
 }
 

@@ -349,7 +349,7 @@ static int walk_array(struct presence *p, const struct pr_room *r, bool with_sta
             return -ENOMEM;
     struct occ_ref *refs = scratch.refs;
     for (size_t i = lo; i < end;) {
-        uint32_t k = (uint32_t) (i / PR_MCHUNK_MAX), len;
+        uint32_t k = (uint32_t) (i / PR_MCHUNK_MAX), len = 0;
         const struct pr_mentry *e = (const struct pr_mentry *) (const void *) pr__view_blob(
             &a, pr_load(&r->mchunk[k]), &len);
         size_t first = (size_t) k * PR_MCHUNK_MAX, stop = first + len / sizeof *e;
