@@ -138,9 +138,10 @@ static inline struct pr_arena_view pr__arena_view(const struct presence *p)
 
 /* Payload of blob @ref in view @a, with its length (@len may be NULL), or
  * NULL when the ref is out of bounds or its header is inconsistent: the
- * header inside the arena (ref 0 wraps around and fails; so does any ref of an
- * arena smaller than a header), the data inside the arena and the page. Lock-free; call inside a
- * read section. No page metadata read: a corrupted header can only yield bytes inside the arena. */
+ * header inside the arena (ref 0 wraps around and fails; so does any ref of
+ * an arena smaller than a header), the data inside the arena and the page.
+ * Lock-free; call inside a read section. No page metadata read: a corrupted
+ * header can only yield bytes inside the arena. */
 static inline const char *pr__view_blob(const struct pr_arena_view *a, uint32_t ref, uint32_t *len)
 {
     uint64_t off = ((uint64_t) ref - 1) * PR_UNIT;
@@ -176,9 +177,9 @@ static inline void pr__blob_prefetch(const struct presence *p, uint32_t ref)
     pr__view_prefetch(&a, ref);
 }
 
-/* Allocates a blob holding @data (@len bytes left as they are when @data is
- * NULL), owned by item @owner. Returns the ref (> 0),
- * or -ENOSPC. Recorded in the caller's reader slot until pr__blob_attached(). */
+/* Allocates a blob of @len bytes holding @data (left as they are when @data
+ * is NULL), owned by item @owner. Returns the ref (> 0), or -ENOSPC. Recorded
+ * in the caller's reader slot until pr__blob_attached(). */
 int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_t owner);
 void pr__blob_attached(struct presence *p);
 void pr__blob_free(struct presence *p, uint32_t ref);
