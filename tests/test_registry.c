@@ -1032,8 +1032,6 @@ static void test_rooms_listing(void **state)
     assert_clean(p);
 }
 
-/* ---- state --------------------------------------------------------------------------- */
-
 /* ---- room member arrays (members.c) ----------------------------------------- */
 
 /* Room @room's record, white-box. */
@@ -1253,6 +1251,8 @@ static void test_member_array_no_space(void **state)
     expect_members(p, "r", in, N, 4);
     assert_clean(p);
 }
+
+/* ---- state --------------------------------------------------------------------------- */
 
 static void test_state_replace(void **state)
 {
