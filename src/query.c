@@ -331,6 +331,19 @@ static int scratch_grow(void)
     return 0;
 }
 
+/* Records one occupant (its names' refs and lengths, its state's ref) in @o;
+ * returns the bytes its names take in the answer, NULs included. */
+static inline size_t occ_set(struct occ_ref *o, uint32_t conn, uint32_t cl, uint32_t user,
+                             uint32_t ul, uint32_t state)
+{
+    o->conn = conn;
+    o->conn_len = (uint16_t) cl;
+    o->uuid = ul ? user : 0; /* anonymous: the connection id is its uuid */
+    o->uuid_len = (uint16_t) ul;
+    o->state = state;
+    return cl + 1 + (ul ? ul + 1 : 0);
+}
+
 /* Room @ri's member array (members.c), read under the caller's seqlock: the
  * occupancy and, when listing, the entries in the window [lo, hi), in array
  * order. Returns 0 or PRESENCE_ECORRUPT (a chunk missing or too small: a
@@ -357,20 +370,15 @@ static int walk_array(struct presence *p, const struct pr_room *r, bool with_sta
             return PRESENCE_ECORRUPT;
         for (stop = stop < end ? stop : end; i < stop; i++) {
             const struct pr_mentry *m = &e[i - first];
-            struct occ_ref *o = &refs[nrefs++];
-            uint32_t cl = pr_load(&m->conn_len), ul = pr_load(&m->user_len);
-            o->conn = pr_load(&m->conn_blob);
-            o->conn_len = (uint16_t) cl;
-            o->uuid = ul ? pr_load(&m->user_blob) : 0;
-            o->uuid_len = (uint16_t) ul;
-            o->state = 0;
+            uint32_t state = 0;
             if (with_state) {
                 uint32_t pi = pr_load(&m->pres);
                 if (pi >= cap)
                     return PRESENCE_ECORRUPT;
-                o->state = pr_load(&pres[pi].state_blob);
+                state = pr_load(&pres[pi].state_blob);
             }
-            bytes += cl + 1 + (ul ? ul + 1 : 0);
+            bytes += occ_set(&refs[nrefs++], pr_load(&m->conn_blob), pr_load(&m->conn_len),
+                             pr_load(&m->user_blob), pr_load(&m->user_len), state);
         }
     }
     scratch.nrefs = nrefs;
@@ -410,14 +418,8 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
                     refs = scratch.refs;
                     caprefs = scratch.caprefs;
                 }
-                struct occ_ref *o = &refs[nrefs++];
-                uint32_t cl = q->conn_len, ul = q->user_len;
-                o->conn = q->conn_blob;
-                o->conn_len = (uint16_t) cl;
-                o->uuid = ul ? q->user_blob : 0;
-                o->uuid_len = (uint16_t) ul;
-                o->state = with_state ? pr_load(&q->state_blob) : 0;
-                bytes += cl + 1 + (ul ? ul + 1 : 0);
+                bytes += occ_set(&refs[nrefs++], q->conn_blob, q->conn_len, q->user_blob,
+                                 q->user_len, with_state ? pr_load(&q->state_blob) : 0);
             }
         }
         cur = pr_load(&q->room_next);
