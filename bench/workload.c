@@ -7,11 +7,12 @@
  * with every run) and the loop's own bookkeeping (a few ns). here_now, prune's readers
  * and the mixed scenario time every call (one sample's end is the next one's start);
  * the short unpipelined operations (touch, join_leave, where_now, get_state) time one
- * call in WL_TIMED_STRIDE and run the others untimed, so that their throughput is the
- * operations' and not the clock's (a reading costs 28 ns here, as much as a touch by
- * handle); their percentiles come from the timed calls. A batch of n pipelined
- * operations records its round trip n times. Samples started before the warm-up ends
- * are not recorded.
+ * call in WL_TIMED_STRIDE on average, at random intervals (a fixed one fell in step
+ * with the library's reclaim, every 64 retirements: 16 join_leave pairs), and run the
+ * others untimed, so that their throughput is the operations' and not the clock's (a
+ * reading costs 28 ns here, as much as a touch by handle); their percentiles come from
+ * the timed calls. A batch of n pipelined operations records its round trip n times.
+ * Samples started before the warm-up ends are not recorded.
  */
 #include "workload.h"
 
@@ -494,8 +495,8 @@ static int fatal(wl_worker_t *w, int rc)
 }
 
 /* The timed loop: runs @p fn into row @p row, @p batch calls per timed sample; with
- * @p stride > 1, each sample follows stride - 1 untimed calls (counted as operations,
- * not as samples), so that the clock's cost stays out of the throughput. */
+ * @p stride > 1, each sample follows untimed calls, stride - 1 on average (counted as
+ * operations, not as samples), so that the clock's cost stays out of the throughput. */
 static int run_loop(wl_worker_t *w, wl_op_fn fn, unsigned row, unsigned batch, unsigned stride,
                     uint64_t quota, enum wl_stop stop)
 {
@@ -521,7 +522,9 @@ static int run_loop(wl_worker_t *w, wl_op_fn fn, unsigned row, unsigned batch, u
         } else if (measured >= quota) {
             break;
         }
-        uint64_t bad = 0, untimed = stride - 1;
+        /* a random count (mean stride - 1), so that the timed calls do not fall in
+         * step with anything periodic in the store (reclaim every 64 retirements) */
+        uint64_t bad = 0, untimed = stride > 1 ? rnd(w, 2 * (uint64_t) stride - 1) : 0;
         if (c->t_end == 0 && stop == STOP_NORMAL && quota - measured <= untimed)
             untimed = quota - measured - 1; /* count mode: end on the quota */
         for (uint64_t i = 0; i < untimed; i++) {
