@@ -489,10 +489,6 @@ static int room_result_from_scratch(const struct presence *p, presence_room_resu
     presence_occupant_t *occ = (presence_occupant_t *) (void *) block;
     char *str = block + n * sizeof(presence_occupant_t);
     bool bad = false;
-    for (size_t i = 0; i < n && i < PR_HN_AHEAD; i++) { /* the first ones, all at once */
-        pr__view_prefetch(&a, refs[i].conn);
-        pr__view_prefetch(&a, refs[i].uuid);
-    }
     for (size_t i = 0; i < n; i++) {
         const struct occ_ref *o = &refs[i];
         if (i + PR_HN_AHEAD < n) { /* the names are scattered: ask for them early */
