@@ -24,7 +24,8 @@ typedef enum bench_op {
 
 #define BENCH_MAX_PROCS    256
 #define BENCH_MAX_HERE_NOW 2
-/* unpipelined touch, join_leave, where_now and get_state time one call in this many */
+/* unpipelined touch, join_leave, where_now and get_state time one call in this many,
+ * on average (workload.c: run_loop) */
 #define WL_TIMED_STRIDE    16u
 
 typedef struct bench_config {

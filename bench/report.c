@@ -256,8 +256,8 @@ void report_header(FILE *out, const bench_config_t *cfg, const char *const *back
     fprintf(out,
             "\nclock:      CLOCK_MONOTONIC, %llu ns per reading; every latency below "
             "includes one reading;\n            unpipelined touch, join_leave, where_now and "
-            "get_state time 1 call in %u\n            (their ops/s are the calls', without "
-            "the clock), here_now and mixed every call\n",
+            "get_state time 1 call in %u\n            on average, at random (their ops/s leave "
+            "the clock out); the others every call\n",
             (unsigned long long) cfg->clock_ns, WL_TIMED_STRIDE);
     report_build_warning(out);
 }
