@@ -918,6 +918,7 @@ int presence_maintain(presence_t *p)
         if (t) {
             pr__remove_dead_owners(p);
             pr__finish_removals(p);
+            pr__members_restore_all(p);
             pr__exit(p, t);
         }
         pr__subs_collect(p);

@@ -129,8 +129,8 @@ struct pr_room {
     pr_lock_t lock;       /* guards members, counters and the member array */
     /* The member array (members.c): entries 0 .. occupancy-1, entry i in chunk
      * i / PR_MCHUNK_MAX (blob refs). Exact while marray is 1; 0 after a failed
-     * allocation or an inconsistency, until the room is empty again: readers
-     * then walk the list. */
+     * allocation or an inconsistency, until the room is empty again or the
+     * maintenance after a death rebuilds it: readers then walk the list. */
     uint32_t marray;
     uint32_t mchunk[PR_MCHUNKS];
     uint8_t pad1[128 - 24 - 32 - sizeof(pr_lock_t) - sizeof(uint32_t) * (1 + PR_MCHUNKS)];

@@ -15,7 +15,10 @@
  * The list (room_next / room_prev) stays the source of truth: a crashed
  * writer's repair rebuilds the array from it, and a writer that meets an
  * inconsistency, or cannot allocate a chunk, sets marray to 0, which sends
- * readers to the list until the room is empty again (an empty array is exact).
+ * readers to the list until the room is empty again (an empty array is exact)
+ * or the maintenance after a process's death rebuilds it
+ * (pr__members_restore_all: a prune killed before its end leaves off the
+ * arrays of every room it had removed from).
  *
  * Writers change entries under the room lock, inside the room's seqlock write
  * section; readers copy them under the seqlock and bounds-check every ref. A

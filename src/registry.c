@@ -495,24 +495,42 @@ static bool members_defer(struct pr_room *r, uint32_t ri)
     return true;
 }
 
-/* The end of prune: each room it turned off gets its array back (rebuilt from
- * the list, under the lock; left off when it cannot get the memory). */
+/* Gives room @ri its array back if it is off: rebuilt from the list, under the
+ * lock; left off when it cannot get the memory. */
+static void members_turn_on(struct presence *p, uint32_t ri)
+{
+    struct pr_room *r = pr__room(p, ri);
+    if (!r || lock_room(p, ri) != 0)
+        return;
+    if (is_live(&r->h) && !pr_load(&r->marray) && pr__members_fit(p, ri) == 0) {
+        room_write_begin(r);
+        pr__members_rebuild(p, ri);
+        room_write_end(r);
+    }
+    pr__unlock(&r->lock);
+}
+
+/* The end of prune: each room it turned off gets its array back. */
 static void members_restore_deferred(struct presence *p)
 {
-    for (size_t i = 0; i < deferred.n; i++) {
-        uint32_t ri = deferred.rooms[i];
-        struct pr_room *r = pr__room(p, ri);
-        if (!r || lock_room(p, ri) != 0)
-            continue;
-        if (is_live(&r->h) && !pr_load(&r->marray) && pr__members_fit(p, ri) == 0) {
-            room_write_begin(r);
-            pr__members_rebuild(p, ri);
-            room_write_end(r);
-        }
-        pr__unlock(&r->lock);
-    }
+    for (size_t i = 0; i < deferred.n; i++)
+        members_turn_on(p, deferred.rooms[i]);
     free(deferred.rooms);
     memset(&deferred, 0, sizeof deferred);
+}
+
+int pr__members_restore_all(struct presence *p)
+{
+    int count = 0;
+    for (uint32_t ri = 0; ri < p->h->cap_rooms; ri++) {
+        struct pr_room *r = pr__room(p, ri);
+        if (!r || !is_live(&r->h) || pr_load(&r->marray) ||
+            pr_load(&r->occupancy) > PR_MCHUNKS * PR_MCHUNK_MAX)
+            continue;
+        members_turn_on(p, ri);
+        count += pr_load(&r->marray) != 0;
+    }
+    return count;
 }
 
 /* Removes presence @pi from room @ri and connection @ci (both locked). */

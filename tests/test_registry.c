@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1229,6 +1231,66 @@ static void test_member_array_after_prune(void **state)
     assert_clean(p);
 }
 
+/* A prune killed before its end leaves the arrays of the rooms it removed from
+ * turned off (it turns them back on at its end), and a later prune does not
+ * turn on what it did not turn off: the maintenance after the death does. The
+ * child only calls the library and dies at a kill point; the parent asserts. */
+static void test_member_array_after_killed_prune(void **state)
+{
+    struct fx *f = *state;
+    presence_t *p = f->p;
+    enum { ROOMS = 8, N = 800 };
+    static bool in[N];
+    char room[ROOMS][8];
+    for (unsigned r = 0; r < ROOMS; r++)
+        snprintf(room[r], sizeof room[r], "k%u", r);
+    for (unsigned i = 0; i < N; i++) { /* every 3rd expires, in every room */
+        char conn[16], user[16];
+        snprintf(conn, sizeof conn, "c%05u", i);
+        snprintf(user, sizeof user, "u%05u", i);
+        assert_rc(presence_join_ex(p, room[i % ROOMS], conn, i % 2 ? NULL : user, i % 3 ? 0 : 20, 0,
+                                   NULL),
+                  PRESENCE_JOINED);
+    }
+    msleep(60); /* past the 20 ms and the stamps' lead */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* dies inside its 40th removal, holding that room's lock */
+        presence_t *q;
+        setenv("PRESENCE_TEST_KILL_AT", "unlink:40", 1);
+        if (presence_open(f->name, NULL, &q) != 0)
+            _exit(2);
+        presence_prune(q, 60000);
+        _exit(3);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    unsigned off = 0;
+    for (unsigned r = 0; r < ROOMS; r++)
+        off += !array_exact(p, room[r]);
+    assert_int_equal(off, ROOMS);                    /* all removed from, none emptied */
+    for (unsigned tries = 0; tries < 200; tries++) { /* until the death is seen */
+        assert_true(presence_maintain(p) >= 0);
+        off = 0;
+        for (unsigned r = 0; r < ROOMS; r++)
+            off += !array_exact(p, room[r]);
+        if (off == 0)
+            break;
+        msleep(5);
+    }
+    assert_int_equal(off, 0);
+    assert_clean(p);
+    assert_true(presence_prune(p, 60000) > 0); /* the expired ones the child left */
+    for (unsigned r = 0; r < ROOMS; r++) {
+        for (unsigned i = 0; i < N; i++)
+            in[i] = i % ROOMS == r && i % 3 != 0;
+        assert_true(array_exact(p, room[r]));
+        expect_members(p, room[r], in, N, 7);
+    }
+    assert_clean(p);
+}
+
 /* A chunk that cannot be allocated (beyond the arena's share for arrays, or
  * no cell of its class) leaves the join done and the room listed through its
  * list. */
@@ -2284,6 +2346,7 @@ int main(void)
         TC(test_member_array_beyond_chunks, cfg_members),
         TC(test_member_array_no_space, cfg_arena1),
         TC(test_member_array_after_prune, cfg_members),
+        TC(test_member_array_after_killed_prune, cfg_members),
         TC(test_full_groups, cfg_groups_small),
         T(test_events_counted),
         T(test_stats),
