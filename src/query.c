@@ -449,19 +449,36 @@ static inline void copy_short(char *d, const char *s, size_t n)
     }
 }
 
-/* Copies blob @ref, which must hold @want bytes (any length when @any), and a
- * NUL to *@at, advancing it. NULL when the blob does not match (corruption). */
-static inline char *put_blob(const struct pr_arena_view *a, uint32_t ref, uint32_t want, bool any,
-                             char **at)
+/* Copies blob @ref (a state, whatever its length) and a NUL to *@at, advancing
+ * it. NULL when the ref does not check out (corruption). */
+static inline char *put_blob(const struct pr_arena_view *a, uint32_t ref, char **at)
 {
     uint32_t n;
     const char *d = pr__view_blob(a, ref, &n);
-    if (!d || (!any && n != want))
+    if (!d)
         return NULL;
     char *s = *at;
     copy_short(s, d, n);
     s[n] = '\0';
     *at = s + n + 1;
+    return s;
+}
+
+/* The same for a name, which must hold @want bytes (its length as the snapshot
+ * recorded it): the checks fold into two compares (the ref, and the header and
+ * name inside the arena) and one of the blob's own length. */
+static inline char *put_name(const struct pr_arena_view *a, uint32_t ref, uint32_t want, char **at)
+{
+    uint64_t off = ((uint64_t) ref - 1) * PR_UNIT; /* ref 0 wraps around */
+    if (off >= a->bytes || a->bytes - off < (uint64_t) PR_BLOB_HDR + want)
+        return NULL;
+    const struct pr_blob *b = (const struct pr_blob *) (const void *) (a->base + off);
+    if (pr_load(&b->len) != want)
+        return NULL;
+    char *s = *at;
+    copy_short(s, (const char *) (b + 1), want);
+    s[want] = '\0';
+    *at = s + want + 1;
     return s;
 }
 
@@ -495,14 +512,14 @@ static int room_result_from_scratch(const struct presence *p, presence_room_resu
             pr__view_prefetch(&a, o[PR_HN_AHEAD].conn);
             pr__view_prefetch(&a, o[PR_HN_AHEAD].uuid);
         }
-        char *conn = put_blob(&a, o->conn, o->conn_len, false, &str);
+        char *conn = put_name(&a, o->conn, o->conn_len, &str);
         /* anonymous: its uuid is the connection id */
-        char *uuid = o->uuid ? put_blob(&a, o->uuid, o->uuid_len, false, &str) : conn;
+        char *uuid = o->uuid ? put_name(&a, o->uuid, o->uuid_len, &str) : conn;
         occ[i].conn = conn;
         occ[i].uuid = uuid;
         occ[i].state = NULL;
         if (with_state && o->state) {
-            occ[i].state = put_blob(&a, o->state, 0, true, &str);
+            occ[i].state = put_blob(&a, o->state, &str);
             bad |= !occ[i].state;
         }
         bad |= !conn || !uuid;
