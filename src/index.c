@@ -27,6 +27,20 @@ static bool word_is_printable(uint64_t w)
     return ((w | ((w - 0x20 * ones) & ~w) | ((del - ones) & ~del)) & highs) == 0;
 }
 
+/* A name of 1 to 7 bytes as one word for word_is_printable: its bytes (two
+ * overlapping loads from 4 bytes up; the first, middle and last below that),
+ * the rest spaces. */
+static uint64_t short_name_word(const unsigned char *u, size_t n)
+{
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, u, 4);
+        memcpy(&b, u + n - 4, 4);
+        return (uint64_t) a | ((uint64_t) b << 32);
+    }
+    return 0x2020202020000000ull | u[0] | ((uint64_t) u[n / 2] << 8) | ((uint64_t) u[n - 1] << 16);
+}
+
 int pr__validate_name(const char *s, size_t *len)
 {
     if (!s)
@@ -35,11 +49,25 @@ int pr__validate_name(const char *s, size_t *len)
     if (n == 0 || n > PRESENCE_NAME_MAX)
         return PRESENCE_ENAMELEN;
     const unsigned char *u = (const unsigned char *) s;
+    /* fast path: printable ASCII, 8 bytes at a time, the last 8 overlapping the
+     * words before; a word that is not goes to the byte loop below, which finds
+     * what it is */
     size_t i = 0;
-    for (uint64_t w; i + 8 <= n; i += 8) { /* fast path: printable ASCII, 8 at a time */
-        memcpy(&w, u + i, 8);
-        if (!word_is_printable(w))
-            break; /* the byte loop below finds what it is */
+    if (n < 8) {
+        if (word_is_printable(short_name_word(u, n)))
+            i = n;
+    } else {
+        uint64_t w;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, u + i, 8);
+            if (!word_is_printable(w))
+                break;
+        }
+        if (i < n && i + 8 > n) {
+            memcpy(&w, u + n - 8, 8);
+            if (word_is_printable(w))
+                i = n;
+        }
     }
     while (i < n) {
         unsigned c = u[i];

@@ -1660,6 +1660,15 @@ static const struct bad_name *bad_names(size_t *n)
         {"\xc2\x85", PRESENCE_ENAMECTRL}, /* C1: NEL */
         {"\xc2\x80", PRESENCE_ENAMECTRL},
         {"\xc2\x9f", PRESENCE_ENAMECTRL},
+        /* where the word-at-a-time checks reach: names under 8 bytes in one
+         * word, the last 8 bytes of longer ones overlapping the words before */
+        {"a\001b", PRESENCE_ENAMECTRL},
+        {"ab\x7f", PRESENCE_ENAMECTRL},
+        {"abc\037e", PRESENCE_ENAMECTRL},
+        {"abcdef\x80", PRESENCE_ENAMEUTF8},
+        {"abcdefgh\x7f", PRESENCE_ENAMECTRL},
+        {"abcdefghijklmn\x01", PRESENCE_ENAMECTRL},
+        {"abcdefgh\xc3", PRESENCE_ENAMEUTF8},
     };
     *n = sizeof t / sizeof *t;
     return t;
