@@ -259,9 +259,8 @@ void pr__members_rebuild(struct presence *p, uint32_t ri);
 int pr__members_fit(struct presence *p, uint32_t ri);
 /* Turns the member array of every live room whose array is off (a prune that
  * died before its end, a chunk that could not be allocated) back on where it
- * now fits; takes each such room's lock. Inside a read section. Returns how
- * many it turned on. */
-int pr__members_restore_all(struct presence *p);
+ * now fits; takes each such room's lock. Inside a read section. */
+void pr__members_restore_all(struct presence *p);
 void pr__members_free(struct presence *p, struct pr_room *r);
 
 /* ---- events (ring.c) ----------------------------------------------------- */

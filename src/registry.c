@@ -519,18 +519,14 @@ static void members_restore_deferred(struct presence *p)
     memset(&deferred, 0, sizeof deferred);
 }
 
-int pr__members_restore_all(struct presence *p)
+void pr__members_restore_all(struct presence *p)
 {
-    int count = 0;
     for (uint32_t ri = 0; ri < p->h->cap_rooms; ri++) {
         struct pr_room *r = pr__room(p, ri);
-        if (!r || !is_live(&r->h) || pr_load(&r->marray) ||
-            pr_load(&r->occupancy) > PR_MCHUNKS * PR_MCHUNK_MAX)
-            continue;
-        members_turn_on(p, ri);
-        count += pr_load(&r->marray) != 0;
+        if (r && is_live(&r->h) && !pr_load(&r->marray) &&
+            pr_load(&r->occupancy) <= PR_MCHUNKS * PR_MCHUNK_MAX)
+            members_turn_on(p, ri);
     }
-    return count;
 }
 
 /* Removes presence @pi from room @ri and connection @ci (both locked). */
