@@ -74,16 +74,6 @@ static void entry_copy(struct pr_mentry *d, const struct pr_mentry *s)
     pr_store(&d->user_len, pr_load(&s->user_len));
 }
 
-/* The capacity chunk 0 grows to from @cap: the next arena class, filled. */
-static uint32_t grown_cap(uint32_t cap)
-{
-    for (uint64_t cell = PR_UNIT;; cell *= 2) {
-        uint32_t c = (uint32_t) ((cell - PR_BLOB_HDR) / sizeof(struct pr_mentry));
-        if (c > cap || c >= PR_MCHUNK_MAX)
-            return c < PR_MCHUNK_MAX ? c : PR_MCHUNK_MAX;
-    }
-}
-
 /* The arena cell a chunk of @cap entries takes. */
 static int64_t chunk_cell(uint32_t cap)
 {
@@ -91,6 +81,14 @@ static int64_t chunk_cell(uint32_t cap)
     while ((uint64_t) cell < (uint64_t) cap * sizeof(struct pr_mentry) + PR_BLOB_HDR)
         cell *= 2;
     return cell;
+}
+
+/* The capacity chunk 0 grows to from @cap: the smallest cell that holds one
+ * more entry, filled (at most PR_MCHUNK_MAX). */
+static uint32_t grown_cap(uint32_t cap)
+{
+    uint64_t c = ((uint64_t) chunk_cell(cap + 1) - PR_BLOB_HDR) / sizeof(struct pr_mentry);
+    return c < PR_MCHUNK_MAX ? (uint32_t) c : PR_MCHUNK_MAX;
 }
 
 /* Forgets chunk @k of @r (its cell leaves the arrays' count); its ref or 0. */

@@ -449,19 +449,23 @@ static inline void copy_short(char *d, const char *s, size_t n)
     }
 }
 
-/* Copies blob @ref (a state, whatever its length) and a NUL to *@at, advancing
- * it. NULL when the ref does not check out (corruption). */
-static inline char *put_blob(const struct pr_arena_view *a, uint32_t ref, char **at)
+/* Copies @n bytes from @d and a NUL to *@at, advancing it; the copy. */
+static inline char *put_str(char **at, const char *d, uint32_t n)
 {
-    uint32_t n;
-    const char *d = pr__view_blob(a, ref, &n);
-    if (!d)
-        return NULL;
     char *s = *at;
     copy_short(s, d, n);
     s[n] = '\0';
     *at = s + n + 1;
     return s;
+}
+
+/* Copies blob @ref (a state, whatever its length) with put_str. NULL when the
+ * ref does not check out (corruption). */
+static inline char *put_blob(const struct pr_arena_view *a, uint32_t ref, char **at)
+{
+    uint32_t n;
+    const char *d = pr__view_blob(a, ref, &n);
+    return d ? put_str(at, d, n) : NULL;
 }
 
 /* The same for a name, which must hold @want bytes (its length as the snapshot
@@ -473,13 +477,7 @@ static inline char *put_name(const struct pr_arena_view *a, uint32_t ref, uint32
     if (off >= a->bytes || a->bytes - off < (uint64_t) PR_BLOB_HDR + want)
         return NULL;
     const struct pr_blob *b = (const struct pr_blob *) (const void *) (a->base + off);
-    if (pr_load(&b->len) != want)
-        return NULL;
-    char *s = *at;
-    copy_short(s, (const char *) (b + 1), want);
-    s[want] = '\0';
-    *at = s + want + 1;
-    return s;
+    return pr_load(&b->len) == want ? put_str(at, (const char *) (b + 1), want) : NULL;
 }
 
 /* Builds the result of the walk in one block: the occupant array, then the

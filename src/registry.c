@@ -523,8 +523,7 @@ void pr__members_restore_all(struct presence *p)
 {
     for (uint32_t ri = 0; ri < p->h->cap_rooms; ri++) {
         struct pr_room *r = pr__room(p, ri);
-        if (r && is_live(&r->h) && !pr_load(&r->marray) &&
-            pr_load(&r->occupancy) <= PR_MCHUNKS * PR_MCHUNK_MAX)
+        if (r && is_live(&r->h) && !pr_load(&r->marray)) /* the rest under its lock */
             members_turn_on(p, ri);
     }
 }
