@@ -607,6 +607,9 @@ int64_t pr__counter(const struct presence *p, enum pr_ctr c)
     uint64_t sum = 0;
     for (uint32_t i = 0; i < p->h->cap_procs; i++)
         sum += (uint64_t) pr_load(&pr__proc(p, i)->ctr[c]);
+    uint32_t nslots = pr__readers_used(p);
+    for (uint32_t i = 0; i < nslots; i++)
+        sum += (uint64_t) pr_load(&pr__reader(p, i)->ctr[c]);
     return (int64_t) sum;
 }
 

@@ -159,15 +159,15 @@ static uint32_t *item_link(struct presence *p, uint32_t item, uint64_t **epoch)
 }
 
 /* Pushes @item (@link its link) on this thread's limbo stack (its reader
- * slot's) with one CAS, then reclaims every 64 retirements. Only this thread
- * pushes there, so a stack seen empty stays empty until our CAS: its tail is
- * written before the CAS publishes it, and the lease holder reads it after
- * seeing the head. */
+ * slot's) with one CAS, then reclaims at every 64th retirement of the thread.
+ * Only this thread pushes there, so a stack seen empty stays empty until our
+ * CAS: its tail is written before the CAS publishes it, and the lease holder
+ * reads it after seeing the head. */
 // NOLINTNEXTLINE(readability-non-const-parameter): written through pr_store's cast
 static void limbo_push(struct presence *p, uint32_t item, uint32_t *link)
 {
-    uint32_t slot = pr__my_slot(p);
-    struct pr_reader *r = slot != UINT32_MAX ? pr__reader(p, slot) : NULL;
+    struct pr_tls *t = tls_get(p);
+    struct pr_reader *r = t ? pr__reader(p, t->slot) : NULL;
     uint64_t *head = r ? &r->limbo_head : &p->h->limbo_head;
     for (;;) {
         uint64_t hw = pr_load(head);
@@ -185,7 +185,7 @@ static void limbo_push(struct presence *p, uint32_t item, uint32_t *link)
             break;
         }
     }
-    if (__atomic_add_fetch(&p->retire_since_reclaim, 1, __ATOMIC_RELAXED) % 64 == 0) {
+    if (t && ++t->retired % 64 == 0) {
         if (pr__lease_take(p) == 0) {
             reclaim(p, true);
             pr__lease_drop(p);

@@ -23,8 +23,9 @@
 /* Per-thread state for one handle: its reader slot and nesting depth. */
 struct pr_tls {
     struct presence *p;
-    uint32_t slot;  /* reader slot index */
-    uint32_t depth; /* read-section nesting */
+    uint32_t slot;    /* reader slot index */
+    uint32_t depth;   /* read-section nesting */
+    uint32_t retired; /* retirements: it reclaims at every 64th */
 };
 
 /* The process-local handle. Never placed in shared memory. */
@@ -38,8 +39,7 @@ struct presence {
     uint32_t proc;     /* our process slot */
     uint32_t proc_gen; /* its generation while we hold it */
     pthread_key_t tls_key;
-    pthread_mutex_t local; /* guards reader-slot claims and the lease in this process */
-    unsigned retire_since_reclaim;
+    pthread_mutex_t local;           /* guards reader-slot claims and the lease in this process */
     uint32_t shard;                  /* free stacks this process takes from first and returns to */
     uint32_t blob_page[PR_NCLASSES]; /* page+1 it allocates blobs of a class from first */
     uint32_t blob_seq;               /* its blob allocations (blob seq, with the slot) */
@@ -297,13 +297,21 @@ void pr__wake(struct presence *p);
 void pr__ipc_close(struct presence *p);
 
 /* ---- statistics (check.c) ------------------------------------------------- */
-/* Adds @delta to this process's share of counter @c (no-op when read-only). */
+/* Adds @delta to this thread's share of counter @c: its reader slot's, where
+ * only this thread writes (a plain load and store: no locked instruction), or
+ * its process slot's (atomically) when it has no reader slot. No-op when
+ * read-only. */
 static inline void pr__count(struct presence *p, enum pr_ctr c, int64_t delta)
 {
-    if (PR_LIKELY(!p->rdonly))
+    if (PR_UNLIKELY(p->rdonly))
+        return;
+    struct pr_reader *r = pr__reader(p, pr__my_slot(p));
+    if (PR_LIKELY(r != NULL))
+        pr_store(&r->ctr[c], pr_load(&r->ctr[c]) + delta);
+    else
         pr_fetch_add(&pr__proc(p, p->proc)->ctr[c], delta);
 }
-/* The counter's total over every process slot. */
+/* The counter's total over every process and reader slot. */
 int64_t pr__counter(const struct presence *p, enum pr_ctr c);
 /* The first item of limbo list @i (0: empty), for walks over all of them:
  * the reader slots' stacks, the header's stack, then the batches; *@more is

@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define PR_MAGIC          0x31434e4553455250ull /* "PRESENC1" little-endian */
-#define PR_LAYOUT_VERSION 4u
+#define PR_LAYOUT_VERSION 5u
 #define PR_CACHELINE      128
 #define PR_NBATCH         32
 #define PR_NSUBS          64
@@ -186,9 +186,12 @@ struct pr_gmember {
  * long as the attachment lives: the kernel drops it when the process dies, so
  * pid reuse cannot fool it (LMDB's reader-table idea, with OFD locks). */
 #define PR_LOCK_BASE 0x40000000ull
-/* Statistics counters live in the process slots, each process adding to its
- * own (no cache line shared between processes on the hot paths); a total is the
- * sum over all slots, dead ones included, and a slot's counters are never reset. */
+/* Statistics counters live in the reader slots, each thread adding to its own
+ * with plain stores (no cache line shared between threads or processes on the
+ * hot paths, no locked instruction); a thread without a reader slot adds to its
+ * process slot's (atomically). A total is the sum over all reader and process
+ * slots, dead ones included, and a slot's counters are never reset: a slot's
+ * next owner goes on from the counts it finds. */
 enum pr_ctr {
     PR_C_ARENA,
     PR_C_JOINS,
@@ -206,10 +209,12 @@ struct pr_proc {
     uint8_t pad[128 - 16 - 8 * PR_NCTR];
 };
 
-/* A reader slot (one per thread per attachment), 128 bytes. The second half
+/* A reader slot (one per thread per attachment), 192 bytes. The second line
  * is the thread's limbo stack: only the slot's thread pushes (CAS, for the
  * race with a take), only the lease holder takes the whole stack (CAS), so
- * a thread's retirements write no line another CPU wrote (epoch.c). */
+ * a thread's retirements write no line another CPU wrote (epoch.c). The third
+ * holds the thread's share of the statistics counters: only the slot's owner
+ * writes them, with plain stores (no locked instruction on the write paths). */
 struct pr_reader {
     uint64_t epoch;         /* global epoch announced on entry; 0 = quiescent */
     uint64_t owner;         /* {proc_gen:32 | proc+1:32}; 0 = free */
@@ -219,6 +224,8 @@ struct pr_reader {
     uint64_t limbo_head; /* {item:32 | tag:32} */
     uint32_t limbo_tail; /* last item of the stack: set by the push onto an empty one */
     uint8_t pad1[64 - 12];
+    int64_t ctr[PR_NCTR]; /* this slot's share of each counter (see pr_proc) */
+    uint8_t pad2[64 - 8 * PR_NCTR];
 };
 
 /* Arena: 64 KiB pages of cells of one size class (64 B << class). A cell is
@@ -355,7 +362,7 @@ _Static_assert(sizeof(struct pr_room) == 128, "room record is 128 bytes");
 _Static_assert(sizeof(struct pr_conn) == 128, "connection record is 128 bytes");
 _Static_assert(sizeof(struct pr_group) == 128, "group record is 128 bytes");
 _Static_assert(sizeof(struct pr_gmember) == 64, "gmember record is 64 bytes");
-_Static_assert(sizeof(struct pr_reader) == 128, "reader slot is 128 bytes");
+_Static_assert(sizeof(struct pr_reader) == 192, "reader slot is 192 bytes");
 _Static_assert(sizeof(struct pr_proc) == 128, "proc slot is 128 bytes");
 _Static_assert(sizeof(struct pr_blob) == 24, "blob header");
 _Static_assert(sizeof(struct pr_sub) == 32, "subscription slot");

@@ -29,6 +29,7 @@ static presence_t *P;
 static volatile int stop_flag;
 static int failures[WRITERS + READERS + 1];
 static unsigned long ops[WRITERS + READERS + 1];
+static unsigned long joined[WRITERS], left[WRITERS]; /* JOINED answers, leaves that removed */
 static bool present[WRITERS][CONNS][ROOMS];
 
 static void *writer(void *arg)
@@ -46,11 +47,13 @@ static void *writer(void *arg)
             rc = presence_join(P, room, conn, user);
             if (rc != (present[id][c][r] ? PRESENCE_REFRESHED : PRESENCE_JOINED))
                 failures[id]++;
+            joined[id] += rc == PRESENCE_JOINED;
             present[id][c][r] = true;
         } else if (op == 2) {
             rc = presence_leave(P, room, conn);
             if (rc != (present[id][c][r] ? 1 : 0))
                 failures[id]++;
+            left[id] += rc == 1;
             present[id][c][r] = false;
         } else {
             const char *rooms[] = {room};
@@ -117,6 +120,8 @@ static void test_threads_share_a_handle(void **state)
     o.connections = 1024;
     o.presences = 4096;
     assert_int_equal(presence_open(name, &o, &P), 0);
+    presence_stats_t s0;
+    assert_int_equal(presence_stats(P, &s0), 0);
     pthread_t th[WRITERS + READERS + 1];
     for (int i = 0; i < WRITERS; i++)
         pthread_create(&th[i], NULL, writer, (void *) (intptr_t) i);
@@ -144,6 +149,16 @@ static void test_threads_share_a_handle(void **state)
                 want += present[w][c][r];
         assert_int_equal(presence_occupancy(P, room), want);
     }
+    /* each thread counts into its own reader slot: the totals add up */
+    presence_stats_t s1;
+    assert_int_equal(presence_stats(P, &s1), 0);
+    unsigned long joins = 0, leaves = 0;
+    for (int w = 0; w < WRITERS; w++) {
+        joins += joined[w];
+        leaves += left[w];
+    }
+    assert_int_equal(s1.joins - s0.joins, joins);
+    assert_int_equal(s1.leaves - s0.leaves, leaves);
     for (int i = 0; i < 3; i++)
         presence_maintain(P);
     presence_strlist_t *v = NULL;
