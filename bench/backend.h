@@ -19,6 +19,7 @@
 #define BENCH_BACKEND_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,10 @@ typedef struct bench_store_spec {
      * (shm: presence-reaper, started by setup() with a private socket, stopped by
      * teardown()); NULL: none. */
     const char *reaper;
+    /* --huge-pages: back the store with 2 MiB pages (shm: PRESENCE_HUGE_PAGES; rwlock:
+     * the same madvise(MADV_COLLAPSE) on its segment); a store that cannot get them
+     * says so on stderr and runs in 4 KiB pages. */
+    bool huge_pages;
 } bench_store_spec_t;
 
 /** What a store holds and costs, read after its population (store_info()). */

@@ -195,7 +195,7 @@ static int shm_setup(const bench_store_spec_t *spec, void **store, char *err, si
         o.procs = spec->procs + 8;
     if (o.readers < 4 * spec->procs + 16)
         o.readers = 4 * spec->procs + 16;
-    o.flags = PRESENCE_CREATE | PRESENCE_EXCL;
+    o.flags = PRESENCE_CREATE | PRESENCE_EXCL | (spec->huge_pages ? PRESENCE_HUGE_PAGES : 0);
 
     presence_t *p = NULL;
     int rc = presence_open(st->name, &o, &p);
@@ -204,6 +204,11 @@ static int shm_setup(const bench_store_spec_t *spec, void **store, char *err, si
         free(st);
         return -1;
     }
+    presence_options_t got;
+    presence_get_options(p, &got);
+    if (spec->huge_pages && !(got.flags & PRESENCE_HUGE_PAGES))
+        fprintf(stderr, "presence-bench: shm: the kernel did not give the segment 2 MiB pages; "
+                        "running in 4 KiB pages\n");
     cleanup_add_shm(st->name);
     if (spec->reaper != NULL && reaper_start(st, p, spec->reaper, err, errlen) != 0) {
         presence_close(p);

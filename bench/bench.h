@@ -46,6 +46,7 @@ typedef struct bench_config {
     uint32_t event_samples; /* --event-samples: measured wake-ups of each kind (2000) */
     uint32_t event_pace_us; /* --event-pace: idle time before each wake-up sample (300) */
     const char *reaper;     /* presence-reaper to start for the events workload (NULL: none) */
+    bool huge_pages;        /* --huge-pages: stores in 2 MiB pages (shm and rwlock) */
     double timeout_s;       /* a run that takes this much longer than planned is killed */
     const char *json_path;  /* --json */
     bool quiet;             /* -q */

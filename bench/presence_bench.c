@@ -53,7 +53,7 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: %s [-P PROCS] [-t OPS] [-d SECONDS | -n COUNT] [--warmup S] [--seed N]\n"
             "       [--rooms N | --population N] [--room-size N] [--backend shm|rwlock|redis]\n"
-            "       [--compare BACKENDS] [--json FILE] [-q]\n"
+            "       [--compare BACKENDS] [--huge-pages] [--json FILE] [-q]\n"
             "       %s --validate-json FILE\n"
             "\n"
             "Measures presence operations from worker processes: throughput and latency\n"
@@ -105,6 +105,10 @@ static void usage(FILE *out)
             "      --reaper PATH    events: the presence-reaper to start (default:\n"
             "                       $PRESENCE_REAPER, else next to this program or in\n"
             "                       ../tools/ of its build tree, else on $PATH)\n"
+            "      --huge-pages     the shm and rwlock stores in 2 MiB pages (madvise\n"
+            "                       MADV_COLLAPSE, Linux 6.1+: PRESENCE_HUGE_PAGES for shm);\n"
+            "                       a store the kernel declines runs in 4 KiB pages, with a\n"
+            "                       warning. redis-server's memory is its own affair\n"
             "      --backend NAME   shm (default), rwlock, redis (runs redis and redis-pipe,\n"
             "                       its pipelined variant), redis-pipe\n"
             "      --compare LIST   several backends, run alternately on the same workload,\n"
@@ -334,6 +338,7 @@ enum {
     OPT_EVENT_SAMPLES,
     OPT_EVENT_PACE,
     OPT_REAPER,
+    OPT_HUGE_PAGES,
     OPT_BACKEND,
     OPT_COMPARE,
     OPT_JSON,
@@ -359,6 +364,7 @@ int main(int argc, char **argv)
         {"event-samples", required_argument, NULL, OPT_EVENT_SAMPLES},
         {"event-pace", required_argument, NULL, OPT_EVENT_PACE},
         {"reaper", required_argument, NULL, OPT_REAPER},
+        {"huge-pages", no_argument, NULL, OPT_HUGE_PAGES},
         {"backend", required_argument, NULL, OPT_BACKEND},
         {"compare", required_argument, NULL, OPT_COMPARE},
         {"json", required_argument, NULL, OPT_JSON},
@@ -442,6 +448,9 @@ int main(int argc, char **argv)
             if (optarg[0] == '\0')
                 usage_error("%s: expects a file name", "--reaper");
             reaper = optarg;
+            break;
+        case OPT_HUGE_PAGES:
+            cfg.huge_pages = true;
             break;
         case OPT_BACKEND:
             backend = optarg;

@@ -248,6 +248,8 @@ void report_header(FILE *out, const bench_config_t *cfg, const char *const *back
     }
     if (cfg->ops & (1u << OP_PRUNE))
         fprintf(out, "; prune %u expired", cfg->prune_size);
+    if (cfg->huge_pages)
+        fprintf(out, "\npages:      2 MiB asked for the shm and rwlock stores (--huge-pages)");
     if (cfg->ops & (1u << OP_EVENTS))
         fprintf(out,
                 "\nevents:     %u wake-up samples of each kind, %u us asleep before each; "
@@ -586,6 +588,8 @@ int report_json(const char *path, const bench_config_t *cfg, const bench_results
         "here_now_sizes", sizes, "prune_size", (json_int_t) cfg->prune_size, "population",
         (json_int_t) cfg->population, "conn_rooms", (json_int_t) cfg->conn_rooms, "event_samples",
         (json_int_t) cfg->event_samples, "event_pace_us", (json_int_t) cfg->event_pace_us);
+    if (config != NULL)
+        json_object_set_new(config, "huge_pages", json_boolean(cfg->huge_pages));
     struct utsname un;
     int have_un = uname(&un) == 0;
     json_t *root = json_pack(

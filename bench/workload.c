@@ -90,6 +90,7 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
     wl->procs = cfg->procs;
     wl->rooms = cfg->rooms;
     wl->room_size = cfg->room_size;
+    wl->huge_pages = cfg->huge_pages;
     wl->efd_ping = wl->efd_pong = wl->efd_relay_in = wl->efd_relay_out = -1;
     snprintf(wl->name, sizeof wl->name, "%s", bench_op_name(op));
     snprintf(wl->row[0], sizeof wl->row[0], "%s", bench_op_name(op));
@@ -264,6 +265,7 @@ void workload_spec(const workload_t *wl, bench_store_spec_t *spec)
     spec->procs = wl->procs + 1 + BENCH_MAX_PROCS / 32; /* + parallel populators */
     spec->state_len = wl->with_state ? (uint32_t) strlen(g_state) : 0;
     spec->reaper = wl->op == OP_EVENTS ? wl->reaper : NULL;
+    spec->huge_pages = wl->huge_pages;
 }
 
 /* Loads @p n keys: through @p h, or with @p nproc forked processes, each attached on

@@ -70,6 +70,7 @@ typedef struct workload {
     int efd_ping, efd_pong;                /* events: the raw eventfd pair (-1: none) */
     int efd_relay_in, efd_relay_out;       /* events: through the relay process */
     const char *reaper;                    /* events: the daemon the store needs */
+    bool huge_pages;                       /* the stores in 2 MiB pages (--huge-pages) */
     bench_keys_t live;   /* rooms * room_size presences; room r is live.keys[r * room_size].room */
     uint32_t conn_rooms; /* rooms per connection in it (--conn-rooms, or 1) */
     size_t live_conns;   /* its connections: live.keys[0 .. live_conns - 1] name each once */

@@ -101,6 +101,12 @@ enum {
     PRESENCE_EXCL = 1u << 1,      /**< with CREATE: fail with -EEXIST if it exists */
     PRESENCE_RDONLY = 1u << 2,    /**< map read-only: queries only (inspectors) */
     PRESENCE_ANY_OWNER = 1u << 3, /**< allow attaching a segment owned by another uid */
+    /** with CREATE: back a new segment with 2 MiB pages where the kernel can
+     *  (madvise MADV_COLLAPSE, Linux 6.1+, whatever the tmpfs mount says): fewer
+     *  TLB misses on large segments, at about 1.2 s per GiB more at creation here.
+     *  Where it cannot, the segment stays in 4 KiB pages; presence_get_options()
+     *  tells which. */
+    PRESENCE_HUGE_PAGES = 1u << 4,
 };
 
 /** Capacities and settings. Fill with presence_options_init(), then override. */
@@ -152,7 +158,8 @@ PRESENCE_EXTERN void presence_close(presence_t *p);
  *  @return 0, -ENOENT, -EACCES, -EINVAL. */
 PRESENCE_EXTERN int presence_unlink(const char *name);
 
-/** The segment's capacities and settings as created (flags: 0). Never blocks. */
+/** The segment's capacities and settings as created (flags: PRESENCE_HUGE_PAGES
+ *  when the segment is in 2 MiB pages, else 0). Never blocks. */
 PRESENCE_EXTERN void presence_get_options(const presence_t *p, presence_options_t *out);
 
 /* ------------------------------------------------------------------------ */

@@ -264,6 +264,8 @@ struct pr_header {
     uint32_t uid;
     uint32_t mode;
     char boot_id[40];
+    uint32_t huge_pages; /* 1: the creator collapsed the segment into 2 MiB pages */
+    uint32_t pad0;
 
     /* capacities */
     uint32_t cap_rooms, cap_conns, cap_pres, cap_groups, cap_gmembers;

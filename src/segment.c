@@ -291,15 +291,44 @@ static void format_segment(struct presence *p, const presence_options_t *o)
     h->global_epoch = 1;
 }
 
+#define PR_HUGE_PAGE (2ull << 20)
+#ifndef MADV_COLLAPSE
+#    define MADV_COLLAPSE 25 /* Linux 6.1 */
+#endif
+
+/* Maps the segment at a 2 MiB boundary (a reservation, the file over it, the
+ * slack given back), so that a segment in 2 MiB pages is mapped by them. */
 static int map_fd(struct presence *p, int fd, size_t size, bool rdonly)
 {
-    void *m = mmap(NULL, size, rdonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED)
+    size_t span = size + PR_HUGE_PAGE;
+    char *r = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED)
         return -errno;
+    char *at = r + (align_up((uintptr_t) r, PR_HUGE_PAGE) - (uintptr_t) r);
+    void *m =
+        mmap(at, size, rdonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+    if (m == MAP_FAILED) {
+        int rc = -errno;
+        munmap(r, span);
+        return rc;
+    }
+    char *end = at + align_up(size, (uint64_t) sysconf(_SC_PAGESIZE));
+    if (at > r)
+        munmap(r, (size_t) (at - r));
+    if (r + span > end)
+        munmap(end, (size_t) (r + span - end));
     p->base = m;
     p->size = size;
     p->h = m;
     return 0;
+}
+
+/* Asks the kernel to move the whole 2 MiB stretches of a new segment into
+ * 2 MiB pages (copying them: the segment is still empty). Whether it did. */
+static bool collapse_huge(const struct presence *p)
+{
+    size_t whole = p->size & ~(size_t) (PR_HUGE_PAGE - 1);
+    return whole > 0 && madvise(p->base, whole, MADV_COLLAPSE) == 0;
 }
 
 /* Builds a complete segment in an unnamed file and publishes it under @name.
@@ -348,6 +377,7 @@ static int create_segment(const char *base, const presence_options_t *o, int *fd
     h->mode = o->mode;
     h->hash_seed = pr__realtime_ns() ^ ((uint64_t) getpid() << 32);
     read_boot_id(h->boot_id);
+    h->huge_pages = (o->flags & PRESENCE_HUGE_PAGES) && collapse_huge(&p);
     format_segment(&p, o);
     pr_store(&h->ready, 1u); /* written last */
     munmap(p.base, p.size);
@@ -470,6 +500,9 @@ int presence_open(const char *name, const presence_options_t *opts, presence_t *
     int rc = shm_basename(name, base);
     if (rc)
         return rc;
+    if (opts->flags & ~(unsigned) (PRESENCE_CREATE | PRESENCE_EXCL | PRESENCE_RDONLY |
+                                   PRESENCE_ANY_OWNER | PRESENCE_HUGE_PAGES))
+        return PRESENCE_EOPTION;
     bool rdonly = (opts->flags & PRESENCE_RDONLY) != 0;
     int fd = -1;
     /* Test-only switches (see internal.h); never set in production. */
@@ -622,4 +655,5 @@ void presence_get_options(const presence_t *p, presence_options_t *o)
     o->state_max = h->state_max;
     o->max_age_ms = h->max_age_ms;
     o->mode = h->mode;
+    o->flags = h->huge_pages ? PRESENCE_HUGE_PAGES : 0;
 }

@@ -37,7 +37,7 @@ cleanup() {
     for pid in "${bg_pids[@]}"; do
         kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
-    for name in "$seg" "${main_seg:-$seg}" "$live" "$live-small"; do
+    for name in "$seg" "${main_seg:-$seg}" "$live" "$live-small" "${main_seg:-$seg}-huge"; do
         "$ctl" -s "$name" destroy >/dev/null 2>&1 || true
     done
     if command -v tmux >/dev/null; then
@@ -190,6 +190,23 @@ jsame "stat empty" '[d["rooms"], d["connections"], d["presences"]]' '[0,0,0]'
 jsame "stat reaper" 'd["reaper"]' '"none"'
 jsame "stat keys" 'sorted(k for k in ("segment_bytes","bytes_per_presence","ring_tail","epoch","procs_attached","readers_active","arena_used") if k in d)' \
     '["arena_used","bytes_per_presence","epoch","procs_attached","readers_active","ring_tail","segment_bytes"]'
+jsame "stat huge_pages (created without --huge-pages)" 'd["huge_pages"]' false
+
+# --huge-pages: what create reports, stat reports too; a kernel that declines is warned about
+main_seg=$seg
+seg=$main_seg-huge
+run 0 create --huge-pages --rooms 64 --json
+huge=$(jv 'd["huge_pages"]')
+if [[ $huge == false ]]; then
+    contains "create --huge-pages declined: warning" "$err" "did not give segment"
+else
+    same "create --huge-pages: no warning" "$err" ""
+fi
+echo "# create --huge-pages: huge_pages $huge"
+run 0 stat --json
+jsame "stat huge_pages after create --huge-pages" 'd["huge_pages"]' "$huge"
+run 0 destroy
+seg=$main_seg
 rc=0
 "$ctl" -s "$missing" create --rooms 0 2>"$tmp/err" || rc=$?
 same "create with a bad capacity: exit" "$rc" 1

@@ -229,6 +229,27 @@ static pid_t start_reaper_every(uint64_t *claim_ms, const char *sweep_ms)
     return -1;
 }
 
+/* Starts presence-reaper --create --huge-pages on the (absent) test segment and
+ * waits until it has created and claimed it. */
+static pid_t spawn_reaper_create(const char *name, const char *sock, const char *errf)
+{
+    struct child c = SPAWN(reaper_path(), NULL, 0, errf, "-s", name, "--create", "--huge-pages",
+                           "--rooms", "256", "--presences", "4096", "--socket", sock);
+    assert_true(c.pid > 0);
+    for (uint64_t end = tu_mono_ms() + 5000; tu_mono_ms() < end; tu_sleep_ms(5)) {
+        presence_t *q = NULL;
+        if (presence_open(name, NULL, &q) == 0) {
+            presence_stats_t st;
+            bool claimed = presence_stats(q, &st) == 0 && st.reaper_pid == c.pid;
+            presence_close(q);
+            if (claimed)
+                return c.pid;
+        }
+    }
+    fail_msg("presence-reaper --create did not create and claim %s within 5 s", name);
+    return -1;
+}
+
 /* The same, sweeping every 50 ms. */
 static pid_t start_reaper(uint64_t *claim_ms)
 {
@@ -648,6 +669,17 @@ static void test_reaper_restart_under_load(void **state)
 
 /* ==== a second reaper is refused ======================================================= */
 
+/* The start of file @path (a reaper's stderr) as a string; "" when it cannot be read. */
+static void read_text(const char *path, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f) {
+        buf[fread(buf, 1, size - 1, f)] = '\0';
+        fclose(f);
+    }
+}
+
 static void test_second_reaper_refused(void **state)
 {
     (void) state;
@@ -659,13 +691,8 @@ static void test_second_reaper_refused(void **state)
     struct child c = SPAWN(reaper_path(), NULL, 0, second_err, "-s", seg, "--sweep-ms", "50",
                            "--socket", sock_path);
     int code = wait_code(c.pid, 5000);
-    char text[512] = {0};
-    FILE *f = fopen(second_err, "r");
-    if (f) {
-        size_t n = fread(text, 1, sizeof text - 1, f);
-        text[n] = '\0';
-        fclose(f);
-    }
+    char text[512];
+    read_text(second_err, text, sizeof text);
     unlink(second_err);
     printf("# second reaper said: %s", text);
     assert_int_equal(code, 1);
@@ -678,6 +705,32 @@ static void test_second_reaper_refused(void **state)
     assert_true(socket_answers());
     stop_reaper(r);
     assert_int_equal(reaper_pid_now(), 0);
+}
+
+/* --huge-pages: a usage error without --create (nothing created); with it, the
+ * reaper creates the segment, and its start line names the pages the segment got. */
+static void test_reaper_huge_pages(void **state)
+{
+    (void) state;
+    names("huge");
+    presence_unlink(seg);
+    unlink(err_path);
+    struct child c = SPAWN(reaper_path(), NULL, 0, err_path, "-s", seg, "--huge-pages");
+    assert_int_equal(wait_code(c.pid, 5000), 2);
+    presence_t *q = NULL;
+    assert_int_equal(presence_open(seg, NULL, &q), -ENOENT);
+
+    pid_t r = spawn_reaper_create(seg, sock_path, err_path);
+    assert_int_equal(presence_open(seg, NULL, &P), 0);
+    presence_options_t got;
+    presence_get_options(P, &got);
+    stop_reaper(r);
+    char text[1024];
+    read_text(err_path, text, sizeof text);
+    printf("# reaper --create --huge-pages said: %s", text);
+    bool huge = (got.flags & PRESENCE_HUGE_PAGES) != 0;
+    assert_non_null(strstr(text, huge ? "(2 MiB pages)" : "(4 KiB pages)"));
+    assert_true(huge == (strstr(text, "warning: the segment is not in 2 MiB pages") == NULL));
 }
 
 /* ==== a libuv subscriber in another process gets every event, in order ================= */
@@ -1205,6 +1258,7 @@ int main(void)
         cmocka_unit_test_teardown(test_owner_died_and_restart, teardown),
         cmocka_unit_test_teardown(test_reaper_restart_under_load, teardown),
         cmocka_unit_test_teardown(test_second_reaper_refused, teardown),
+        cmocka_unit_test_teardown(test_reaper_huge_pages, teardown),
         cmocka_unit_test_teardown(test_libuv_subscriber_in_order, teardown),
         cmocka_unit_test_teardown(test_slow_subscriber_lapped, teardown),
         cmocka_unit_test_teardown(test_dead_producer_at_claim, teardown),

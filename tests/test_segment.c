@@ -9,7 +9,7 @@
  * child, so that a crash is reported as a failure of that test. Children never use
  * cmocka asserts: the parent asserts on what they report and on their exit status.
  */
-#include "layout.h"
+#include "internal.h" /* the handle's mapping, for the huge-pages test */
 #include "presence.h"
 #include "test_util.h"
 #include "test_opts.h"
@@ -437,6 +437,7 @@ static void test_bad_options(void **state)
     BAD("too many rooms", o->rooms = PR_MAX_RECORDS + 1);
     BAD("CREATE with RDONLY", o->flags = PRESENCE_CREATE | PRESENCE_RDONLY);
     BAD("CREATE|EXCL with RDONLY", o->flags = PRESENCE_CREATE | PRESENCE_EXCL | PRESENCE_RDONLY);
+    BAD("unknown flag", o->flags = PRESENCE_CREATE | (1u << 20));
 #undef BAD
     assert_true(n <= sizeof cases / sizeof cases[0]);
 
@@ -957,6 +958,108 @@ static void test_rdonly(void **state)
     presence_close(rw);
 }
 
+/* The kB of the mapping that contains @addr that the kernel maps with 2 MiB
+ * pages of shared memory (ShmemPmdMapped in /proc/self/smaps), -1 if not found. */
+static long pmd_mapped_kb(const void *addr)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    bool in = false;
+    long kb = -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = (uintptr_t) addr >= lo && (uintptr_t) addr < hi;
+        else if (in && sscanf(line, "ShmemPmdMapped: %ld kB", &kb) == 1)
+            break;
+    }
+    fclose(f);
+    return kb;
+}
+
+/* Whether /dev/shm is mounted to give files 2 MiB pages by itself (huge=). */
+static bool huge_mount(void)
+{
+    FILE *f = fopen("/proc/mounts", "r");
+    if (!f)
+        return false;
+    char line[512];
+    bool huge = false;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, " /dev/shm ") && strstr(line, "huge=") && !strstr(line, "huge=never"))
+            huge = true;
+    fclose(f);
+    return huge;
+}
+
+/* Whether this kernel moves shared memory into 2 MiB pages on request (the
+ * test's own 4 MiB file, outside the library). */
+static bool kernel_collapses(void)
+{
+    const size_t huge = 2u << 20;
+    char name[64];
+    snprintf(name, sizeof name, "/pr-test-%d-probe", (int) getpid());
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0)
+        return false;
+    shm_unlink(name);
+    bool ok = false;
+    char *r = posix_fallocate(fd, 0, (off_t) (2 * huge)) == 0
+                  ? mmap(NULL, 3 * huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                  : MAP_FAILED;
+    if (r != MAP_FAILED) {
+        char *at = (char *) (((uintptr_t) r + huge - 1) & ~(uintptr_t) (huge - 1));
+        char *m = mmap(at, 2 * huge, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+        ok = m != MAP_FAILED && madvise(m, 2 * huge, 25 /* MADV_COLLAPSE */) == 0;
+        munmap(r, 3 * huge);
+    }
+    close(fd);
+    return ok;
+}
+
+/* PRESENCE_HUGE_PAGES: the segment is in 2 MiB pages exactly when the kernel
+ * can do it, get_options says which, and a segment without it is not. */
+static void test_huge_pages(void **state)
+{
+    struct seg *s = *state;
+    bool can = kernel_collapses();
+    printf("# this kernel %s collapse shared memory into 2 MiB pages\n", can ? "can" : "cannot");
+    for (int want = 0; want <= 1; want++) {
+        presence_options_t o;
+        presence_options_init(&o);
+        o.flags = PRESENCE_CREATE | PRESENCE_EXCL | (want ? PRESENCE_HUGE_PAGES : 0);
+        presence_t *p = NULL;
+        assert_int_equal(presence_open(s->name, &o, &p), 0);
+        presence_options_t got;
+        presence_get_options(p, &got);
+        bool huge = want && can;
+        assert_int_equal(got.flags, huge ? PRESENCE_HUGE_PAGES : 0);
+        /* a second attachment, as another process makes it, sees the same */
+        presence_t *q = NULL;
+        assert_int_equal(presence_open(s->name, NULL, &q), 0);
+        presence_get_options(q, &got);
+        assert_int_equal(got.flags, huge ? PRESENCE_HUGE_PAGES : 0);
+        assert_int_equal(presence_join(q, "room", "conn", "user"), PRESENCE_JOINED);
+        assert_int_equal(presence_occupancy(p, "room"), 1);
+        /* the kernel's own account of q's mapping, once every page of it is touched */
+        const volatile char *m = (const volatile char *) q->base;
+        for (size_t off = 0; off < q->size; off += 4096)
+            (void) m[off];
+        long kb = pmd_mapped_kb((const void *) m);
+        printf("# HUGE_PAGES %s: %ld kB of %zu kB mapped by 2 MiB pages\n", want ? "on" : "off", kb,
+               q->size / 1024);
+        if (huge) /* every whole 2 MiB stretch */
+            assert_int_equal(kb, (long) ((q->size / 1024) & ~(size_t) 2047));
+        else if (!huge_mount())
+            assert_int_equal(kb, 0);
+        presence_close(q);
+        presence_close(p);
+        assert_int_equal(presence_unlink(s->name), 0);
+    }
+}
+
 #define T(fn, name) \
     cmocka_unit_test_prestate_setup_teardown(fn, seg_setup, seg_teardown, (void *) (name))
 
@@ -983,6 +1086,7 @@ int main(void)
         T(test_other_owner, "owner"),
         cmocka_unit_test(test_strerror_names),
         T(test_rdonly, "rdonly"),
+        T(test_huge_pages, "huge"),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -329,6 +329,7 @@ static void usage(FILE *f)
             "      --rooms N  --connections N  --presences N  --groups N  --arena BYTES\n"
             "      --ring N           capacities for --create\n"
             "      --max-age S        default connection timeout for --create (60)\n"
+            "      --huge-pages       with --create: back the segment with 2 MiB pages\n"
             "      --sweep-ms MS      sweep period (default 1000)\n"
             "      --socket PATH      registration socket (default\n"
             "                         $XDG_RUNTIME_DIR/presence-SEGMENT.sock, else /tmp/...)\n"
@@ -359,7 +360,7 @@ int main(int argc, char **argv)
     R.seg = getenv("PRESENCE_SEGMENT") ? getenv("PRESENCE_SEGMENT") : "default";
     R.sweep_ms = 1000;
     const char *sock = NULL;
-    bool create = false;
+    bool create = false, huge = false;
     enum {
         O_CREATE = 256,
         O_ROOMS,
@@ -370,7 +371,8 @@ int main(int argc, char **argv)
         O_RING,
         O_MAXAGE,
         O_SWEEP,
-        O_SOCKET
+        O_SOCKET,
+        O_HUGE
     };
     static const struct option longopts[] = {{"segment", required_argument, NULL, 's'},
                                              {"create", no_argument, NULL, O_CREATE},
@@ -383,6 +385,7 @@ int main(int argc, char **argv)
                                              {"max-age", required_argument, NULL, O_MAXAGE},
                                              {"sweep-ms", required_argument, NULL, O_SWEEP},
                                              {"socket", required_argument, NULL, O_SOCKET},
+                                             {"huge-pages", no_argument, NULL, O_HUGE},
                                              {"verbose", no_argument, NULL, 'v'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
@@ -431,6 +434,9 @@ int main(int argc, char **argv)
         case O_SOCKET:
             sock = optarg;
             break;
+        case O_HUGE:
+            huge = true;
+            break;
         case 'v':
             R.verbose++;
             break;
@@ -446,6 +452,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (huge && !create) {
+        fprintf(stderr, "presence-reaper: --huge-pages only applies with --create\n");
+        return 2;
+    }
     if (sock)
         snprintf(R.sock_path, sizeof R.sock_path, "%s", sock);
     else if (getenv("XDG_RUNTIME_DIR"))
@@ -455,7 +465,7 @@ int main(int argc, char **argv)
         snprintf(R.sock_path, sizeof R.sock_path, "/tmp/presence-%s-%d.sock", R.seg,
                  (int) geteuid());
 
-    o.flags = create ? PRESENCE_CREATE : 0;
+    o.flags = (create ? PRESENCE_CREATE : 0) | (huge ? PRESENCE_HUGE_PAGES : 0);
     int rc = presence_open(R.seg, &o, &R.p);
     if (rc) {
         fprintf(stderr, "presence-reaper: segment '%s': %s\n", R.seg,
@@ -505,8 +515,14 @@ int main(int argc, char **argv)
     uv_signal_start(&R.sigint, on_signal, SIGINT);
     uv_signal_init(R.loop, &R.sigterm);
     uv_signal_start(&R.sigterm, on_signal, SIGTERM);
-    logf_(0, "segment '%s', socket %s, sweep every %llu ms", R.seg, R.sock_path,
+    presence_options_t got;
+    presence_get_options(R.p, &got);
+    logf_(0, "segment '%s' (%s pages), socket %s, sweep every %llu ms", R.seg,
+          (got.flags & PRESENCE_HUGE_PAGES) ? "2 MiB" : "4 KiB", R.sock_path,
           (unsigned long long) R.sweep_ms);
+    if (huge && !(got.flags & PRESENCE_HUGE_PAGES))
+        logf_(0, "warning: the segment is not in 2 MiB pages (it existed already, or the "
+                 "kernel declined)");
 
     uv_run(R.loop, UV_RUN_DEFAULT);
 

@@ -30,6 +30,7 @@ enum {
     OPT_STATE_MAX,
     OPT_MAX_AGE,
     OPT_MODE,
+    OPT_HUGE,
     OPT_FORCE,
 };
 
@@ -70,6 +71,9 @@ static int create_option(struct ctl *c, int o, presence_options_t *opts)
         return ctl_parse_duration_ms(c, "--max-age", optarg, &opts->max_age_ms);
     case OPT_MODE:
         return ctl_parse_mode(c, "--mode", optarg, &opts->mode);
+    case OPT_HUGE:
+        opts->flags |= PRESENCE_HUGE_PAGES;
+        return 0;
     default:
         return c->stop;
     }
@@ -100,6 +104,7 @@ static int cmd_create(struct ctl *c, int argc, char **argv)
         {"state-max", required_argument, NULL, OPT_STATE_MAX},
         {"max-age", required_argument, NULL, OPT_MAX_AGE},
         {"mode", required_argument, NULL, OPT_MODE},
+        {"huge-pages", no_argument, NULL, OPT_HUGE},
         CTL_COMMON_LONGOPTS,
     };
     presence_options_t opts;
@@ -113,7 +118,7 @@ static int cmd_create(struct ctl *c, int argc, char **argv)
     if (optind < argc)
         return ctl_usage_error(c, "unexpected argument '%s' (the segment is named by -s)",
                                argv[optind]);
-    opts.flags = PRESENCE_CREATE | PRESENCE_EXCL;
+    opts.flags |= PRESENCE_CREATE | PRESENCE_EXCL;
     presence_t *p = NULL;
     int rc = presence_open(c->segment, &opts, &p);
     if (rc == -EEXIST)
@@ -122,17 +127,29 @@ static int cmd_create(struct ctl *c, int argc, char **argv)
         return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
     presence_stats_t st;
     rc = presence_stats(p, &st);
+    presence_options_t got;
+    presence_get_options(p, &got);
     presence_close(p);
     if (rc < 0)
         return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
-    if (c->json)
-        return print_done(c, "created", "segment_bytes", st.segment_bytes);
+    bool huge = (got.flags & PRESENCE_HUGE_PAGES) != 0;
+    if ((opts.flags & PRESENCE_HUGE_PAGES) && !huge)
+        fprintf(stderr, "%s: %s: warning: the kernel did not give segment '%s' 2 MiB pages\n",
+                CTL_PROG, c->cmd_name, c->segment);
+    if (c->json) {
+        json_t *doc = json_object();
+        ctl_json_set(doc, "segment", ctl_json_str(c->segment));
+        ctl_json_set(doc, "created", json_true());
+        ctl_json_set(doc, "segment_bytes", ctl_json_u64(st.segment_bytes));
+        ctl_json_set(doc, "huge_pages", json_boolean(huge));
+        return ctl_json_print(c, doc);
+    }
     if (c->tty) {
         char size[32];
-        printf("Created segment '%s' (%s): %" PRIu32 " rooms, %" PRIu32 " connections, %" PRIu32
+        printf("Created segment '%s' (%s%s): %" PRIu32 " rooms, %" PRIu32 " connections, %" PRIu32
                " presences.\n",
-               c->segment, ctl_fmt_bytes(size, sizeof size, st.segment_bytes), st.rooms_cap,
-               st.connections_cap, st.presences_cap);
+               c->segment, ctl_fmt_bytes(size, sizeof size, st.segment_bytes),
+               huge ? ", 2 MiB pages" : "", st.rooms_cap, st.connections_cap, st.presences_cap);
     }
     return CTL_OK;
 }
@@ -142,7 +159,7 @@ const struct ctl_cmd ctl_cmd_create = {
     cmd_create,
     "[--rooms N] [--connections N] [--presences N] [--groups N] [--arena BYTES] [--ring N]\n"
     "       [--max-age S] [--mode OCTAL] [--group-members N] [--procs N] [--readers N]\n"
-    "       [--state-max BYTES]",
+    "       [--state-max BYTES] [--huge-pages]",
     "Create the segment (fails if it exists)",
     "Capacities are fixed at creation. Counts and sizes accept K, M, G suffixes\n"
     "(powers of 1024); durations are seconds, or take ms, s, m, h.\n"
@@ -159,6 +176,8 @@ const struct ctl_cmd ctl_cmd_create = {
     "  --state-max BYTES   largest state document (default 32K)\n"
     "  --max-age S         default connection timeout (default 60)\n"
     "  --mode OCTAL        file mode of the segment (default 0600; umask ignored)\n"
+    "  --huge-pages        back it with 2 MiB pages (Linux 6.1+; about 1.2 s per GiB\n"
+    "                      more at creation here; a warning if the kernel declines)\n"
     "\n"
     "Example: presencectl -s chat create --rooms 64K --presences 1M --arena 256M\n",
 };
@@ -374,9 +393,12 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
     presence_stats_t st;
     int rc = presence_stats(p, &st);
     uint32_t alive = procs_alive(p);
+    presence_options_t opts;
+    presence_get_options(p, &opts);
     presence_close(p);
     if (rc < 0)
         return ctl_fail(c, rc, NULL);
+    bool huge = (opts.flags & PRESENCE_HUGE_PAGES) != 0;
 
     json_t *doc = c->json ? json_object() : NULL;
     struct ctl_kv *kv = doc ? NULL : ctl_kv_new();
@@ -384,6 +406,7 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
     if (doc) {
         ctl_json_set(doc, "segment", ctl_json_str(c->segment));
         ctl_json_set(doc, "segment_bytes", ctl_json_u64(st.segment_bytes));
+        ctl_json_set(doc, "huge_pages", json_boolean(huge));
     } else {
         ctl_kv_add(kv, "segment", "Segment", "%s", c->segment);
         if (c->tty)
@@ -391,6 +414,10 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
                        ctl_fmt_bytes(buf, sizeof buf, st.segment_bytes), st.segment_bytes);
         else
             ctl_kv_add(kv, "segment_bytes", "Size", "%" PRIu64, st.segment_bytes);
+        if (c->tty)
+            ctl_kv_add(kv, "huge_pages", "Pages", "%s", huge ? "2 MiB" : "4 KiB");
+        else
+            ctl_kv_add(kv, "huge_pages", "Pages", "%s", huge ? "true" : "false");
     }
     usage_pair(c, kv, doc, "rooms", "rooms_cap", "Rooms", st.rooms, st.rooms_cap, false);
     usage_pair(c, kv, doc, "connections", "connections_cap", "Connections", st.connections,
