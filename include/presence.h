@@ -145,7 +145,8 @@ PRESENCE_EXTERN void presence_options_init(presence_options_t *opts);
  *   PRESENCE_EBADMAGIC (not a presence segment), PRESENCE_EVERSION,
  *   PRESENCE_ETRUNCATED, PRESENCE_ENOTREADY (creator died before finishing, or
  *   still creating after attach_timeout_ms), PRESENCE_EBOOT, PRESENCE_EOPTION
- *   (bad capacities), -EINVAL (bad name), -ENOMEM, -ENOSPC (/dev/shm full).
+ *   (bad capacities, or an unknown flag), -EINVAL (bad name), -ENOMEM, -ENOSPC
+ *   (/dev/shm full).
  * May block up to attach_timeout_ms while another process creates the segment.
  */
 PRESENCE_EXTERN int presence_open(const char *name, const presence_options_t *opts,
