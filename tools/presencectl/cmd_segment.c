@@ -79,14 +79,15 @@ static int create_option(struct ctl *c, int o, presence_options_t *opts)
     }
 }
 
-/* What create and destroy print under --json: {"segment": S, DONE: true, KEY: N}. */
-static int print_done(const struct ctl *c, const char *done, const char *key, uint64_t n)
+/* What create and destroy print under --json: {"segment": S, DONE: true, KEY: N}
+ * (create adds "huge_pages"). */
+static json_t *done_doc(const struct ctl *c, const char *done, const char *key, uint64_t n)
 {
     json_t *doc = json_object();
     ctl_json_set(doc, "segment", ctl_json_str(c->segment));
     ctl_json_set(doc, done, json_true());
     ctl_json_set(doc, key, ctl_json_u64(n));
-    return ctl_json_print(c, doc);
+    return doc;
 }
 
 static int cmd_create(struct ctl *c, int argc, char **argv)
@@ -137,10 +138,7 @@ static int cmd_create(struct ctl *c, int argc, char **argv)
         fprintf(stderr, "%s: %s: warning: the kernel did not give segment '%s' 2 MiB pages\n",
                 CTL_PROG, c->cmd_name, c->segment);
     if (c->json) {
-        json_t *doc = json_object();
-        ctl_json_set(doc, "segment", ctl_json_str(c->segment));
-        ctl_json_set(doc, "created", json_true());
-        ctl_json_set(doc, "segment_bytes", ctl_json_u64(st.segment_bytes));
+        json_t *doc = done_doc(c, "created", "segment_bytes", st.segment_bytes);
         ctl_json_set(doc, "huge_pages", json_boolean(huge));
         return ctl_json_print(c, doc);
     }
@@ -239,8 +237,8 @@ static int cmd_destroy(struct ctl *c, int argc, char **argv)
         return ctl_error(c, "segment '%s' does not exist", c->segment);
     if (rc < 0)
         return ctl_error(c, "segment '%s': %s", c->segment, presence_strerror(rc));
-    if (c->json)
-        return print_done(c, "destroyed", "procs_attached", attached); /* alive ones */
+    if (c->json) /* procs_attached: the alive ones */
+        return ctl_json_print(c, done_doc(c, "destroyed", "procs_attached", attached));
     if (c->tty) {
         printf("Destroyed segment '%s'.\n", c->segment);
         if (attached)
