@@ -7,7 +7,8 @@
  * retired but not yet reclaimed), and unlinks it at the end. Every process attaches by
  * name with presence_open(). touch is by connection name; the touch_handle row uses
  * presence_touch_handle() with handles from presence_join_ex(). here_now asks for the
- * uuids (PRESENCE_INCLUDE_UUIDS), as the other backends list them. The parent runs
+ * uuids only (PRESENCE_UUIDS_ONLY), what the rwlock baseline lists and PubNub's here-now
+ * answers (the connection ids too would be a second name per occupant). The parent runs
  * presence_maintain() every few milliseconds during a run, standing in for the reaper
  * daemon.
  *
@@ -285,7 +286,7 @@ static int shm_touch_token(void *h, uint64_t token)
 static int shm_here_now(void *h, const char *room)
 {
     presence_here_now_t *res = NULL;
-    int rc = presence_here_now(h, &room, 1, NULL, 0, PRESENCE_INCLUDE_UUIDS, 0, 0, &res);
+    int rc = presence_here_now(h, &room, 1, NULL, 0, PRESENCE_UUIDS_ONLY, 0, 0, &res);
     if (rc < 0)
         return rc;
     int n = -EPROTO;

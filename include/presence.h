@@ -323,6 +323,10 @@ typedef struct presence_here_now {
 enum {
     PRESENCE_INCLUDE_UUIDS = 1u << 0,
     PRESENCE_INCLUDE_STATE = 1u << 1,
+    /** list the occupants' uuids only, as PubNub's here-now does: conn stays NULL,
+     *  so a user's occupant costs one name instead of two (an anonymous
+     *  occupant's uuid is its connection id). Implies INCLUDE_UUIDS. */
+    PRESENCE_UUIDS_ONLY = 1u << 2,
 };
 
 /**
@@ -334,7 +338,8 @@ enum {
  * does not change. @p limit caps occupants per room (0 = no cap); @p offset
  * skips that many. Free the answer with presence_here_now_free() (which keeps
  * one occupant block per thread for the next call).
- * @return 0, PRESENCE_ENAME*, PRESENCE_ENOGROUP, -ENOMEM. Never blocks.
+ * @return 0, PRESENCE_ENAME*, PRESENCE_ENOGROUP, PRESENCE_EOPTION (an unknown flag),
+ *   -ENOMEM. Never blocks.
  */
 PRESENCE_EXTERN int presence_here_now(presence_t *p, const char *const *rooms, size_t nrooms,
                                       const char *const *groups, size_t ngroups, unsigned flags,

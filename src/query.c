@@ -332,24 +332,27 @@ static int scratch_grow(void)
 }
 
 /* Records one occupant (its names' refs and lengths, its state's ref) in @o;
- * returns the bytes its names take in the answer, NULs included. */
-static inline size_t occ_set(struct occ_ref *o, uint32_t conn, uint32_t cl, uint32_t user,
-                             uint32_t ul, uint32_t state)
+ * returns the bytes its names take in the answer, NULs included. Without
+ * @conns (PRESENCE_UUIDS_ONLY) a user's connection id is left out (conn 0). */
+static inline size_t occ_set(struct occ_ref *o, bool conns, uint32_t conn, uint32_t cl,
+                             uint32_t user, uint32_t ul, uint32_t state)
 {
+    if (ul && !conns)
+        conn = cl = 0;
     o->conn = conn;
     o->conn_len = (uint16_t) cl;
     o->uuid = ul ? user : 0; /* anonymous: the connection id is its uuid */
     o->uuid_len = (uint16_t) ul;
     o->state = state;
-    return cl + 1 + (ul ? ul + 1 : 0);
+    return (conn ? cl + 1 : 0) + (ul ? ul + 1 : 0);
 }
 
 /* Room @ri's member array (members.c), read under the caller's seqlock: the
  * occupancy and, when listing, the entries in the window [lo, hi), in array
  * order. Returns 0 or PRESENCE_ECORRUPT (a chunk missing or too small: a
  * write in between, which the seqlock then tells, or corruption). */
-static int walk_array(struct presence *p, const struct pr_room *r, bool with_state, size_t lo,
-                      size_t hi, uint32_t *occupancy)
+static int walk_array(struct presence *p, const struct pr_room *r, bool with_state, bool conns,
+                      size_t lo, size_t hi, uint32_t *occupancy)
 {
     const struct pr_arena_view a = pr__arena_view(p);
     const struct pr_pres *pres = PR_REGION(p, off_pres, struct pr_pres);
@@ -377,7 +380,7 @@ static int walk_array(struct presence *p, const struct pr_room *r, bool with_sta
                     return PRESENCE_ECORRUPT;
                 state = pr_load(&pres[pi].state_blob);
             }
-            bytes += occ_set(&refs[nrefs++], pr_load(&m->conn_blob), pr_load(&m->conn_len),
+            bytes += occ_set(&refs[nrefs++], conns, pr_load(&m->conn_blob), pr_load(&m->conn_len),
                              pr_load(&m->user_blob), pr_load(&m->user_len), state);
         }
     }
@@ -397,11 +400,13 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
     struct pr_room *r = pr__room(p, ri);
     const struct pr_pres *pres = PR_REGION(p, off_pres, struct pr_pres);
     const uint32_t cap = p->h->cap_pres;
-    const bool list = (flags & (PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE)) != 0;
+    const bool list =
+        (flags & (PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE | PRESENCE_UUIDS_ONLY)) != 0;
     const bool with_state = (flags & PRESENCE_INCLUDE_STATE) != 0;
+    const bool conns = (flags & PRESENCE_UUIDS_ONLY) == 0;
     const size_t lo = list ? offset : SIZE_MAX, hi = limit ? offset + limit : SIZE_MAX;
     if (use_array && pr_load(&r->marray))
-        return walk_array(p, r, with_state, lo, hi, occupancy);
+        return walk_array(p, r, with_state, conns, lo, hi, occupancy);
     size_t seen = 0, nrefs = 0, bytes = 0, caprefs = scratch.caprefs;
     struct occ_ref *refs = scratch.refs;
     uint32_t cur = pr_load(&r->members);
@@ -418,7 +423,7 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
                     refs = scratch.refs;
                     caprefs = scratch.caprefs;
                 }
-                bytes += occ_set(&refs[nrefs++], q->conn_blob, q->conn_len, q->user_blob,
+                bytes += occ_set(&refs[nrefs++], conns, q->conn_blob, q->conn_len, q->user_blob,
                                  q->user_len, with_state ? pr_load(&q->state_blob) : 0);
             }
         }
@@ -485,7 +490,7 @@ static inline char *put_name(const struct pr_arena_view *a, uint32_t ref, uint32
  * readable for the read section (names are immutable, a replaced state is
  * retired, not overwritten), so this copy needs no retry. */
 static int room_result_from_scratch(const struct presence *p, presence_room_result_t *rr,
-                                    bool with_state)
+                                    bool with_state, bool conns)
 {
     const struct pr_arena_view a = pr__arena_view(p);
     const struct occ_ref *refs = scratch.refs;
@@ -510,17 +515,18 @@ static int room_result_from_scratch(const struct presence *p, presence_room_resu
             pr__view_prefetch(&a, o[PR_HN_AHEAD].conn);
             pr__view_prefetch(&a, o[PR_HN_AHEAD].uuid);
         }
-        char *conn = put_name(&a, o->conn, o->conn_len, &str);
-        /* anonymous: its uuid is the connection id */
+        /* anonymous: its uuid is the connection id, which is then copied anyway */
+        bool want_conn = conns || !o->uuid;
+        char *conn = want_conn ? put_name(&a, o->conn, o->conn_len, &str) : NULL;
         char *uuid = o->uuid ? put_name(&a, o->uuid, o->uuid_len, &str) : conn;
-        occ[i].conn = conn;
+        occ[i].conn = conns ? conn : NULL;
         occ[i].uuid = uuid;
         occ[i].state = NULL;
         if (with_state && o->state) {
             occ[i].state = put_blob(&a, o->state, &str);
             bad |= !occ[i].state;
         }
-        bad |= !conn || !uuid;
+        bad |= (want_conn && !conn) || !uuid;
     }
     if (bad) {
         occ_block_put(block);
@@ -557,7 +563,8 @@ static int room_snapshot(struct presence *p, uint32_t ri, unsigned flags, size_t
     if (rc)
         return rc;
     rr->occupancy = occ;
-    return room_result_from_scratch(p, rr, (flags & PRESENCE_INCLUDE_STATE) != 0);
+    return room_result_from_scratch(p, rr, (flags & PRESENCE_INCLUDE_STATE) != 0,
+                                    (flags & PRESENCE_UUIDS_ONLY) == 0);
 }
 
 /* The result in one block: the header, the room array, the room names. */
@@ -583,6 +590,8 @@ int presence_here_now(presence_t *p, const char *const *rooms, size_t nrooms,
                       const char *const *groups, size_t ngroups, unsigned flags, size_t limit,
                       size_t offset, presence_here_now_t **out)
 {
+    if (flags & ~(unsigned) (PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE | PRESENCE_UUIDS_ONLY))
+        return PRESENCE_EOPTION;
     presence_strlist_t names = {0, NULL};
     size_t nnames = 0;
     presence_here_now_t *res = NULL;

@@ -1059,6 +1059,66 @@ static unsigned array_chunks(presence_t *p, const char *room)
     return n;
 }
 
+/* PRESENCE_UUIDS_ONLY: the full answer's uuids (and states), in the same order,
+ * with conn NULL, from the member array and from the list walk; pages; and an
+ * unknown flag refused with nothing answered. */
+static void test_here_now_uuids_only(void **state)
+{
+    presence_t *p = FX(state);
+    const char *users[] = {"u0", NULL, "u0", NULL, "u4", "u5"};
+    for (int i = 0; i < 6; i++) {
+        char c[8];
+        snprintf(c, sizeof c, "c%d", i);
+        assert_rc(presence_join(p, "r", c, users[i]), PRESENCE_JOINED);
+    }
+    const char *rooms[] = {"r"};
+    assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c4", "{\"k\":4}"), 1);
+    assert_rc(presence_set_state(p, rooms, 1, NULL, 0, "c3", "{\"k\":3}"), 1);
+    for (int walk = 0; walk < 2; walk++) {
+        if (walk == 1) /* the list walk, as after a failed chunk allocation */
+            ((struct pr_room *) room_rec(p, "r"))->marray = 0;
+        presence_here_now_t *full = NULL, *h = NULL;
+        assert_rc(presence_here_now(p, rooms, 1, NULL, 0,
+                                    PRESENCE_INCLUDE_UUIDS | PRESENCE_INCLUDE_STATE, 0, 0, &full),
+                  0);
+        assert_rc(presence_here_now(p, rooms, 1, NULL, 0,
+                                    PRESENCE_UUIDS_ONLY | PRESENCE_INCLUDE_STATE, 0, 0, &h),
+                  0);
+        const presence_room_result_t *f = &full->rooms[0], *r = &h->rooms[0];
+        assert_int_equal(r->occupancy, 6);
+        assert_int_equal(r->noccupants, 6);
+        assert_int_equal(f->noccupants, 6);
+        for (size_t i = 0; i < 6; i++) {
+            assert_null(r->occupants[i].conn);
+            assert_string_equal(r->occupants[i].uuid, f->occupants[i].uuid);
+            if (f->occupants[i].state)
+                assert_string_equal(r->occupants[i].state, f->occupants[i].state);
+            else
+                assert_null(r->occupants[i].state);
+        }
+        presence_here_now_free(full);
+        presence_here_now_free(h);
+        /* pages: 4 then 2, the whole room once */
+        size_t listed = 0;
+        for (size_t off = 0; off < 6; off += 4) {
+            assert_rc(presence_here_now(p, rooms, 1, NULL, 0, PRESENCE_UUIDS_ONLY, 4, off, &h), 0);
+            assert_int_equal(h->rooms[0].noccupants, off ? 2 : 4);
+            for (size_t i = 0; i < h->rooms[0].noccupants; i++) {
+                assert_null(h->rooms[0].occupants[i].conn);
+                assert_null(h->rooms[0].occupants[i].state); /* not asked for */
+                listed++;
+            }
+            presence_here_now_free(h);
+        }
+        assert_int_equal(listed, 6);
+    }
+    presence_here_now_t *h = NULL;
+    assert_rc(presence_here_now(p, rooms, 1, NULL, 0, PRESENCE_INCLUDE_UUIDS | (1u << 9), 0, 0, &h),
+              PRESENCE_EOPTION);
+    assert_null(h);
+    assert_clean(p);
+}
+
 /* here_now of @room lists exactly the connections "c%05d" with @in[i] set,
  * each once, with uuid "u%05d" for even i and the connection id for odd i;
  * and pages of @page occupants (limit/offset) cover the same set once. */
@@ -2331,6 +2391,7 @@ int main(void)
         T(test_prune_rooms),
         T(test_here_now),
         T(test_here_now_state),
+        T(test_here_now_uuids_only),
         T(test_here_now_limit_offset),
         T(test_here_now_groups),
         T(test_where_now),

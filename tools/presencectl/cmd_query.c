@@ -201,6 +201,8 @@ static int cmd_here_now(struct ctl *c, int argc, char **argv)
         return status;
     presence_here_now_t *hn = NULL;
     unsigned flags = (uuids ? PRESENCE_INCLUDE_UUIDS : 0u) | (state ? PRESENCE_INCLUDE_STATE : 0u);
+    if (uuids && c->json) /* the PubNub-shaped document has no connection ids */
+        flags |= PRESENCE_UUIDS_ONLY;
     int rc = presence_here_now(t.p, t.rooms.v, t.rooms.n, t.groups.v, t.groups.n, flags, limit,
                                offset, &hn);
     status = CTL_OK;
