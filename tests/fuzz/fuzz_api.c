@@ -692,6 +692,20 @@ static void verify_room(const char *name)
         FUZZ_ASSERT(json_text_equals(o->state, M.pres[pi].state),
                     "here_now(%s): %s has state %s, model differs", name, o->conn, show(o->state));
     }
+    /* the uuids alone: the same occupants in the same order, no connection ids */
+    presence_here_now_t *uo = NULL;
+    rc = presence_here_now(P, one, 1, NULL, 0, PRESENCE_UUIDS_ONLY | PRESENCE_INCLUDE_STATE, 0, 0,
+                           &uo);
+    FUZZ_ASSERT(rc == 0 && uo->rooms[0].noccupants == occ && uo->rooms[0].occupancy == occ,
+                "here_now(%s, UUIDS_ONLY): %d", name, rc);
+    for (size_t k = 0; k < occ; k++) {
+        const presence_occupant_t *o = &uo->rooms[0].occupants[k], *f = &rr->occupants[k];
+        bool same_state = o->state ? f->state && strcmp(o->state, f->state) == 0 : !f->state;
+        FUZZ_ASSERT(o->conn == NULL && strcmp(o->uuid, f->uuid) == 0 && same_state,
+                    "here_now(%s, UUIDS_ONLY): occupant %zu is %s, not %s", name, k, o->uuid,
+                    f->uuid);
+    }
+    presence_here_now_free(uo);
     presence_here_now_free(hn);
 }
 
