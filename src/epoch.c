@@ -54,11 +54,30 @@ int pr__test_poison;
 
 static int reclaim(struct presence *p, bool trust_recent);
 
+/* The thread's last handle and its state, in front of pthread_getspecific()
+ * (a call on every read section and counted change). Keyed by the handle's id
+ * as well: a handle closed and another opened at the same address misses. */
+static __thread struct {
+    const struct presence *p;
+    uint64_t id;
+    struct pr_tls *t;
+} tls_last __attribute__((tls_model("initial-exec")));
+
+void pr__tls_forget(const struct pr_tls *t)
+{
+    if (tls_last.t == t)
+        tls_last.p = NULL, tls_last.t = NULL;
+}
+
 static struct pr_tls *tls_get(struct presence *p)
 {
+    if (PR_LIKELY(tls_last.p == p && tls_last.id == p->id))
+        return tls_last.t;
     struct pr_tls *t = pthread_getspecific(p->tls_key);
-    if (PR_LIKELY(t != NULL))
+    if (PR_LIKELY(t != NULL)) {
+        tls_last.p = p, tls_last.id = p->id, tls_last.t = t;
         return t;
+    }
     t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
@@ -92,6 +111,7 @@ static struct pr_tls *tls_get(struct presence *p)
         }
     }
     pthread_setspecific(p->tls_key, t);
+    tls_last.p = p, tls_last.id = p->id, tls_last.t = t;
     return t;
 }
 

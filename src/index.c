@@ -186,6 +186,36 @@ int64_t pr__room_find(struct presence *p, const char *name, size_t n, uint32_t h
     return -ENOENT;
 }
 
+/* Whether the @n bytes at @a and @b are equal, for the short names kept inline
+ * in connection records: overlapping word compares, no call. */
+static inline bool equal_short(const char *a, const char *b, size_t n)
+{
+    if (n >= 8) {
+        uint64_t x, y;
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return false;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t x0, y0, x1, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y1, b + n - 4, 4);
+        return x0 == y0 && x1 == y1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
 int64_t pr__conn_find(struct presence *p, const char *name, size_t n, uint32_t hash)
 {
     uint32_t cur = pr_load(pr__bucket(p, PR_T_CONN, hash));
@@ -195,7 +225,7 @@ int64_t pr__conn_find(struct presence *p, const char *name, size_t n, uint32_t h
             return PRESENCE_ECORRUPT;
         if (c->name_hash == hash && c->name_len == n &&
             PR_ST_STATE(pr_load(&c->h.state)) == PR_LIVE &&
-            (n <= PR_CONN_INLINE ? memcmp(c->name_inline, name, n) == 0
+            (n <= PR_CONN_INLINE ? equal_short(c->name_inline, name, n)
                                  : pr__blob_eq(p, c->name_blob, c->name_len, name, n)))
             return cur - 1;
         cur = pr_load(&c->bucket_next);

@@ -39,6 +39,7 @@ struct presence {
     uint32_t proc;     /* our process slot */
     uint32_t proc_gen; /* its generation while we hold it */
     pthread_key_t tls_key;
+    uint64_t id; /* unique among the handles this process ever opened (the TLS cache's key) */
     pthread_mutex_t local;           /* guards reader-slot claims and the lease in this process */
     uint32_t shard;                  /* free stacks this process takes from first and returns to */
     uint32_t blob_page[PR_NCLASSES]; /* page+1 it allocates blobs of a class from first */
@@ -211,6 +212,7 @@ int pr__reclaim_for_space(struct presence *p);
 void pr__readers_release(struct presence *p);
 bool pr__proc_alive(struct presence *p, uint32_t proc, uint32_t gen);
 uint32_t pr__my_slot(struct presence *p);
+void pr__tls_forget(const struct pr_tls *t); /* before @t is freed: out of the thread's cache */
 
 /* ---- locks that survive their holder (lock.c) ------------------------------ */
 typedef void (*pr_repair_fn)(struct presence *p, uint32_t idx);

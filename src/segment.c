@@ -479,6 +479,7 @@ static void tls_destroy(void *v)
     struct pr_tls *t = v;
     if (!t)
         return;
+    pr__tls_forget(t);
     struct pr_reader *r = pr__reader(t->p, t->slot);
     if (r && !t->p->rdonly) {
         pr_store(&r->epoch, 0);
@@ -566,6 +567,8 @@ int presence_open(const char *name, const presence_options_t *opts, presence_t *
         if (rc)
             goto fail;
     }
+    static uint64_t handles;
+    p->id = __atomic_add_fetch(&handles, 1, __ATOMIC_RELAXED);
     if (pthread_key_create(&p->tls_key, tls_destroy) != 0) {
         rc = -EAGAIN;
         goto fail;
@@ -615,6 +618,7 @@ void presence_close(presence_t *p)
     }
     struct pr_tls *t = pthread_getspecific(p->tls_key);
     if (t) {
+        pr__tls_forget(t);
         pthread_setspecific(p->tls_key, NULL);
         free(t);
     }
