@@ -10,7 +10,8 @@
  *     fence, so the reclaimer cannot miss the slot while we read links;
  *   - exit:  store(slot.epoch, 0);
  *   - retire(x) after x is unlinked: stamp x with load(global), push on the
- *     thread's limbo stack;
+ *     thread's limbo stack (inside a read section: chained in the thread's
+ *     pr_tls and pushed whole, one CAS, when the section ends);
  *   - reclaim (lease holder only): advance global (a full fence), take
  *     min = the smallest epoch announced by a live slot (or global), and free
  *     every limbo item stamped strictly below min.
@@ -53,6 +54,7 @@ int pr__test_late_tail;
 int pr__test_poison;
 
 static int reclaim(struct presence *p, bool trust_recent);
+static void pending_flush(struct presence *p, struct pr_tls *t);
 
 /* The thread's last handle and its state, in front of pthread_getspecific()
  * (a call on every read section and counted change). Keyed by the handle's id
@@ -136,6 +138,8 @@ struct pr_tls *pr__enter(struct presence *p)
 
 void pr__exit(struct presence *p, struct pr_tls *t)
 {
+    if (t->depth == 1 && t->npending) /* still inside: a reclaim it starts sees us */
+        pending_flush(p, t);
     if (--t->depth == 0 && t->slot != UINT32_MAX) {
         struct pr_reader *r = pr__reader(p, t->slot);
         pr_barrier();
@@ -178,39 +182,55 @@ static uint32_t *item_link(struct presence *p, uint32_t item, uint64_t **epoch)
     return &r->link;
 }
 
-/* Pushes @item (@link its link) on this thread's limbo stack (its reader
- * slot's) with one CAS, then reclaims at every 64th retirement of the thread.
- * Only this thread pushes there, so a stack seen empty stays empty until our
- * CAS: its tail is written before the CAS publishes it, and the lease holder
- * reads it after seeing the head. */
-// NOLINTNEXTLINE(readability-non-const-parameter): written through pr_store's cast
-static void limbo_push(struct presence *p, uint32_t item, uint32_t *link)
+#define PR_PENDING_MAX 64u
+
+/* Pushes the chain @first .. @last (linked through their links, @last_link
+ * the last one's) of @n items on this thread's limbo stack (its reader slot's,
+ * else the header's) with one CAS, then reclaims at every 64th retirement of
+ * the thread. Only this thread pushes there, so a stack seen empty stays empty
+ * until our CAS: its tail is written before the CAS publishes it, and the
+ * lease holder reads it after seeing the head. */
+static void limbo_push(struct presence *p, struct pr_tls *t, uint32_t first, uint32_t last,
+                       // NOLINTNEXTLINE(readability-non-const-parameter): written by pr_store
+                       uint32_t *last_link, uint32_t n)
 {
-    struct pr_tls *t = tls_get(p);
     struct pr_reader *r = t ? pr__reader(p, t->slot) : NULL;
     uint64_t *head = r ? &r->limbo_head : &p->h->limbo_head;
     for (;;) {
         uint64_t hw = pr_load(head);
         bool onto_empty = r && (uint32_t) (hw >> 32) == 0;
         if (onto_empty && !pr__test_late_tail)
-            pr_store(&r->limbo_tail, item);
-        pr_store(link, (uint32_t) (hw >> 32));
-        uint64_t nw = ((uint64_t) item << 32) | (uint32_t) ((uint32_t) hw + 1);
+            pr_store(&r->limbo_tail, last);
+        pr_store(last_link, (uint32_t) (hw >> 32));
+        uint64_t nw = ((uint64_t) first << 32) | (uint32_t) ((uint32_t) hw + 1);
         if (pr_cas(head, hw, nw)) {
             if (onto_empty && pr__test_late_tail) { /* the wrong order, on purpose */
                 for (uint64_t until = pr__now_ns() + 2000; pr__now_ns() < until;)
                     pr_cpu_relax();
-                pr_store(&r->limbo_tail, item);
+                pr_store(&r->limbo_tail, last);
             }
             break;
         }
     }
-    if (t && ++t->retired % 64 == 0) {
-        if (pr__lease_take(p) == 0) {
-            reclaim(p, true);
-            pr__lease_drop(p);
-        }
+    if (!t)
+        return;
+    uint32_t before = t->retired;
+    t->retired += n;
+    if (before / 64 != t->retired / 64 && pr__lease_take(p) == 0) {
+        reclaim(p, true);
+        pr__lease_drop(p);
     }
+}
+
+/* Pushes what this thread retired in its read section (see pr_tls). */
+static void pending_flush(struct presence *p, struct pr_tls *t)
+{
+    uint64_t *ep;
+    uint32_t *last_link = item_link(p, t->pending_last, &ep);
+    uint32_t first = t->pending_first, last = t->pending_last, n = t->npending;
+    t->npending = 0;
+    if (last_link) /* (a corrupted segment can fail it: the sweep retires them again) */
+        limbo_push(p, t, first, last, last_link, n);
 }
 
 void pr__retire(struct presence *p, uint32_t item)
@@ -225,7 +245,22 @@ void pr__retire(struct presence *p, uint32_t item)
         return;
     }
     pr_store(ep, pr_load(&h->global_epoch));
-    limbo_push(p, item, link);
+    /* Inside a read section the item waits in the thread's chain, pushed whole
+     * at the section's end: until then the grace period cannot pass the
+     * section, so a sweep that suspects the item meanwhile finds it in limbo by
+     * its second phase; a process killed before the push leaves it RETIRED out
+     * of limbo, which the sweep retires again. */
+    struct pr_tls *t = tls_get(p);
+    if (t && t->depth > 0 && t->slot != UINT32_MAX) {
+        pr_store(link, t->npending ? t->pending_first : 0u);
+        if (t->npending++ == 0)
+            t->pending_last = item;
+        t->pending_first = item;
+        if (t->npending >= PR_PENDING_MAX)
+            pending_flush(p, t);
+        return;
+    }
+    limbo_push(p, t, item, item, link, 1);
 }
 
 /* ---- lease ----------------------------------------------------------------- */

@@ -26,6 +26,10 @@ struct pr_tls {
     uint32_t slot;    /* reader slot index */
     uint32_t depth;   /* read-section nesting */
     uint32_t retired; /* retirements: it reclaims at every 64th */
+    /* Retired inside the current read section and not yet on the limbo stack:
+     * a chain through the items' links, newest first, pushed whole (one CAS)
+     * when the section ends or it reaches PR_PENDING_MAX (epoch.c). */
+    uint32_t pending_first, pending_last, npending;
 };
 
 /* The process-local handle. Never placed in shared memory. */
