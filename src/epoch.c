@@ -71,16 +71,11 @@ void pr__tls_forget(const struct pr_tls *t)
         tls_last.p = NULL, tls_last.t = NULL;
 }
 
-static struct pr_tls *tls_get(struct presence *p)
+/* A new per-thread state for @p, with a reader slot of its own (none when
+ * read-only); NULL when every slot is taken or memory is short. */
+static struct pr_tls *tls_make(struct presence *p)
 {
-    if (PR_LIKELY(tls_last.p == p && tls_last.id == p->id))
-        return tls_last.t;
-    struct pr_tls *t = pthread_getspecific(p->tls_key);
-    if (PR_LIKELY(t != NULL)) {
-        tls_last.p = p, tls_last.id = p->id, tls_last.t = t;
-        return t;
-    }
-    t = calloc(1, sizeof *t);
+    struct pr_tls *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
     t->p = p;
@@ -113,6 +108,16 @@ static struct pr_tls *tls_get(struct presence *p)
         }
     }
     pthread_setspecific(p->tls_key, t);
+    return t;
+}
+
+static struct pr_tls *tls_get(struct presence *p)
+{
+    if (PR_LIKELY(tls_last.p == p && tls_last.id == p->id))
+        return tls_last.t;
+    struct pr_tls *t = pthread_getspecific(p->tls_key);
+    if (!t && !(t = tls_make(p)))
+        return NULL;
     tls_last.p = p, tls_last.id = p->id, tls_last.t = t;
     return t;
 }
