@@ -465,6 +465,16 @@ int main(int argc, char **argv)
         snprintf(R.sock_path, sizeof R.sock_path, "/tmp/presence-%s-%d.sock", R.seg,
                  (int) geteuid());
 
+    /* SIGTERM and SIGINT are caught from here on, before the segment is made or
+     * claimed: one that arrives while we start is acted on as the loop begins,
+     * and we stop as cleanly as later (its default action would kill us with
+     * the claim held). */
+    R.loop = uv_default_loop();
+    uv_signal_init(R.loop, &R.sigint);
+    uv_signal_start(&R.sigint, on_signal, SIGINT);
+    uv_signal_init(R.loop, &R.sigterm);
+    uv_signal_start(&R.sigterm, on_signal, SIGTERM);
+
     o.flags = (create ? PRESENCE_CREATE : 0) | (huge ? PRESENCE_HUGE_PAGES : 0);
     int rc = presence_open(R.seg, &o, &R.p);
     if (rc) {
@@ -504,17 +514,12 @@ int main(int argc, char **argv)
     umask(old);
     R.doorbell_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 
-    R.loop = uv_default_loop();
     uv_timer_init(R.loop, &R.timer);
     uv_timer_start(&R.timer, on_timer, 0, R.sweep_ms);
     uv_poll_init(R.loop, &R.listen_poll, R.listen_fd);
     uv_poll_start(&R.listen_poll, UV_READABLE, on_listen);
     uv_poll_init(R.loop, &R.bell_poll, R.doorbell_fd);
     uv_poll_start(&R.bell_poll, UV_READABLE, on_bell);
-    uv_signal_init(R.loop, &R.sigint);
-    uv_signal_start(&R.sigint, on_signal, SIGINT);
-    uv_signal_init(R.loop, &R.sigterm);
-    uv_signal_start(&R.sigterm, on_signal, SIGTERM);
     presence_options_t got;
     presence_get_options(R.p, &got);
     logf_(0, "segment '%s' (%s pages), socket %s, sweep every %llu ms", R.seg,
