@@ -59,11 +59,11 @@ static void pending_flush(struct presence *p, struct pr_tls *t);
 /* The thread's last handle and its state, in front of pthread_getspecific()
  * (a call on every read section and counted change). Keyed by the handle's id
  * as well: a handle closed and another opened at the same address misses. */
-static __thread struct {
+static PR_TLS struct {
     const struct presence *p;
     uint64_t id;
     struct pr_tls *t;
-} tls_last __attribute__((tls_model("initial-exec")));
+} tls_last;
 
 void pr__tls_forget(const struct pr_tls *t)
 {

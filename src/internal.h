@@ -19,6 +19,12 @@
 #define PR_UNUSED(x)   ((void) (x))
 #define PR_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define PR_UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* The library's thread-local variables: in the static TLS block (a plain
+ * %fs-relative load) rather than through __tls_get_addr, a call on every use
+ * from a shared library otherwise (11 instructions, 5 per event in a prune).
+ * They are a few hundred bytes, well inside the surplus glibc keeps for
+ * libraries loaded with dlopen(). */
+#define PR_TLS         __thread __attribute__((tls_model("initial-exec")))
 
 /* Per-thread state for one handle: its reader slot and nesting depth. */
 struct pr_tls {

@@ -244,7 +244,7 @@ struct walk_scratch {
     size_t nrefs, caprefs;
     size_t bytes; /* the names' bytes with their NULs (states not included) */
 };
-static __thread struct walk_scratch scratch __attribute__((tls_model("initial-exec")));
+static PR_TLS struct walk_scratch scratch;
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 
@@ -256,8 +256,8 @@ static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 struct occ_block {
     size_t cap, pad; /* 16 bytes: the array after it stays aligned */
 };
-static __thread struct occ_block *spare_block;
-static __thread bool thread_registered;
+static PR_TLS struct occ_block *spare_block;
+static PR_TLS bool thread_registered;
 
 /* Frees the exiting thread's scratch and spare block (a key destructor runs
  * in that thread). */

@@ -462,7 +462,7 @@ static int touch_conn(struct pr_conn *c)
  * at its end: one removal after another in the same rooms would each move an
  * entry and the presence it names (cold lines) for an array that prune mostly
  * empties anyway. Per thread; on only inside presence_prune. */
-static __thread struct {
+static PR_TLS struct {
     bool on;
     uint32_t *rooms;
     size_t n, cap;

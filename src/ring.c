@@ -93,7 +93,7 @@ static void put_bytes(struct presence *p, uint64_t pos, size_t off, const void *
 /* Bulk mode (pr__emit_bulk_begin/end): the shared clock reading, how many
  * events may still use it, and how many were committed since the last check
  * for armed subscribers. */
-static __thread struct {
+static PR_TLS struct {
     struct presence *p;
     uint32_t stamp_left, unchecked;
     uint64_t ns;
