@@ -239,12 +239,17 @@ bool pr__blob_eq(const struct presence *p, uint32_t ref, uint32_t rlen, const ch
     return d && len == rlen && len == n && memcmp(d, s, n) == 0;
 }
 
-static int64_t try_page(struct presence *p, uint32_t page, unsigned cls, struct pr_reader *rd)
+/* Takes a free cell of class @cls in @page, looking from bitmap word *@word on
+ * (round the page) and leaving there the word it found it in: a process's own
+ * page is mostly full below where it last found room. */
+static int64_t try_page(struct presence *p, uint32_t page, unsigned cls, struct pr_reader *rd,
+                        uint32_t *word)
 {
     struct pr_page *pm = page_meta(p, page);
     uint32_t cells = PR_UNITS_PAGE >> cls;
     uint32_t words = (cells + 63) / 64;
-    for (uint32_t w = 0; w < words; w++) {
+    uint32_t w = *word < words ? *word : 0;
+    for (uint32_t seen = 0; seen < words; seen++, w = w + 1 < words ? w + 1 : 0) {
         uint64_t valid = cells - w * 64 >= 64 ? ~0ull : ((1ull << (cells - w * 64)) - 1);
         for (;;) {
             uint64_t bits = pr_load(&pm->bits[w]);
@@ -254,8 +259,10 @@ static int64_t try_page(struct presence *p, uint32_t page, unsigned cls, struct 
             unsigned b = (unsigned) __builtin_ctzll(free_bits);
             uint32_t ref = page * PR_UNITS_PAGE + ((w * 64 + b) << cls) + 1;
             pr_store(&rd->inflight_blob, ref);
-            if (pr_cas(&pm->bits[w], bits, bits | (1ull << b)))
+            if (pr_cas(&pm->bits[w], bits, bits | (1ull << b))) {
+                *word = w;
                 return ref;
+            }
         }
     }
     return -ENOSPC;
@@ -263,7 +270,8 @@ static int64_t try_page(struct presence *p, uint32_t page, unsigned cls, struct 
 
 /* Assigns a never-used page to class @cls and takes a cell of it: the page
  * ref, or -ENOSPC when every page has been assigned. */
-static int64_t fresh_page(struct presence *p, unsigned cls, struct pr_reader *rd, uint32_t *page)
+static int64_t fresh_page(struct presence *p, unsigned cls, struct pr_reader *rd, uint32_t *page,
+                          uint32_t *word)
 {
     struct pr_header *h = p->h;
     for (;;) {
@@ -276,7 +284,8 @@ static int64_t fresh_page(struct presence *p, unsigned cls, struct pr_reader *rd
         pr_store(&pm->cls, cls + 1);
         pr_store(&h->page_hint[cls], pg);
         *page = pg;
-        return try_page(p, pg, cls, rd);
+        *word = 0;
+        return try_page(p, pg, cls, rd, word);
     }
 }
 
@@ -297,25 +306,28 @@ int64_t pr__blob_new(struct presence *p, const void *data, uint32_t len, uint32_
      * this process's cache), then any page of the class with room (from a
      * place that differs by process), then a fresh page. */
     uint32_t own1 = pr_load(&p->blob_page[cls]), pg = own1 - 1;
+    uint32_t word = pr_load(&p->blob_word[cls]);
     struct pr_page *pm = own1 ? page_meta(p, pg) : NULL;
     if (pm && pg < used && pr_load(&pm->cls) == cls + 1)
-        ref = try_page(p, pg, cls, rd);
+        ref = try_page(p, pg, cls, rd, &word);
     uint32_t start = used ? (pr_load(&h->page_hint[cls]) + p->proc) % used : 0;
     for (uint32_t k = 0; k < used && ref < 0; k++) {
         pg = (start + k) % used;
         pm = page_meta(p, pg);
         if (pm && pr_load(&pm->cls) == cls + 1) {
-            ref = try_page(p, pg, cls, rd);
+            word = 0;
+            ref = try_page(p, pg, cls, rd, &word);
             if (ref > 0 && pg != start)
                 pr_store(&h->page_hint[cls], pg);
         }
     }
     if (ref < 0)
-        ref = fresh_page(p, cls, rd, &pg);
+        ref = fresh_page(p, cls, rd, &pg, &word);
     if (ref < 0)
         return ref;
     if (pg + 1 != own1)
         pr_store(&p->blob_page[cls], pg + 1);
+    pr_store(&p->blob_word[cls], word);
     struct pr_blob *b = blob_hdr(p, (uint32_t) ref, NULL);
     b->len = len;
     b->link = 0;

@@ -53,6 +53,7 @@ struct presence {
     pthread_mutex_t local;           /* guards reader-slot claims and the lease in this process */
     uint32_t shard;                  /* free stacks this process takes from first and returns to */
     uint32_t blob_page[PR_NCLASSES]; /* page+1 it allocates blobs of a class from first */
+    uint32_t blob_word[PR_NCLASSES]; /* and the bitmap word of that page to look from */
     uint32_t blob_seq;               /* its blob allocations (blob seq, with the slot) */
     /* Other processes proven alive (their OFD lock held) and until when the
      * proof is trusted: the reclaim that runs every 64 retirements would
