@@ -379,6 +379,9 @@ static int join_locked(rw_handle_t *h, const bench_key_t *k, uint64_t timeout_ms
 /* ------------------------------------------------------------- vtable ---- */
 
 #define RW_HUGE_PAGE (2ull << 20)
+#ifndef MADV_COLLAPSE
+#    define MADV_COLLAPSE 25 /* Linux 6.1 */
+#endif
 
 /* Maps @p size bytes of @p fd at a 2 MiB boundary, as the library maps its segment, so
  * that a store in 2 MiB pages is mapped by them. MAP_FAILED on error (errno set). */
@@ -455,7 +458,7 @@ static int rw_setup(const bench_store_spec_t *spec, void **store, char *err, siz
     else
         errno = sized;
     if (base != MAP_FAILED && spec->huge_pages &&
-        madvise(base, off & ~(RW_HUGE_PAGE - 1), 25 /* MADV_COLLAPSE, Linux 6.1 */) != 0)
+        madvise(base, off & ~(RW_HUGE_PAGE - 1), MADV_COLLAPSE) != 0)
         fprintf(stderr,
                 "presence-bench: rwlock: the kernel did not give the segment 2 MiB "
                 "pages (%s); running in 4 KiB pages\n",

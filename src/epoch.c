@@ -58,9 +58,9 @@ static void pending_flush(struct presence *p, struct pr_tls *t);
 
 /* The thread's last handle and its state, in front of pthread_getspecific()
  * (a call on every read section and counted change). Keyed by the handle's id
- * as well: a handle closed and another opened at the same address misses. */
+ * (unique among the handles the process ever opened, never 0), not its
+ * address: a handle closed and another opened at the same address misses. */
 static PR_TLS struct {
-    const struct presence *p;
     uint64_t id;
     struct pr_tls *t;
 } tls_last;
@@ -68,7 +68,7 @@ static PR_TLS struct {
 void pr__tls_forget(const struct pr_tls *t)
 {
     if (tls_last.t == t)
-        tls_last.p = NULL, tls_last.t = NULL;
+        tls_last.id = 0, tls_last.t = NULL;
 }
 
 /* A new per-thread state for @p, with a reader slot of its own (none when
@@ -113,12 +113,12 @@ static struct pr_tls *tls_make(struct presence *p)
 
 static struct pr_tls *tls_get(struct presence *p)
 {
-    if (PR_LIKELY(tls_last.p == p && tls_last.id == p->id))
+    if (PR_LIKELY(tls_last.id == p->id))
         return tls_last.t;
     struct pr_tls *t = pthread_getspecific(p->tls_key);
     if (!t && !(t = tls_make(p)))
         return NULL;
-    tls_last.p = p, tls_last.id = p->id, tls_last.t = t;
+    tls_last.id = p->id, tls_last.t = t;
     return t;
 }
 
