@@ -75,18 +75,33 @@ const char *presence_event_name(int type)
 
 /* ---- producing ------------------------------------------------------------ */
 
-static void put_bytes(struct presence *p, uint64_t pos, size_t off, const void *src, size_t n)
+/* Writes a record's bytes into the data of its entries, in order: @at is where
+ * the next byte goes, @room what is left of its entry's data, @pos that entry's
+ * position. The ring's base and mask are read once per record. */
+struct ring_writer {
+    struct pr_ring_entry *ring;
+    uint64_t mask, pos;
+    uint8_t *at;
+    size_t room;
+};
+
+static void ring_put(struct ring_writer *w, const void *src, size_t n)
 {
     const uint8_t *s = src;
-    while (n > 0) {
-        struct pr_ring_entry *e = ring_entry(p, pos + off / PR_RING_DATA);
-        size_t in = off % PR_RING_DATA, take = PR_RING_DATA - in;
-        if (take > n)
-            take = n;
-        memcpy(e->data + in, s, take);
-        s += take;
-        off += take;
+    for (;;) {
+        size_t take = n < w->room ? n : w->room;
+        if (take > PR_RING_DATA)
+            __builtin_unreachable(); /* room never exceeds an entry's data */
+        memcpy(w->at, s, take);      /* inline: the size has a small bound */
+        w->at += take;
+        w->room -= take;
         n -= take;
+        if (n == 0)
+            return;
+        s += take;
+        w->pos++;
+        w->at = w->ring[w->pos & w->mask].data;
+        w->room = PR_RING_DATA;
     }
 }
 
@@ -177,16 +192,20 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
         pr_prefetch_write(ring_entry(p, pos + k + 1));
     }
     PR_KILL_POINT("ring_claim");
+    struct ring_writer w = {.ring = ring_entry(p, 0), .mask = h->ring_entries - 1, .pos = pos};
+    const uint64_t writing = PR_RING_WRITING | (p->proc + 1);
     for (uint32_t i = 0; i < k; i++)
-        pr_store(&ring_entry(p, pos + i)->stamp, PR_RING_WRITING | (p->proc + 1));
+        pr_store(&w.ring[(pos + i) & w.mask].stamp, writing);
     pr_barrier();
-    put_bytes(p, pos, 0, &rh, sizeof rh);
-    put_bytes(p, pos, sizeof rh, rn, rl);
-    put_bytes(p, pos, sizeof rh + rl, cn, cl);
-    put_bytes(p, pos, sizeof rh + rl + cl, un, ul);
+    w.at = w.ring[pos & w.mask].data;
+    w.room = PR_RING_DATA;
+    ring_put(&w, &rh, sizeof rh);
+    ring_put(&w, rn, rl);
+    ring_put(&w, cn, cl);
+    ring_put(&w, un, ul);
     PR_KILL_POINT("ring_commit");
     for (uint32_t i = k; i-- > 0;) /* first entry last: its START publishes the record */
-        pr_store(&ring_entry(p, pos + i)->stamp, (pos + i + 1) | (i == 0 ? PR_RING_START : 0));
+        pr_store(&w.ring[(pos + i) & w.mask].stamp, (pos + i + 1) | (i == 0 ? PR_RING_START : 0));
     if (bulk.p == p && ++bulk.unchecked < PR_BULK_SHARE)
         return; /* a later event of the bulk (or its end) checks for this one too */
     bulk.unchecked = 0;
