@@ -43,6 +43,29 @@ static int name_prep(struct presence *p, const char *s, struct pr_name *out)
     return 0;
 }
 
+/* For a lookup that changes nothing when the name is absent: its length and
+ * hash only. A name that is found equals a stored one, validated when it was
+ * stored; one that is not found is validated then (bad_name_or), so that bad
+ * input still gets its own error. Saves the validation's ~70 instructions on
+ * the path that finds (a touch by name is ~350). */
+static int name_prep_lookup(struct presence *p, const char *s, struct pr_name *out)
+{
+    size_t n = s ? strnlen(s, PRESENCE_NAME_MAX + 1) : 0;
+    if (n == 0 || n > PRESENCE_NAME_MAX)
+        return PRESENCE_ENAMELEN; /* what pr__validate_name says of these */
+    out->s = s;
+    out->n = n;
+    out->hash = pr__hash(p, s, n);
+    return 0;
+}
+
+/* The error of invalid name @s, else @rc. */
+static int bad_name_or(const char *s, int rc)
+{
+    int bad = pr__validate_name(s, NULL);
+    return bad ? bad : rc;
+}
+
 /* A room's seqlock, writer side (under the room lock): the odd version is
  * ordered before the list's stores (store-store; readers order load-load). */
 static void room_write_begin(struct pr_room *r)
@@ -871,15 +894,18 @@ int presence_leave_all(presence_t *p, const char *conn)
 int presence_touch(presence_t *p, const char *conn)
 {
     struct pr_name cn;
-    int rc = name_prep(p, conn, &cn);
+    int rc = name_prep_lookup(p, conn, &cn);
     if (rc)
         return rc;
-    struct pr_tls *t;
-    ENTER_OR_FAIL(p, t);
+    if (p->rdonly)
+        return bad_name_or(conn, -EROFS);
+    struct pr_tls *t = pr__enter(p);
+    if (!t)
+        return bad_name_or(conn, -EUSERS);
     int64_t ci = pr__conn_find(p, cn.s, cn.n, cn.hash);
     rc = ci >= 0 ? touch_conn(pr__conn(p, (uint32_t) ci)) : PRESENCE_NOT_PRESENT;
     pr__exit(p, t);
-    return rc;
+    return ci >= 0 ? rc : bad_name_or(conn, rc);
 }
 
 int presence_touch_handle(presence_t *p, presence_conn_t h)
