@@ -2062,6 +2062,64 @@ static void test_full_groups(void **state)
 
 /* ---- events, stats ------------------------------------------------------------------------ */
 
+/* A name of @len bytes for event test @k: printable ASCII that shifts with k and
+ * the position (a byte put in the wrong place shows), ending in a two-byte "é"
+ * when @mb and there is room. */
+static void event_name(char *out, size_t len, unsigned k, char tag, bool mb)
+{
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char) ('a' + (i * 7 + k) % 26);
+    out[0] = tag;
+    if (mb && len >= 3)
+        memcpy(out + len - 2, "\xc3\xa9", 2);
+    out[len] = '\0';
+}
+
+static void expect_event(presence_sub_t *s, int type, const char *room, const char *conn,
+                         const char *user, uint32_t occupancy)
+{
+    presence_event_t ev;
+    assert_rc(presence_sub_next(s, &ev), 1);
+    assert_int_equal(ev.type, type);
+    assert_string_equal(ev.room, room);
+    assert_string_equal(ev.conn, conn);
+    assert_string_equal(ev.user, user);
+    assert_int_equal(ev.occupancy, occupancy);
+}
+
+/* Events carry their names whole, whatever the lengths: a record's bytes cross
+ * its 56-byte entries at every offset (room, connection and user lengths from 1
+ * to 255, so records of 1 to 15 entries), and the fixture's ring of 64 entries
+ * wraps every few calls, so records also split across its end. */
+static void test_event_names_across_entries(void **state)
+{
+    presence_t *p = FX(state);
+    static const size_t room_lens[] = {1, 23, 24, 55, 56, 57, 200, 255};
+    char rooms[8][256], conn[256], user[256];
+    for (unsigned r = 0; r < 8; r++)
+        event_name(rooms[r], room_lens[r], r, (char) ('A' + r), r % 2 == 1);
+    presence_sub_t *s = NULL;
+    assert_rc(presence_subscribe(p, PRESENCE_SEQ_NOW, NULL, &s), 0);
+    uint64_t first = presence_sub_position(s);
+    for (unsigned k = 0; k < 600; k++) {
+        const char *room = rooms[k % 8];
+        event_name(conn, 1 + (k * 37) % 255, k, 'c', k % 3 == 0);
+        bool anonymous = k % 5 == 0;
+        event_name(user, 1 + (k * 53) % 255, k, 'u', k % 2 == 0);
+        assert_rc(presence_join(p, room, conn, anonymous ? NULL : user), PRESENCE_JOINED);
+        if (k < 8)
+            expect_event(s, PRESENCE_EV_ROOM_CREATED, room, "", "", 0);
+        expect_event(s, PRESENCE_EV_JOIN, room, conn, anonymous ? "" : user, 1);
+        assert_rc(presence_leave(p, room, conn), 1);
+        expect_event(s, PRESENCE_EV_LEAVE, room, conn, anonymous ? "" : user, 0);
+        presence_event_t ev;
+        assert_rc(presence_sub_next(s, &ev), 0);
+    }
+    assert_true(presence_sub_position(s) - first > 20 * 64); /* the ring wrapped, often */
+    presence_sub_close(s);
+    assert_clean(p);
+}
+
 static void test_events_counted(void **state)
 {
     presence_t *p = FX(state);
@@ -2419,6 +2477,7 @@ int main(void)
         TC(test_member_array_after_killed_prune, cfg_members),
         TC(test_full_groups, cfg_groups_small),
         T(test_events_counted),
+        T(test_event_names_across_entries),
         T(test_stats),
         T(test_check_healthy),
         T(test_check_detects_corruption),
