@@ -225,7 +225,8 @@ PRESENCE_EXTERN int presence_leave_all(presence_t *p, const char *conn);
  *  within the same tick writes nothing, and a connection expires no earlier than its
  *  timeout after its last touch (while the coarse clock lags by less than four ticks)
  *  and at most four ticks later. A load, a clock reading (no TSC) and at most one CAS
- *  after the lookup.
+ *  after the lookup, which for a name of up to 40 bytes is tried first without a read
+ *  section (validated as a touch by handle is; a miss is looked up again inside one).
  *  @return 0, PRESENCE_NOT_PRESENT, PRESENCE_ENAME*, -EROFS. Never blocks. */
 PRESENCE_EXTERN int presence_touch(presence_t *p, const char *conn);
 

@@ -233,6 +233,38 @@ int64_t pr__conn_find(struct presence *p, const char *name, size_t n, uint32_t h
     return -ENOENT;
 }
 
+/* Without a read section the records the walk meets may be freed and reused
+ * under it. Records are never unmapped and every index is bounds-checked, so
+ * that is harmless, but the walk may then miss (a reused record's link leads
+ * into another chain) or go round a loop: it gives up after a few steps, and
+ * everything but a find goes back to the caller as -EAGAIN. A find is a record
+ * that was LIVE with this name at some moment: its state word is read first
+ * (a reuse bumps the generation in it before rewriting the name: alloc.c), and
+ * the caller, having used the record, reads the word again; the same word means
+ * the same connection throughout, as for a touch by handle. */
+#define PR_UNPINNED_STEPS 8u
+PR_OPTIMISTIC int64_t pr__conn_find_unpinned(struct presence *p, const char *name, size_t n,
+                                             uint32_t hash, uint64_t *state)
+{
+    if (n > PR_CONN_INLINE)
+        return -EAGAIN;
+    uint32_t cur = pr_load(pr__bucket(p, PR_T_CONN, hash));
+    for (uint32_t steps = 0; cur != 0 && steps < PR_UNPINNED_STEPS; steps++) {
+        struct pr_conn *c = pr__conn(p, cur - 1);
+        if (!c)
+            return -EAGAIN;
+        uint64_t st = pr_load(&c->h.state);
+        pr_smp_rmb(); /* the state word before the name it vouches for */
+        if (PR_ST_STATE(st) == PR_LIVE && c->name_hash == hash && c->name_len == n &&
+            equal_short(c->name_inline, name, n)) {
+            *state = st;
+            return cur - 1;
+        }
+        cur = pr_load(&c->bucket_next);
+    }
+    return -EAGAIN;
+}
+
 int64_t pr__group_find(struct presence *p, const char *name, size_t n, uint32_t hash)
 {
     uint32_t cur = pr_load(pr__bucket(p, PR_T_GROUP, hash));

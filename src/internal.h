@@ -25,6 +25,10 @@
  * They are 128 bytes in all, well inside the surplus glibc keeps for
  * libraries loaded with dlopen(). */
 #define PR_TLS         __thread __attribute__((tls_model("initial-exec")))
+/* A function that reads records outside a read section on purpose, racing
+ * their reuse, and validates what it read by a state word read before and after
+ * (a seqlock's reader): ThreadSanitizer is told not to instrument it. */
+#define PR_OPTIMISTIC  __attribute__((no_sanitize("thread")))
 
 /* Per-thread state for one handle: its reader slot and nesting depth. */
 struct pr_tls {
@@ -242,6 +246,11 @@ uint32_t *pr__bucket(const struct presence *p, unsigned table, uint32_t hash);
 enum { PR_T_ROOM = 0, PR_T_CONN = 1, PR_T_USER = 2, PR_T_GROUP = 3 };
 int64_t pr__room_find(struct presence *p, const char *name, size_t n, uint32_t hash);
 int64_t pr__conn_find(struct presence *p, const char *name, size_t n, uint32_t hash);
+/* pr__conn_find outside a read section, for names kept inline: the index, with
+ * *state the record's state word read before its name matched, or -EAGAIN
+ * (look again inside one). See index.c. */
+int64_t pr__conn_find_unpinned(struct presence *p, const char *name, size_t n, uint32_t hash,
+                               uint64_t *state);
 int64_t pr__group_find(struct presence *p, const char *name, size_t n, uint32_t hash);
 void pr__chain_unlink(struct presence *p, unsigned table, uint32_t hash, uint32_t idx);
 void pr__chain_insert(struct presence *p, unsigned table, uint32_t hash, uint32_t idx);
@@ -348,6 +357,9 @@ extern int pr__test_eager_free;
  * waits a little in between (the order the stress test must catch). */
 extern int pr__test_late_tail;
 extern int pr__test_poison; /* PRESENCE_TEST_POISON: overwrite what is freed */
+/* PRESENCE_TEST_TRUST_MISS: touch by name believes a miss of its lookup outside a
+ * read section instead of asking again inside one (the stress test must catch it). */
+extern int pr__test_trust_miss;
 
 /* Test-only crash injection (the crash suite): PRESENCE_TEST_KILL_AT=NAME[:N]
  * makes the process SIGKILL itself the N-th time (default 1) it passes the

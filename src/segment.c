@@ -511,6 +511,7 @@ int presence_open(const char *name, const presence_options_t *opts, presence_t *
     pr__test_eager_free = getenv("PRESENCE_TEST_EAGER_FREE") != NULL;
     pr__test_late_tail = getenv("PRESENCE_TEST_LATE_TAIL") != NULL;
     pr__test_poison = getenv("PRESENCE_TEST_POISON") != NULL;
+    pr__test_trust_miss = getenv("PRESENCE_TEST_TRUST_MISS") != NULL;
     pr__kill_point_init();
 
     if (opts->flags & PRESENCE_CREATE) {

@@ -13,6 +13,13 @@
  *   helper_worker limbo  SEG SECONDS ID            join/set_state/leave its own connections,
  *                                                  maintain every 16 rounds (limbo stacks)
  *   helper_worker aba    SEG SECONDS               claim/verify/push records directly
+ *   helper_worker churnconns SEG SECONDS ID N      join N connections, then leave them,
+ *                                                  round and round, their names changing
+ *                                                  (records freed and reused under other
+ *                                                  names, so in other hash chains)
+ *   helper_worker touchstable SEG SECONDS ID N     join N connections of its own, then touch
+ *                                                  them by name round and round: each must
+ *                                                  answer 0 (prints "touches N")
  *   helper_worker hold   SEG                       enter a read section, print "ready", sleep
  *   helper_worker lockinc SEG ROUNDS [nolock]      ROUNDS read-modify-writes of a plain
  *                                                  counter under room record 0's lock
@@ -268,6 +275,56 @@ static int do_limbo(presence_t *p, int secs, int id)
     return 0;
 }
 
+/* Joins N connections of its own, then leaves them, round and round: each leave
+ * frees a record (after its grace period) that a later join reuses under another
+ * name, so in another hash chain. */
+static int do_churnconns(presence_t *p, int secs, int id, int n)
+{
+    uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
+    char conn[32];
+    for (unsigned long round = 0; tu_mono_ms() < end; round++) {
+        for (int k = 0; k < n; k++) {
+            snprintf(conn, sizeof conn, "churn-%d-%lu-%d", id, round % 7, k);
+            if (presence_join(p, "churn", conn, NULL) < 0)
+                return 1;
+        }
+        for (int k = 0; k < n; k++) {
+            snprintf(conn, sizeof conn, "churn-%d-%lu-%d", id, round % 7, k);
+            if (presence_leave(p, "churn", conn) != 1)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* Joins N connections of its own, then touches them by name while others churn
+ * the records around them: a live connection must always answer 0. */
+static int do_touchstable(presence_t *p, int secs, int id, int n)
+{
+    char conn[256][32];
+    if (n < 1 || n > 256)
+        return 2;
+    for (int k = 0; k < n; k++) {
+        snprintf(conn[k], sizeof conn[k], "stable-%d-%d", id, k);
+        if (presence_join(p, "stable", conn[k], NULL) != PRESENCE_JOINED)
+            return 2;
+    }
+    uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
+    unsigned long touches = 0;
+    while (tu_mono_ms() < end) {
+        for (int k = 0; k < n; k++, touches++) {
+            int rc = presence_touch(p, conn[k]);
+            if (rc != 0) {
+                fprintf(stderr, "touchstable: touch %s -> %d (%s) after %lu touches\n", conn[k], rc,
+                        presence_strerror(rc), touches);
+                return 1;
+            }
+        }
+    }
+    printf("touches %lu\n", touches);
+    return 0;
+}
+
 /* Claims records straight from the free stack, verifies sole ownership, pushes them back. */
 static int do_aba(presence_t *p, int secs)
 {
@@ -348,6 +405,10 @@ int main(int argc, char **argv)
         rc = do_churn(p, atoi(argv[3]));
     else if (strcmp(mode, "limbo") == 0 && argc == 5)
         rc = do_limbo(p, atoi(argv[3]), atoi(argv[4]));
+    else if (strcmp(mode, "churnconns") == 0 && argc == 6)
+        rc = do_churnconns(p, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    else if (strcmp(mode, "touchstable") == 0 && argc == 6)
+        rc = do_touchstable(p, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
     else if (strcmp(mode, "aba") == 0 && argc == 4)
         rc = do_aba(p, atoi(argv[3]));
     else if (strcmp(mode, "lockinc") == 0 && (argc == 4 || argc == 5))

@@ -257,6 +257,59 @@ static void test_free_stack_without_tags_is_caught(void **state)
     assert_true(caught_without(aba_run));
 }
 
+/* Touch by name looks outside a read section first (registry.c): records it
+ * walks through may be freed and reused in other hash chains under it, and a
+ * miss must then be asked again inside a read section. Two processes touch
+ * connections that stay live, in hash chains shared with two processes' churn
+ * (a segment with a bucket per ~2 live connections; four processes on the two
+ * CPUs, so that a toucher is descheduled in mid-walk while the churn reuses
+ * the record it stands on). Returns how many touchers saw a live connection
+ * answer "not present". */
+static long touch_unpinned_run(bool trust_miss)
+{
+    static const char *env_trust[] = {"PRESENCE_TEST_TRUST_MISS=1", NULL};
+    char name[64];
+    snprintf(name, sizeof name, "pr-test-%d-mpt", (int) getpid());
+    presence_unlink(name);
+    presence_options_t o;
+    presence_options_init(&o);
+    o.flags = PRESENCE_CREATE | PRESENCE_EXCL;
+    o.connections = 1024; /* 1024 buckets: 400 live, up to 400 more in churn */
+    o.presences = 2048;
+    o.readers = 64;
+    presence_t *p;
+    assert_int_equal(presence_open(name, &o, &p), 0);
+    pid_t pids[4];
+    pids[0] = spawn(NULL, -1, "churnconns", name, "2", "0", "200", NULL);
+    pids[1] = spawn(NULL, -1, "churnconns", name, "2", "1", "200", NULL);
+    pids[2] = spawn(trust_miss ? env_trust : NULL, -1, "touchstable", name, "2", "0", "200", NULL);
+    pids[3] = spawn(trust_miss ? env_trust : NULL, -1, "touchstable", name, "2", "1", "200", NULL);
+    long wrong = 0;
+    for (int i = 0; i < 4; i++) {
+        int c = wait_code(pids[i]);
+        if (i >= 2 && c == 1)
+            wrong++;
+        else
+            assert_int_equal(c, 0);
+    }
+    assert_check_clean(p);
+    presence_close(p);
+    presence_unlink(name);
+    return wrong;
+}
+
+static void test_touch_unpinned(void **state)
+{
+    (void) state;
+    assert_int_equal(touch_unpinned_run(false), 0);
+}
+
+static void test_touch_trusting_misses_is_caught(void **state)
+{
+    (void) state;
+    assert_true(caught_without(touch_unpinned_run));
+}
+
 /* Four processes retire and reclaim at once: each pushes on its own limbo
  * stack while the others take it whole (maintain, and the reclaim every 64
  * retirements). Afterwards, with no sweep run, every retired record must be
@@ -440,6 +493,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_excludes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_absence_is_caught, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_takeover, setup, teardown),
+        cmocka_unit_test(test_touch_unpinned),
+        cmocka_unit_test(test_touch_trusting_misses_is_caught),
     };
     return cmocka_run_group_tests_name("multiprocess", tests, NULL, NULL);
 }
