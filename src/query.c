@@ -351,8 +351,10 @@ static inline size_t occ_set(struct occ_ref *o, bool conns, uint32_t conn, uint3
  * occupancy and, when listing, the entries in the window [lo, hi), in array
  * order. Returns 0 or PRESENCE_ECORRUPT (a chunk missing or too small: a
  * write in between, which the seqlock then tells, or corruption). */
-static int walk_array(struct presence *p, const struct pr_room *r, bool with_state, bool conns,
-                      size_t lo, size_t hi, uint32_t *occupancy)
+static inline __attribute__((always_inline)) int walk_array(struct presence *p,
+                                                            const struct pr_room *r,
+                                                            bool with_state, bool conns, size_t lo,
+                                                            size_t hi, uint32_t *occupancy)
 {
     const struct pr_arena_view a = pr__arena_view(p);
     const struct pr_pres *pres = PR_REGION(p, off_pres, struct pr_pres);
@@ -405,8 +407,11 @@ static int walk_room(struct presence *p, uint32_t ri, unsigned flags, size_t lim
     const bool with_state = (flags & PRESENCE_INCLUDE_STATE) != 0;
     const bool conns = (flags & PRESENCE_UUIDS_ONLY) == 0;
     const size_t lo = list ? offset : SIZE_MAX, hi = limit ? offset + limit : SIZE_MAX;
-    if (use_array && pr_load(&r->marray))
+    if (use_array && pr_load(&r->marray)) {
+        if (!with_state && !conns) /* the uuids alone: a copy of its own, for speed */
+            return walk_array(p, r, false, false, lo, hi, occupancy);
         return walk_array(p, r, with_state, conns, lo, hi, occupancy);
+    }
     size_t seen = 0, nrefs = 0, bytes = 0, caprefs = scratch.caprefs;
     struct occ_ref *refs = scratch.refs;
     uint32_t cur = pr_load(&r->members);
@@ -489,8 +494,9 @@ static inline char *put_name(const struct pr_arena_view *a, uint32_t ref, uint32
  * strings. The refs came from an exact snapshot and the blobs they name stay
  * readable for the read section (names are immutable, a replaced state is
  * retired, not overwritten), so this copy needs no retry. */
-static int room_result_from_scratch(const struct presence *p, presence_room_result_t *rr,
-                                    bool with_state, bool conns)
+static inline __attribute__((always_inline)) int
+room_result_from_scratch(const struct presence *p, presence_room_result_t *rr, bool with_state,
+                         bool conns)
 {
     const struct pr_arena_view a = pr__arena_view(p);
     const struct occ_ref *refs = scratch.refs;
@@ -563,8 +569,11 @@ static int room_snapshot(struct presence *p, uint32_t ri, unsigned flags, size_t
     if (rc)
         return rc;
     rr->occupancy = occ;
-    return room_result_from_scratch(p, rr, (flags & PRESENCE_INCLUDE_STATE) != 0,
-                                    (flags & PRESENCE_UUIDS_ONLY) == 0);
+    bool with_state = (flags & PRESENCE_INCLUDE_STATE) != 0;
+    bool conns = (flags & PRESENCE_UUIDS_ONLY) == 0;
+    if (!with_state && !conns) /* the uuids alone: a copy of its own, for speed */
+        return room_result_from_scratch(p, rr, false, false);
+    return room_result_from_scratch(p, rr, with_state, conns);
 }
 
 /* The result in one block: the header, the room array, the room names. */
