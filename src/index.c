@@ -9,7 +9,9 @@
  * a single store, so a chain is always well-formed, even after the holder dies.
  * Lookups take no lock: they walk the chain inside a read section (unlinked
  * records stay readable until their grace period ends) and every index they
- * read is bounds-checked, every walk bounded by the capacity.
+ * read is bounds-checked, every walk bounded by the capacity. One exception,
+ * pr__conn_find_unpinned (touch by name's first look), walks outside a read
+ * section and vouches only for what a record's state word confirms.
  */
 #include "internal.h"
 
