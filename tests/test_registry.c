@@ -541,6 +541,44 @@ static void test_touch(void **state)
     assert_clean(p);
 }
 
+/* Touch by name at every length around the records' inline copy (40 bytes: up
+ * to it the first look outside a read section, past it the blob compare inside
+ * one), with names that differ from a live one in a single byte: live names
+ * answer 0 (and move last_seen), the others "not present" and change nothing. */
+static void test_touch_name_lengths(void **state)
+{
+    presence_t *p = FX(state);
+    char name[64], other[64];
+    for (size_t n = 1; n <= 48; n++) {
+        for (size_t i = 0; i < n; i++)
+            name[i] = (char) ('a' + (i * 5 + n) % 26);
+        name[n] = '\0';
+        assert_rc(presence_join(p, "r", name, NULL), PRESENCE_JOINED);
+    }
+    msleep(60); /* past the stamp's lead (4 ticks) and the coarse clock's lag (2) */
+    for (size_t n = 1; n <= 48; n++) {
+        for (size_t i = 0; i < n; i++)
+            name[i] = (char) ('a' + (i * 5 + n) % 26);
+        name[n] = '\0';
+        assert_rc(presence_touch(p, name), 0);
+        memcpy(other, name, n + 1);
+        for (size_t i = 0; i < n; i += (n > 8 ? 7 : 1)) {
+            other[i] = (char) (name[i] == 'z' ? 'y' : name[i] + 1);
+            assert_rc(presence_touch(p, other), PRESENCE_NOT_PRESENT);
+            other[i] = name[i];
+        }
+        other[n] = 'x'; /* one byte longer */
+        other[n + 1] = '\0';
+        assert_rc(presence_touch(p, other), PRESENCE_NOT_PRESENT);
+    }
+    /* every one of them was touched: none expires with a max age shorter than
+     * the sleep (an untouched one would: 60 ms - a 16 ms lead at HZ=250 > 40 ms)
+     * but longer than the time since the touches */
+    assert_rc(presence_prune(p, 40), 0);
+    assert_rc(presence_occupancy(p, "r"), 48);
+    assert_clean(p);
+}
+
 static void test_touch_handle(void **state)
 {
     presence_t *p = FX(state);
@@ -2439,6 +2477,7 @@ int main(void)
         T(test_leave_all),
         T(test_last_leave_removes_connection),
         T(test_touch),
+        T(test_touch_name_lengths),
         T(test_touch_handle),
         T(test_on_message),
         T(test_on_message_touches),
