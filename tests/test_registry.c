@@ -555,7 +555,7 @@ static void test_touch_name_lengths(void **state)
         name[n] = '\0';
         assert_rc(presence_join(p, "r", name, NULL), PRESENCE_JOINED);
     }
-    msleep(60); /* past the stamp's lead (4 ticks) and the coarse clock's lag (2) */
+    msleep(150); /* well past the stamp's lead (4 ticks) and the coarse clock's lag (2) */
     for (size_t n = 1; n <= 48; n++) {
         for (size_t i = 0; i < n; i++)
             name[i] = (char) ('a' + (i * 5 + n) % 26);
@@ -572,9 +572,9 @@ static void test_touch_name_lengths(void **state)
         assert_rc(presence_touch(p, other), PRESENCE_NOT_PRESENT);
     }
     /* every one of them was touched: none expires with a max age shorter than
-     * the sleep (an untouched one would: 60 ms - a 16 ms lead at HZ=250 > 40 ms)
-     * but longer than the time since the touches */
-    assert_rc(presence_prune(p, 40), 0);
+     * the sleep (an untouched one would: 150 ms - a 40 ms lead even at HZ=100 is
+     * over 100 ms) but longer than the time since the touches */
+    assert_rc(presence_prune(p, 100), 0);
     assert_rc(presence_occupancy(p, "r"), 48);
     assert_clean(p);
 }
