@@ -181,6 +181,8 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
     rh.conn_len = (uint16_t) cl;
     rh.user_len = (uint16_t) ul;
 
+    struct pr_ring_entry *ring = ring_entry(p, 0);
+    const uint64_t mask = h->ring_entries - 1;
     uint64_t pos = pr_fetch_add(&h->ring_tail, (uint64_t) k);
     /* In bulk mode our next events go right after this one: ask for those
      * lines now (for writing), so that we do not stall on their transfer at
@@ -188,24 +190,22 @@ void pr__emit(struct presence *p, enum pr_event_type type, uint32_t room, uint32
      * process's, and taking its lines away from it made two producers'
      * join + leave ~10% slower. A hint only. */
     if (bulk.p == p) {
-        pr_prefetch_write(ring_entry(p, pos + k));
-        pr_prefetch_write(ring_entry(p, pos + k + 1));
+        pr_prefetch_write(&ring[(pos + k) & mask]);
+        pr_prefetch_write(&ring[(pos + k + 1) & mask]);
     }
     PR_KILL_POINT("ring_claim");
-    struct ring_writer w = {.ring = ring_entry(p, 0), .mask = h->ring_entries - 1, .pos = pos};
     const uint64_t writing = PR_RING_WRITING | (p->proc + 1);
     for (uint32_t i = 0; i < k; i++)
-        pr_store(&w.ring[(pos + i) & w.mask].stamp, writing);
+        pr_store(&ring[(pos + i) & mask].stamp, writing);
     pr_barrier();
-    w.at = w.ring[pos & w.mask].data;
-    w.room = PR_RING_DATA;
+    struct ring_writer w = {ring, mask, pos, ring[pos & mask].data, PR_RING_DATA};
     ring_put(&w, &rh, sizeof rh);
     ring_put(&w, rn, rl);
     ring_put(&w, cn, cl);
     ring_put(&w, un, ul);
     PR_KILL_POINT("ring_commit");
     for (uint32_t i = k; i-- > 0;) /* first entry last: its START publishes the record */
-        pr_store(&w.ring[(pos + i) & w.mask].stamp, (pos + i + 1) | (i == 0 ? PR_RING_START : 0));
+        pr_store(&ring[(pos + i) & mask].stamp, (pos + i + 1) | (i == 0 ? PR_RING_START : 0));
     if (bulk.p == p && ++bulk.unchecked < PR_BULK_SHARE)
         return; /* a later event of the bulk (or its end) checks for this one too */
     bulk.unchecked = 0;

@@ -66,24 +66,30 @@ static int wait_code(pid_t pid)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static int setup(void **state)
+/* Creates segment @name afresh with these capacities (and 256 rooms): 0 or -1. */
+static int create_seg(const char *name, uint32_t connections, uint32_t presences, uint32_t readers)
 {
-    (void) state;
-    snprintf(seg, sizeof seg, "pr-test-%d-mp", (int) getpid());
-    presence_unlink(seg);
+    presence_unlink(name);
     presence_options_t o;
     presence_options_init(&o);
     o.flags = PRESENCE_CREATE | PRESENCE_EXCL;
     o.rooms = 256;
-    o.connections = 4096; /* 48 live: the rest is churn waiting for its grace period */
-    o.presences = 4096;
-    o.readers = 256;
+    o.connections = connections;
+    o.presences = presences;
+    o.readers = readers;
     presence_t *p;
-    int rc = presence_open(seg, &o, &p);
-    if (rc)
+    if (presence_open(name, &o, &p) != 0)
         return -1;
     presence_close(p);
     return 0;
+}
+
+static int setup(void **state)
+{
+    (void) state;
+    snprintf(seg, sizeof seg, "pr-test-%d-mp", (int) getpid());
+    /* 48 live connections: the rest is churn waiting for its grace period */
+    return create_seg(seg, 4096, 4096, 256);
 }
 
 static int teardown(void **state)
@@ -270,15 +276,10 @@ static long touch_unpinned_run(bool trust_miss)
     static const char *env_trust[] = {"PRESENCE_TEST_TRUST_MISS=1", NULL};
     char name[64];
     snprintf(name, sizeof name, "pr-test-%d-mpt", (int) getpid());
-    presence_unlink(name);
-    presence_options_t o;
-    presence_options_init(&o);
-    o.flags = PRESENCE_CREATE | PRESENCE_EXCL;
-    o.connections = 1024; /* 1024 buckets: 400 live, up to 400 more in churn */
-    o.presences = 2048;
-    o.readers = 64;
+    /* 1024 buckets: 400 live connections, up to 400 more in churn */
+    assert_int_equal(create_seg(name, 1024, 2048, 64), 0);
     presence_t *p;
-    assert_int_equal(presence_open(name, &o, &p), 0);
+    assert_int_equal(presence_open(name, NULL, &p), 0);
     pid_t pids[4];
     pids[0] = spawn(NULL, -1, "churnconns", name, "2", "0", "200", NULL);
     pids[1] = spawn(NULL, -1, "churnconns", name, "2", "1", "200", NULL);
