@@ -12,6 +12,7 @@
 typedef enum bench_op {
     OP_TOUCH,
     OP_TOUCH_HANDLE, /* shm only: touch by connection handle; runs with "touch" */
+    OP_TOUCH_FLOOR,  /* shm only: the memory system's floor under a touch; runs with "touch" */
     OP_JOIN_LEAVE,
     OP_HERE_NOW,
     OP_WHERE_NOW,

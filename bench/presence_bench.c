@@ -64,7 +64,10 @@ static void usage(FILE *out)
             "  -P, --procs N        worker processes (default: CPUs online, at least 2)\n"
             "  -t, --tests OPS      workloads, comma-separated (default: all but events):\n"
             "                         touch       touch by name (on shm also by handle:\n"
-            "                                     the touch_handle row)\n"
+            "                                     the touch_handle row; and touch_floor,\n"
+            "                                     a touch's record work without the\n"
+            "                                     library on as many records of the\n"
+            "                                     worker's own: the memory's floor)\n"
             "                         join_leave  one join + leave pair per operation\n"
             "                         here_now    rooms of 100 and of 10,000 members\n"
             "                         where_now   the rooms of a user\n"
@@ -210,13 +213,13 @@ static unsigned parse_ops(const char *list)
             if (strcmp(t, bench_op_name((bench_op_t) op)) == 0) {
                 mask |= 1u << op;
                 if (op == OP_TOUCH)
-                    mask |= 1u << OP_TOUCH_HANDLE;
+                    mask |= 1u << OP_TOUCH_HANDLE | 1u << OP_TOUCH_FLOOR;
                 found = 1;
             }
         }
         if (!found) {
             fprintf(stderr,
-                    "%s: unknown workload '%s' (touch, touch_handle, join_leave, "
+                    "%s: unknown workload '%s' (touch, touch_handle, touch_floor, join_leave, "
                     "here_now, where_now, get_state, prune, mixed, events, all)\n",
                     g_prog, t);
             fprintf(stderr, "Try '%s --help'.\n", g_prog);

@@ -154,7 +154,9 @@ int runner_run(const bench_config_t *cfg, const bench_backend_t *be, const workl
         sleep_ns(1000000);
         be->maintain(h);
     }
-    bench_store_note_t *note = results_add_note(res, be->name, wl->row[0]);
+    /* (a workload that loads nothing, touch_floor, has no population to describe) */
+    bench_store_note_t *note =
+        wl->live.n + wl->old.n > 0 ? results_add_note(res, be->name, wl->row[0]) : NULL;
     if (note != NULL) {
         note->populate_s = (double) (tpe - tp) / 1e9;
         note->settle_s = (double) (now_ns() - tpe) / 1e9;

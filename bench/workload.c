@@ -50,10 +50,15 @@
 static const char *const g_state = "{\"mood\":\"ok\",\"device\":\"web\",\"typing\":false}";
 
 static const char *const g_op_names[OP__COUNT] = {
-    [OP_TOUCH] = "touch",           [OP_TOUCH_HANDLE] = "touch_handle",
-    [OP_JOIN_LEAVE] = "join_leave", [OP_HERE_NOW] = "here_now",
-    [OP_WHERE_NOW] = "where_now",   [OP_GET_STATE] = "get_state",
-    [OP_PRUNE] = "prune",           [OP_MIXED] = "mixed",
+    [OP_TOUCH] = "touch",
+    [OP_TOUCH_HANDLE] = "touch_handle",
+    [OP_TOUCH_FLOOR] = "touch_floor",
+    [OP_JOIN_LEAVE] = "join_leave",
+    [OP_HERE_NOW] = "here_now",
+    [OP_WHERE_NOW] = "where_now",
+    [OP_GET_STATE] = "get_state",
+    [OP_PRUNE] = "prune",
+    [OP_MIXED] = "mixed",
     [OP_EVENTS] = "events",
 };
 
@@ -164,10 +169,12 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
         per = 1;
     wl->conn_rooms = per;
     wl->live_conns = nlive / per;
+    if (op == OP_TOUCH_FLOOR)
+        nlive = 0; /* its records are its own (prepare), the store stays empty */
     uint32_t old_rooms = nold ? (uint32_t) ((nold + wl->room_size - 1) / wl->room_size) : 0;
-    size_t nnames = wl->rooms + old_rooms + 2 * (wl->live_conns + nold + nextra);
+    size_t nnames = wl->rooms + old_rooms + 2 * ((nlive ? wl->live_conns : 0) + nold + nextra);
     wl->names = malloc(nnames * WL_NAME_CAP);
-    wl->live.keys = calloc(nlive, sizeof(bench_key_t));
+    wl->live.keys = calloc(nlive ? nlive : 1, sizeof(bench_key_t));
     wl->old.keys = calloc(nold ? nold : 1, sizeof(bench_key_t));
     wl->extra.keys = calloc(nextra ? nextra : 1, sizeof(bench_key_t));
     if (wl->names == NULL || wl->live.keys == NULL || wl->old.keys == NULL ||
@@ -235,6 +242,7 @@ int workload_supported(const workload_t *wl, const bench_backend_t *be)
     case OP_TOUCH:
         return be->touch != NULL;
     case OP_TOUCH_HANDLE:
+    case OP_TOUCH_FLOOR: /* no backend call; shown once, beside the library's rows */
         return be->touch_prepare != NULL && be->touch_token != NULL;
     case OP_JOIN_LEAVE:
         return be->join != NULL && be->leave != NULL;
@@ -260,7 +268,7 @@ void workload_spec(const workload_t *wl, bench_store_spec_t *spec)
 {
     uint64_t old_rooms = wl->old.n ? (wl->old.n + wl->room_size - 1) / wl->room_size : 0;
     spec->rooms = wl->rooms + old_rooms;
-    spec->connections = wl->live_conns + wl->old.n + wl->extra.n;
+    spec->connections = (wl->live.n ? wl->live_conns : 0) + wl->old.n + wl->extra.n;
     spec->presences = wl->live.n + wl->old.n + wl->extra.n;
     spec->procs = wl->procs + 1 + BENCH_MAX_PROCS / 32; /* + parallel populators */
     spec->state_len = wl->with_state ? (uint32_t) strlen(g_state) : 0;
@@ -350,6 +358,14 @@ int workload_populate(const workload_t *wl, const bench_backend_t *be, void *sto
 
 /* ---------------------------------------------------------------- workers ---- */
 
+/* A connection of a worker's own as op_touch reads it: its key and, in the same
+ * cache line, the name the key points to (a server has the name of the socket it
+ * heartbeats at hand; two arrays cost each touch two dependent misses from 1M up). */
+struct wl_own {
+    _Alignas(64) bench_key_t key;
+    char conn[WL_NAME_CAP];
+};
+
 typedef struct wl_worker {
     const workload_t *wl;
     const bench_backend_t *be;
@@ -361,9 +377,11 @@ typedef struct wl_worker {
     size_t nown;      /* connections of its own: id, id + n, ... */
     uint64_t *tokens; /* touch_handle: theirs */
     size_t ntokens;
-    bench_key_t *own_keys; /* touch: their keys, with the names copied to own_names */
-    char *own_names;
-    char wrong[160]; /* the last unexpected answer */
+    struct wl_floor_rec *floor; /* touch_floor: nown records of its own, */
+    void *floor_map;            /* within this mapping */
+    size_t floor_bytes;
+    struct wl_own *own; /* touch: their keys, each with its connection's name */
+    char wrong[160];    /* the last unexpected answer */
 } wl_worker_t;
 
 typedef int (*wl_op_fn)(wl_worker_t *w, uint64_t seq);
@@ -417,15 +435,15 @@ static const char *live_room(wl_worker_t *w)
 /* A random connection of this worker's own, by name. Worker id of n holds
  * connections id, id + n, id + 2n, ... (a worker heartbeats the sockets it holds;
  * no connection is touched from two processes; the first live_conns keys name every
- * connection), whose keys and names prepare() copies into arrays of the worker's, as
- * it keeps their handles for touch_handle: a server has the name of the connection it
- * heartbeats at hand. (Read through the shared key table, each touch also missed on
- * a key the workers' interleaving left half foreign and on a name 72 bytes from the
- * next: two cache lines no backend reads.) */
+ * connection), whose keys and names prepare() copies into an array of the worker's
+ * (struct wl_own, one line each), as it keeps their handles for touch_handle. (Read
+ * through the shared key table, each touch also missed on a key the workers'
+ * interleaving left half foreign and on a name 72 bytes from the next: two cache
+ * lines no backend reads.) */
 static int op_touch(wl_worker_t *w, uint64_t seq)
 {
     (void) seq;
-    const bench_key_t *k = w->nown ? &w->own_keys[rnd(w, w->nown)] : &w->wl->live.keys[0];
+    const bench_key_t *k = w->nown ? &w->own[rnd(w, w->nown)].key : &w->wl->live.keys[0];
     return check(w, "touch", w->be->touch(w->h, k), 0);
 }
 
@@ -435,6 +453,33 @@ static int op_touch_handle(wl_worker_t *w, uint64_t seq)
     if (w->ntokens == 0)
         return 0; /* more workers than connections: nothing of its own */
     return check(w, "touch_handle", w->be->touch_token(w->h, w->tokens[rnd(w, w->ntokens)]), 0);
+}
+
+/* The head of a 128-byte connection record as the library lays it out (layout.h):
+ * the state word first, last_seen at byte 24. */
+struct wl_floor_rec {
+    uint64_t state, retire_epoch;
+    uint32_t link, aux;
+    uint64_t last_seen;
+    uint8_t rest[96];
+};
+#define WL_FLOOR_LIVE 1u
+
+/* touch_conn's work on a random record of the worker's own, without the library:
+ * the state word, the coarse clock, last_seen replaced when older. */
+static int op_touch_floor(wl_worker_t *w, uint64_t seq)
+{
+    (void) seq;
+    if (w->nown == 0)
+        return 0;
+    struct wl_floor_rec *c = &w->floor[rnd(w, w->nown)];
+    if (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE) != WL_FLOOR_LIVE)
+        return check(w, "touch_floor", 1, 0);
+    uint64_t ls = __atomic_load_n(&c->last_seen, __ATOMIC_RELAXED), now = stamp_ns();
+    if (now > ls)
+        __atomic_compare_exchange_n(&c->last_seen, &ls, now, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED);
+    return 0;
 }
 
 static int op_join_leave(wl_worker_t *w, uint64_t seq)
@@ -1028,17 +1073,36 @@ static int prepare(wl_worker_t *w)
     size_t n = w->ctl->nworkers;
     w->nown = w->wl->live_conns > w->id ? (w->wl->live_conns - w->id + n - 1) / n : 0;
     if (w->wl->op == OP_TOUCH && w->nown > 0) {
-        w->own_keys = malloc(w->nown * sizeof *w->own_keys);
-        w->own_names = malloc(w->nown * WL_NAME_CAP);
-        if (w->own_keys == NULL || w->own_names == NULL) {
+        w->own = aligned_alloc(_Alignof(struct wl_own), w->nown * sizeof *w->own);
+        if (w->own == NULL) {
             snprintf(w->me->err, sizeof w->me->err, "out of memory");
             return -1;
         }
         for (size_t i = 0; i < w->nown; i++) {
-            w->own_keys[i] = w->wl->live.keys[i * n + w->id];
-            w->own_keys[i].conn =
-                memcpy(w->own_names + i * WL_NAME_CAP, w->own_keys[i].conn, WL_NAME_CAP);
+            w->own[i].key = w->wl->live.keys[i * n + w->id];
+            w->own[i].key.conn = memcpy(w->own[i].conn, w->own[i].key.conn, WL_NAME_CAP);
         }
+    }
+    if (w->wl->op == OP_TOUCH_FLOOR && w->nown > 0) {
+        /* in 2 MiB pages with --huge-pages (transparent huge pages of a private
+         * mapping, aligned so that whole pages can be used) */
+        const size_t huge = 2u << 20;
+        w->floor_bytes = (w->nown * sizeof *w->floor + huge - 1) & ~(huge - 1);
+        void *m = mmap(NULL, w->floor_bytes + huge, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+            snprintf(w->me->err, sizeof w->me->err, "touch_floor: mmap: %s", strerror(errno));
+            return -1;
+        }
+        uintptr_t at = ((uintptr_t) m + huge - 1) & ~(uintptr_t) (huge - 1);
+        w->floor = (struct wl_floor_rec *) at;
+        w->floor_bytes += huge; /* unmapped whole, from m */
+        w->floor_map = m;
+        if (w->wl->huge_pages)
+            (void) madvise(w->floor, w->floor_bytes - huge, MADV_HUGEPAGE);
+        for (size_t i = 0; i < w->nown; i++)
+            w->floor[i].state = WL_FLOOR_LIVE;
+        return 0;
     }
     if (w->wl->op != OP_TOUCH_HANDLE)
         return 0;
@@ -1059,6 +1123,14 @@ static int prepare(wl_worker_t *w)
     return 0;
 }
 
+static void worker_free(wl_worker_t *w)
+{
+    free(w->tokens);
+    free(w->own);
+    if (w->floor_map != NULL)
+        munmap(w->floor_map, w->floor_bytes);
+}
+
 int workload_worker(const workload_t *wl, const bench_backend_t *be, void *h, unsigned id,
                     uint64_t seed, run_ctl_t *ctl)
 {
@@ -1070,9 +1142,7 @@ int workload_worker(const workload_t *wl, const bench_backend_t *be, void *h, un
     while (rc == 0 && !atomic_load_explicit(&ctl->go, memory_order_acquire))
         sleep_ns(50000);
     if (rc != 0 || atomic_load_explicit(&ctl->abort, memory_order_relaxed)) {
-        free(w.tokens);
-        free(w.own_keys);
-        free(w.own_names);
+        worker_free(&w);
         return rc;
     }
 
@@ -1088,6 +1158,9 @@ int workload_worker(const workload_t *wl, const bench_backend_t *be, void *h, un
         break;
     case OP_TOUCH_HANDLE:
         rc = run_loop(&w, op_touch_handle, 0, batch, stride, share(ctl->count, n, id), STOP_NORMAL);
+        break;
+    case OP_TOUCH_FLOOR:
+        rc = run_loop(&w, op_touch_floor, 0, batch, stride, share(ctl->count, n, id), STOP_NORMAL);
         break;
     case OP_JOIN_LEAVE:
         rc = run_loop(&w, op_join_leave, 0, batch, stride, share(ctl->count, n, id), STOP_NORMAL);
@@ -1121,8 +1194,6 @@ int workload_worker(const workload_t *wl, const bench_backend_t *be, void *h, un
         rc = -1;
         break;
     }
-    free(w.tokens);
-    free(w.own_keys);
-    free(w.own_names);
+    worker_free(&w);
     return rc;
 }

@@ -8,6 +8,12 @@
  * The rows a workload reports:
  *   touch        touch(conn) of a random member                      all workers
  *   touch_handle the same through a connection handle (shm only)     all workers
+ *   touch_floor  no library: what a touch by handle does to its record (load the
+ *                state word, read the coarse clock, CAS last_seen when newer),
+ *                on a random one of as many 128-byte records of the worker's
+ *                own (its share of the population's connections, in pages of
+ *                the run's size; nothing else loaded): the memory system's
+ *                floor under a touch at that population (shm row only)  all workers
  *   join_leave   join then leave of a worker-owned connection, one op all workers
  *   here_now_N   here_now(room) of rooms of N members, uuids listed  all workers
  *   where_now    where_now(user) of a random member                  all workers
