@@ -48,6 +48,7 @@ typedef struct bench_config {
     uint32_t event_pace_us; /* --event-pace: idle time before each wake-up sample (300) */
     const char *reaper;     /* presence-reaper to start for the events workload (NULL: none) */
     bool huge_pages;        /* --huge-pages: stores in 2 MiB pages (shm and rwlock) */
+    uint32_t floor_bytes;   /* --floor-bytes: touch_floor's record size (128) */
     double timeout_s;       /* a run that takes this much longer than planned is killed */
     const char *json_path;  /* --json */
     bool quiet;             /* -q */

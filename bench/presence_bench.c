@@ -112,6 +112,9 @@ static void usage(FILE *out)
             "                       MADV_COLLAPSE, Linux 6.1+: PRESENCE_HUGE_PAGES for shm);\n"
             "                       a store the kernel declines runs in 4 KiB pages, with a\n"
             "                       warning. redis-server's memory is its own affair\n"
+            "      --floor-bytes N  touch_floor's record size, a multiple of 16 from 16 to\n"
+            "                       4096 (default 128, a connection record's; 16: the state\n"
+            "                       word and last_seen alone, a dense array of hot words)\n"
             "      --backend NAME   shm (default), rwlock, redis (runs redis and redis-pipe,\n"
             "                       its pipelined variant), redis-pipe\n"
             "      --compare LIST   several backends, run alternately on the same workload,\n"
@@ -342,6 +345,7 @@ enum {
     OPT_EVENT_PACE,
     OPT_REAPER,
     OPT_HUGE_PAGES,
+    OPT_FLOOR_BYTES,
     OPT_BACKEND,
     OPT_COMPARE,
     OPT_JSON,
@@ -368,6 +372,7 @@ int main(int argc, char **argv)
         {"event-pace", required_argument, NULL, OPT_EVENT_PACE},
         {"reaper", required_argument, NULL, OPT_REAPER},
         {"huge-pages", no_argument, NULL, OPT_HUGE_PAGES},
+        {"floor-bytes", required_argument, NULL, OPT_FLOOR_BYTES},
         {"backend", required_argument, NULL, OPT_BACKEND},
         {"compare", required_argument, NULL, OPT_COMPARE},
         {"json", required_argument, NULL, OPT_JSON},
@@ -392,6 +397,7 @@ int main(int argc, char **argv)
         .here_now_sizes = {100, 10000},
         .n_here_now_sizes = 2,
         .prune_size = 100000,
+        .floor_bytes = 128,
         .conn_rooms = 1,
         .event_samples = 2000,
         .event_pace_us = 300,
@@ -454,6 +460,11 @@ int main(int argc, char **argv)
             break;
         case OPT_HUGE_PAGES:
             cfg.huge_pages = true;
+            break;
+        case OPT_FLOOR_BYTES:
+            cfg.floor_bytes = (uint32_t) parse_uint(optarg, 16, 4096, "--floor-bytes");
+            if (cfg.floor_bytes % 16 != 0)
+                usage_error("%s: expects a multiple of 16, not %s", "--floor-bytes", optarg);
             break;
         case OPT_BACKEND:
             backend = optarg;

@@ -588,8 +588,10 @@ int report_json(const char *path, const bench_config_t *cfg, const bench_results
         "here_now_sizes", sizes, "prune_size", (json_int_t) cfg->prune_size, "population",
         (json_int_t) cfg->population, "conn_rooms", (json_int_t) cfg->conn_rooms, "event_samples",
         (json_int_t) cfg->event_samples, "event_pace_us", (json_int_t) cfg->event_pace_us);
-    if (config != NULL)
+    if (config != NULL) {
         json_object_set_new(config, "huge_pages", json_boolean(cfg->huge_pages));
+        json_object_set_new(config, "floor_bytes", json_integer((json_int_t) cfg->floor_bytes));
+    }
     struct utsname un;
     int have_un = uname(&un) == 0;
     json_t *root = json_pack(

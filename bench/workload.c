@@ -96,6 +96,7 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
     wl->rooms = cfg->rooms;
     wl->room_size = cfg->room_size;
     wl->huge_pages = cfg->huge_pages;
+    wl->floor_bytes = cfg->floor_bytes ? cfg->floor_bytes : 128;
     wl->efd_ping = wl->efd_pong = wl->efd_relay_in = wl->efd_relay_out = -1;
     snprintf(wl->name, sizeof wl->name, "%s", bench_op_name(op));
     snprintf(wl->row[0], sizeof wl->row[0], "%s", bench_op_name(op));
@@ -378,8 +379,8 @@ typedef struct wl_worker {
     size_t next_own;  /* touch, touch_handle: the one after this call's (next_own) */
     uint64_t *tokens; /* touch_handle: theirs */
     size_t ntokens;
-    struct wl_floor_rec *floor; /* touch_floor: nown records of its own, */
-    void *floor_map;            /* within this mapping */
+    char *floor;     /* touch_floor: nown records of its own, */
+    void *floor_map; /* within this mapping */
     size_t floor_bytes;
     struct wl_own *own; /* touch: their keys, each with its connection's name */
     char wrong[160];    /* the last unexpected answer */
@@ -474,15 +475,15 @@ static int op_touch_handle(wl_worker_t *w, uint64_t seq)
     return check(w, "touch_handle", w->be->touch_token(w->h, w->tokens[next_own(w)]), 0);
 }
 
-/* The head of a 128-byte connection record as the library lays it out (layout.h):
- * the state word first, last_seen at byte 24. */
-struct wl_floor_rec {
-    uint64_t state, retire_epoch;
-    uint32_t link, aux;
-    uint64_t last_seen;
-    uint8_t rest[96];
-};
+/* touch_floor's records (--floor-bytes, 128 by default): the state word first,
+ * then last_seen at byte 24 as in the library's connection record (layout.h), or
+ * at byte 8 in a 16-byte one (the two hot words alone). */
 #define WL_FLOOR_LIVE 1u
+
+static uint64_t *floor_last_seen(const wl_worker_t *w, uint64_t *state)
+{
+    return state + (w->wl->floor_bytes >= 32 ? 3 : 1);
+}
 
 /* touch_conn's work on a random record of the worker's own, without the library:
  * the state word, the coarse clock, last_seen replaced when older. */
@@ -491,13 +492,13 @@ static int op_touch_floor(wl_worker_t *w, uint64_t seq)
     (void) seq;
     if (w->nown == 0)
         return 0;
-    struct wl_floor_rec *c = &w->floor[rnd(w, w->nown)];
-    if (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE) != WL_FLOOR_LIVE)
+    uint64_t *c = (uint64_t *) (void *) (w->floor + rnd(w, w->nown) * w->wl->floor_bytes);
+    if (__atomic_load_n(c, __ATOMIC_ACQUIRE) != WL_FLOOR_LIVE)
         return check(w, "touch_floor", 1, 0);
-    uint64_t ls = __atomic_load_n(&c->last_seen, __ATOMIC_RELAXED), now = stamp_ns();
+    uint64_t *last_seen = floor_last_seen(w, c);
+    uint64_t ls = __atomic_load_n(last_seen, __ATOMIC_RELAXED), now = stamp_ns();
     if (now > ls)
-        __atomic_compare_exchange_n(&c->last_seen, &ls, now, false, __ATOMIC_SEQ_CST,
-                                    __ATOMIC_RELAXED);
+        __atomic_compare_exchange_n(last_seen, &ls, now, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -1106,7 +1107,7 @@ static int prepare(wl_worker_t *w)
         /* in 2 MiB pages with --huge-pages (transparent huge pages of a private
          * mapping, aligned so that whole pages can be used) */
         const size_t huge = 2u << 20;
-        w->floor_bytes = (w->nown * sizeof *w->floor + huge - 1) & ~(huge - 1);
+        w->floor_bytes = (w->nown * w->wl->floor_bytes + huge - 1) & ~(huge - 1);
         void *m = mmap(NULL, w->floor_bytes + huge, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) {
@@ -1114,13 +1115,13 @@ static int prepare(wl_worker_t *w)
             return -1;
         }
         uintptr_t at = ((uintptr_t) m + huge - 1) & ~(uintptr_t) (huge - 1);
-        w->floor = (struct wl_floor_rec *) at;
+        w->floor = (char *) at;
         w->floor_bytes += huge; /* unmapped whole, from m */
         w->floor_map = m;
         if (w->wl->huge_pages)
             (void) madvise(w->floor, w->floor_bytes - huge, MADV_HUGEPAGE);
         for (size_t i = 0; i < w->nown; i++)
-            w->floor[i].state = WL_FLOOR_LIVE;
+            *(uint64_t *) (void *) (w->floor + i * w->wl->floor_bytes) = WL_FLOOR_LIVE;
         return 0;
     }
     if (w->wl->op != OP_TOUCH_HANDLE)

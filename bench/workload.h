@@ -10,10 +10,10 @@
  *   touch_handle the same through a connection handle (shm only)     all workers
  *   touch_floor  no library: what a touch by handle does to its record (load the
  *                state word, read the coarse clock, CAS last_seen when newer),
- *                on a random one of as many 128-byte records of the worker's
- *                own (its share of the population's connections, in pages of
- *                the run's size; nothing else loaded): the memory system's
- *                floor under a touch at that population (shm row only)  all workers
+ *                on a random one of as many 128-byte records (--floor-bytes) of
+ *                the worker's own (its share of the population's connections, in
+ *                pages of the run's size; nothing else loaded): the memory
+ *                system's floor under a touch at that population (shm only) all workers
  *   join_leave   join then leave of a worker-owned connection, one op all workers
  *   here_now_N   here_now(room) of rooms of N members, uuids listed  all workers
  *   where_now    where_now(user) of a random member                  all workers
@@ -77,6 +77,7 @@ typedef struct workload {
     int efd_relay_in, efd_relay_out;       /* events: through the relay process */
     const char *reaper;                    /* events: the daemon the store needs */
     bool huge_pages;                       /* the stores in 2 MiB pages (--huge-pages) */
+    uint32_t floor_bytes;                  /* touch_floor's record size (--floor-bytes) */
     bench_keys_t live;   /* rooms * room_size presences; room r is live.keys[r * room_size].room */
     uint32_t conn_rooms; /* rooms per connection in it (--conn-rooms, or 1) */
     size_t live_conns;   /* its connections: live.keys[0 .. live_conns - 1] name each once */
