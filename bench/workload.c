@@ -381,7 +381,7 @@ typedef struct wl_worker {
     size_t ntokens;
     char *floor;     /* touch_floor: nown records of its own, */
     void *floor_map; /* within this mapping */
-    size_t floor_bytes;
+    size_t floor_map_len;
     struct wl_own *own; /* touch: their keys, each with its connection's name */
     char wrong[160];    /* the last unexpected answer */
 } wl_worker_t;
@@ -1107,19 +1107,19 @@ static int prepare(wl_worker_t *w)
         /* in 2 MiB pages with --huge-pages (transparent huge pages of a private
          * mapping, aligned so that whole pages can be used) */
         const size_t huge = 2u << 20;
-        w->floor_bytes = (w->nown * w->wl->floor_bytes + huge - 1) & ~(huge - 1);
-        void *m = mmap(NULL, w->floor_bytes + huge, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        size_t bytes = (w->nown * w->wl->floor_bytes + huge - 1) & ~(huge - 1);
+        void *m =
+            mmap(NULL, bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) {
             snprintf(w->me->err, sizeof w->me->err, "touch_floor: mmap: %s", strerror(errno));
             return -1;
         }
         uintptr_t at = ((uintptr_t) m + huge - 1) & ~(uintptr_t) (huge - 1);
         w->floor = (char *) at;
-        w->floor_bytes += huge; /* unmapped whole, from m */
         w->floor_map = m;
+        w->floor_map_len = bytes + huge;
         if (w->wl->huge_pages)
-            (void) madvise(w->floor, w->floor_bytes - huge, MADV_HUGEPAGE);
+            (void) madvise(w->floor, bytes, MADV_HUGEPAGE);
         for (size_t i = 0; i < w->nown; i++)
             *(uint64_t *) (void *) (w->floor + i * w->wl->floor_bytes) = WL_FLOOR_LIVE;
         return 0;
@@ -1148,7 +1148,7 @@ static void worker_free(wl_worker_t *w)
     free(w->tokens);
     free(w->own);
     if (w->floor_map != NULL)
-        munmap(w->floor_map, w->floor_bytes);
+        munmap(w->floor_map, w->floor_map_len);
 }
 
 int workload_worker(const workload_t *wl, const bench_backend_t *be, void *h, unsigned id,
