@@ -30,6 +30,7 @@
 #include "backend.h"
 #include "cleanup.h"
 #include "clock.h"
+#include "map.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -378,35 +379,9 @@ static int join_locked(rw_handle_t *h, const bench_key_t *k, uint64_t timeout_ms
 
 /* ------------------------------------------------------------- vtable ---- */
 
-#define RW_HUGE_PAGE (2ull << 20)
 #ifndef MADV_COLLAPSE
 #    define MADV_COLLAPSE 25 /* Linux 6.1 */
 #endif
-
-/* Maps @p size bytes of @p fd at a 2 MiB boundary, as the library maps its segment, so
- * that a store in 2 MiB pages is mapped by them. MAP_FAILED on error (errno set). */
-static void *map_store(int fd, size_t size)
-{
-    size_t span = size + RW_HUGE_PAGE;
-    char *r = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (r == MAP_FAILED)
-        return MAP_FAILED;
-    char *at = r + ((RW_HUGE_PAGE - (uintptr_t) r % RW_HUGE_PAGE) % RW_HUGE_PAGE);
-    void *m = mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
-    if (m == MAP_FAILED) {
-        int e = errno;
-        munmap(r, span);
-        errno = e;
-        return MAP_FAILED;
-    }
-    size_t page = (size_t) sysconf(_SC_PAGESIZE);
-    char *end = at + (size + page - 1) / page * page;
-    if (at > r)
-        munmap(r, (size_t) (at - r));
-    if (r + span > end)
-        munmap(end, (size_t) (r + span - end));
-    return m;
-}
 
 static int rw_setup(const bench_store_spec_t *spec, void **store, char *err, size_t errlen)
 {
@@ -454,11 +429,11 @@ static int rw_setup(const bench_store_spec_t *spec, void **store, char *err, siz
     int sized = spec->huge_pages ? posix_fallocate(fd, 0, (off_t) off)
                                  : (ftruncate(fd, (off_t) off) == 0 ? 0 : errno);
     if (sized == 0)
-        base = map_store(fd, off);
+        base = bench_map_aligned(fd, off);
     else
         errno = sized;
     if (base != MAP_FAILED && spec->huge_pages &&
-        madvise(base, off & ~(RW_HUGE_PAGE - 1), MADV_COLLAPSE) != 0)
+        madvise(base, off & ~(BENCH_HUGE_PAGE - 1), MADV_COLLAPSE) != 0)
         fprintf(stderr,
                 "presence-bench: rwlock: the kernel did not give the segment 2 MiB "
                 "pages (%s); running in 4 KiB pages\n",
@@ -525,7 +500,7 @@ static int rw_open(void *store, void **out, char *err, size_t errlen)
         close(fd);
         return -1;
     }
-    void *base = map_store(fd, (size_t) sb.st_size);
+    void *base = bench_map_aligned(fd, (size_t) sb.st_size);
     close(fd);
     if (base == MAP_FAILED) {
         snprintf(err, errlen, "rwlock: mmap %s: %s", st->name, strerror(errno));

@@ -19,6 +19,7 @@
 #include "clock.h"
 
 #include "cleanup.h"
+#include "map.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -96,7 +97,7 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
     wl->rooms = cfg->rooms;
     wl->room_size = cfg->room_size;
     wl->huge_pages = cfg->huge_pages;
-    wl->floor_bytes = cfg->floor_bytes ? cfg->floor_bytes : 128;
+    wl->floor_bytes = cfg->floor_bytes;
     wl->efd_ping = wl->efd_pong = wl->efd_relay_in = wl->efd_relay_out = -1;
     snprintf(wl->name, sizeof wl->name, "%s", bench_op_name(op));
     snprintf(wl->row[0], sizeof wl->row[0], "%s", bench_op_name(op));
@@ -380,9 +381,8 @@ typedef struct wl_worker {
     size_t keys_ahead[2]; /* here_now, where_now, get_state: the next two keys (key_ahead) */
     uint64_t *tokens;     /* touch_handle: theirs */
     size_t ntokens;
-    char *floor;     /* touch_floor: nown records of its own, */
-    void *floor_map; /* within this mapping */
-    size_t floor_map_len;
+    char *floor;        /* touch_floor: nown records of its own, */
+    size_t floor_len;   /* mapped whole */
     struct wl_own *own; /* touch: their keys, each with its connection's name */
     char wrong[160];    /* the last unexpected answer */
 } wl_worker_t;
@@ -1130,18 +1130,15 @@ static int prepare(wl_worker_t *w)
     if (w->wl->op == OP_TOUCH_FLOOR && w->nown > 0) {
         /* in 2 MiB pages with --huge-pages (transparent huge pages of a private
          * mapping, aligned so that whole pages can be used) */
-        const size_t huge = 2u << 20;
-        size_t bytes = (w->nown * w->wl->floor_bytes + huge - 1) & ~(huge - 1);
-        void *m =
-            mmap(NULL, bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        size_t bytes =
+            (w->nown * w->wl->floor_bytes + BENCH_HUGE_PAGE - 1) & ~(BENCH_HUGE_PAGE - 1);
+        void *m = bench_map_aligned(-1, bytes);
         if (m == MAP_FAILED) {
             snprintf(w->me->err, sizeof w->me->err, "touch_floor: mmap: %s", strerror(errno));
             return -1;
         }
-        uintptr_t at = ((uintptr_t) m + huge - 1) & ~(uintptr_t) (huge - 1);
-        w->floor = (char *) at;
-        w->floor_map = m;
-        w->floor_map_len = bytes + huge;
+        w->floor = m;
+        w->floor_len = bytes;
         if (w->wl->huge_pages)
             (void) madvise(w->floor, bytes, MADV_HUGEPAGE);
         for (size_t i = 0; i < w->nown; i++)
@@ -1171,8 +1168,8 @@ static void worker_free(wl_worker_t *w)
 {
     free(w->tokens);
     free(w->own);
-    if (w->floor_map != NULL)
-        munmap(w->floor_map, w->floor_map_len);
+    if (w->floor != NULL)
+        munmap(w->floor, w->floor_len);
 }
 
 int workload_worker(const workload_t *wl, const bench_backend_t *be, void *h, unsigned id,
