@@ -238,7 +238,10 @@ static int shm_open_(void *store, void **h, char *err, size_t errlen)
 {
     shm_store_t *st = store;
     presence_t *p = NULL;
-    int rc = presence_open(st->name, NULL, &p);
+    presence_options_t o;
+    presence_options_init(&o);
+    o.flags = PRESENCE_POPULATE; /* a long-lived worker's steady state: no page faults */
+    int rc = presence_open(st->name, &o, &p);
     if (rc != 0) {
         snprintf(err, errlen, "shm: attaching %s: %s", st->name, presence_strerror(rc));
         return -1;

@@ -17,7 +17,7 @@ void *bench_map_aligned(int fd, size_t size)
     if (r == MAP_FAILED)
         return MAP_FAILED;
     char *at = r + ((BENCH_HUGE_PAGE - (uintptr_t) r % BENCH_HUGE_PAGE) % BENCH_HUGE_PAGE);
-    int flags = MAP_FIXED | (fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS : MAP_SHARED);
+    int flags = MAP_FIXED | (fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS : MAP_SHARED | MAP_POPULATE);
     void *m = mmap(at, size, PROT_READ | PROT_WRITE, flags, fd, 0);
     if (m == MAP_FAILED) {
         int e = errno;

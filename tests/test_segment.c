@@ -958,21 +958,23 @@ static void test_rdonly(void **state)
     presence_close(rw);
 }
 
-/* The kB of the mapping that contains @addr that the kernel maps with 2 MiB
- * pages of shared memory (ShmemPmdMapped in /proc/self/smaps), -1 if not found. */
-static long pmd_mapped_kb(const void *addr)
+/* Field @field (e.g. "Rss", "ShmemPmdMapped") of the mapping that contains
+ * @addr in /proc/self/smaps, in kB; -1 if not found. */
+static long smaps_kb(const void *addr, const char *field)
 {
     FILE *f = fopen("/proc/self/smaps", "r");
     if (!f)
         return -1;
     char line[512];
+    size_t flen = strlen(field);
     bool in = false;
     long kb = -1;
     while (fgets(line, sizeof line, f)) {
         unsigned long lo, hi;
         if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
             in = (uintptr_t) addr >= lo && (uintptr_t) addr < hi;
-        else if (in && sscanf(line, "ShmemPmdMapped: %ld kB", &kb) == 1)
+        else if (in && strncmp(line, field, flen) == 0 && line[flen] == ':' &&
+                 sscanf(line + flen + 1, "%ld kB", &kb) == 1)
             break;
     }
     fclose(f);
@@ -1047,7 +1049,7 @@ static void test_huge_pages(void **state)
         const volatile char *m = (const volatile char *) q->base;
         for (size_t off = 0; off < q->size; off += 4096)
             (void) m[off];
-        long kb = pmd_mapped_kb((const void *) m);
+        long kb = smaps_kb((const void *) m, "ShmemPmdMapped");
         printf("# HUGE_PAGES %s: %ld kB of %zu kB mapped by 2 MiB pages\n", want ? "on" : "off", kb,
                q->size / 1024);
         if (huge) /* every whole 2 MiB stretch */
@@ -1058,6 +1060,44 @@ static void test_huge_pages(void **state)
         presence_close(p);
         assert_int_equal(presence_unlink(s->name), 0);
     }
+}
+
+/* PRESENCE_POPULATE: an attachment with it has every page of the segment
+ * mapped (resident in its page tables) before any operation, read-only too; one
+ * without it has only what open itself read. The flag changes nothing else: it
+ * is not a segment option (get_options does not report it). */
+static void test_populate(void **state)
+{
+    struct seg *s = *state;
+    presence_options_t o;
+    test_small_opts(&o, PRESENCE_CREATE | PRESENCE_EXCL);
+    presence_t *p = NULL;
+    assert_int_equal(presence_open(s->name, &o, &p), 0);
+    long total = (long) (p->size / 1024);
+    long plain = smaps_kb(p->base, "Rss");
+    printf("# without POPULATE: %ld of %ld kB mapped at open\n", plain, total);
+    assert_true(plain >= 0 && plain < total / 2);
+    const unsigned modes[] = {PRESENCE_POPULATE, PRESENCE_POPULATE | PRESENCE_RDONLY};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        presence_options_t a;
+        presence_options_init(&a);
+        a.flags = modes[i];
+        presence_t *q = NULL;
+        assert_int_equal(presence_open(s->name, &a, &q), 0);
+        long kb = smaps_kb(q->base, "Rss");
+        printf("# POPULATE%s: %ld of %ld kB mapped at open\n",
+               (modes[i] & PRESENCE_RDONLY) ? " | RDONLY" : "", kb, total);
+        /* the last page may be partly past the segment's end */
+        assert_true(kb >= total - 4 && kb <= total + 4);
+        presence_options_t got;
+        presence_get_options(q, &got);
+        assert_int_equal(got.flags, 0);
+        if (!(modes[i] & PRESENCE_RDONLY))
+            assert_int_equal(presence_join(q, "room", "conn", "user"), PRESENCE_JOINED);
+        assert_int_equal(presence_occupancy(q, "room"), 1);
+        presence_close(q);
+    }
+    presence_close(p);
 }
 
 #define T(fn, name) \
@@ -1087,6 +1127,7 @@ int main(void)
         cmocka_unit_test(test_strerror_names),
         T(test_rdonly, "rdonly"),
         T(test_huge_pages, "huge"),
+        T(test_populate, "populate"),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -475,7 +475,9 @@ int main(int argc, char **argv)
     uv_signal_init(R.loop, &R.sigterm);
     uv_signal_start(&R.sigterm, on_signal, SIGTERM);
 
-    o.flags = (create ? PRESENCE_CREATE : 0) | (huge ? PRESENCE_HUGE_PAGES : 0);
+    /* POPULATE: the sweeps walk the whole segment; map it all now, not page by
+     * page inside the first prunes */
+    o.flags = (create ? PRESENCE_CREATE : 0) | (huge ? PRESENCE_HUGE_PAGES : 0) | PRESENCE_POPULATE;
     int rc = presence_open(R.seg, &o, &R.p);
     if (rc) {
         fprintf(stderr, "presence-reaper: segment '%s': %s\n", R.seg,
