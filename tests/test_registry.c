@@ -541,6 +541,14 @@ static void test_touch(void **state)
     assert_clean(p);
 }
 
+/* A name of @n bytes, a different one for each length. */
+static void name_of_length(char *name, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        name[i] = (char) ('a' + (i * 5 + n) % 26);
+    name[n] = '\0';
+}
+
 /* Touch by name at every length around the records' inline copy (40 bytes: up
  * to it the first look outside a read section, past it the blob compare inside
  * one), with names that differ from a live one in a single byte: live names
@@ -550,16 +558,12 @@ static void test_touch_name_lengths(void **state)
     presence_t *p = FX(state);
     char name[64], other[64];
     for (size_t n = 1; n <= 48; n++) {
-        for (size_t i = 0; i < n; i++)
-            name[i] = (char) ('a' + (i * 5 + n) % 26);
-        name[n] = '\0';
+        name_of_length(name, n);
         assert_rc(presence_join(p, "r", name, NULL), PRESENCE_JOINED);
     }
     msleep(150); /* well past the stamp's lead (4 ticks) and the coarse clock's lag (2) */
     for (size_t n = 1; n <= 48; n++) {
-        for (size_t i = 0; i < n; i++)
-            name[i] = (char) ('a' + (i * 5 + n) % 26);
-        name[n] = '\0';
+        name_of_length(name, n);
         assert_rc(presence_touch(p, name), 0);
         memcpy(other, name, n + 1);
         for (size_t i = 0; i < n; i += (n > 8 ? 7 : 1)) {
