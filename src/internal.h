@@ -235,6 +235,8 @@ typedef void (*pr_repair_fn)(struct presence *p, uint32_t idx);
  * takes it over and runs @repair(p, idx) first. 0, or an error. */
 int pr__lock(struct presence *p, pr_lock_t *l, pr_repair_fn repair, uint32_t idx);
 void pr__unlock(pr_lock_t *l);
+/* Registers this process for membarrier (see lock.c); at each read-write open. */
+void pr__lock_setup(void);
 /* If @l is held by a dead process: take it over, repair, release; true then. */
 bool pr__lock_recover(struct presence *p, pr_lock_t *l, pr_repair_fn repair, uint32_t idx);
 

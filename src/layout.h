@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define PR_MAGIC          0x31434e4553455250ull /* "PRESENC1" little-endian */
-#define PR_LAYOUT_VERSION 5u
+#define PR_LAYOUT_VERSION 6u
 #define PR_CACHELINE      128
 #define PR_NBATCH         32
 #define PR_NSUBS          64
@@ -72,13 +72,13 @@ struct pr_rec {
     uint32_t aux;          /* kind-specific */
 };
 
-/* A lock (lock.c): 0 when free, else the holder's token {generation & 0x3fff :
- * 14 | process slot + 1 : 16}, with PR_LOCK_WAITERS set while someone sleeps
- * on it (a futex on this word). */
+/* A lock (lock.c): word is 0 when free, else the holder's token {generation &
+ * 0x3fff : 14 | process slot + 1 : 16} (a futex); sleepers counts the lockers
+ * asleep on it, or about to be. */
 typedef struct pr_lock {
     uint32_t word;
+    uint32_t sleepers;
 } pr_lock_t;
-#define PR_LOCK_WAITERS 0x80000000u
 
 /* A bucket stripe's lock, alone on its cache line. */
 struct pr_stripe {
@@ -157,8 +157,7 @@ struct pr_conn {
     pr_lock_t lock;       /* guards presences, npres */
     /* A copy of the name when it has at most PR_CONN_INLINE bytes, so that a
      * lookup compares it without reading the blob (immutable, like the blob) */
-    char name_inline[PR_CONN_INLINE];
-    uint8_t pad0[128 - 80 - sizeof(pr_lock_t) - PR_CONN_INLINE];
+    char name_inline[PR_CONN_INLINE]; /* the record's last bytes */
 };
 
 /* A group, 128 bytes. */

@@ -531,6 +531,8 @@ int presence_open(const char *name, const presence_options_t *opts, presence_t *
     pr__test_poison = getenv("PRESENCE_TEST_POISON") != NULL;
     pr__test_trust_miss = getenv("PRESENCE_TEST_TRUST_MISS") != NULL;
     pr__kill_point_init();
+    if (!rdonly)
+        pr__lock_setup();
 
     if (opts->flags & PRESENCE_CREATE) {
         if (rdonly)

@@ -27,6 +27,10 @@
  *                                                  test sees lost updates)
  *   helper_worker lockhold SEG                     take room record 0's lock, print
  *                                                  "ready", sleep (to be killed)
+ *   helper_worker lockwake SEG MS LIMIT_MS         for MS ms, take room record 0's lock and
+ *                                                  hold it 0-16 us, so that lockers often
+ *                                                  sleep on it; fails if one wait lasted
+ *                                                  LIMIT_MS (a release that missed a sleeper)
  *
  * Exit codes: 0 ok, 1 a check failed, 2 usage or setup error.
  * read prints "damage N" (snapshots that showed freed memory) before exiting.
@@ -383,6 +387,33 @@ static int do_lockinc(presence_t *p, long rounds, bool locked)
     return 0;
 }
 
+static int do_lockwake(presence_t *p, long ms, long limit_ms)
+{
+    pr_lock_t *l = &pr__room(p, 0)->lock;
+    rng_state = (uint64_t) getpid() * 2654435761u + 1;
+    uint64_t end = tu_clock_ns(CLOCK_MONOTONIC) + (uint64_t) ms * 1000000ull, longest = 0, slow = 0,
+             n = 0;
+    for (uint64_t t0 = tu_clock_ns(CLOCK_MONOTONIC); t0 < end;
+         t0 = tu_clock_ns(CLOCK_MONOTONIC), n++) {
+        if (pr__lock(p, l, NULL, 0) != 0)
+            return 1;
+        uint64_t t1 = tu_clock_ns(CLOCK_MONOTONIC), hold = t1 + tu_rnd(&rng_state) % 16000; /* ns */
+        longest = t1 - t0 > longest ? t1 - t0 : longest;
+        slow += t1 - t0 > 50000; /* 50 us: it slept */
+        while (tu_clock_ns(CLOCK_MONOTONIC) < hold)
+            pr_cpu_relax();
+        pr__unlock(l);
+    }
+    printf("# lockwake %d: %llu locks, %llu waits over 50 us, longest %.2f ms\n", (int) getpid(),
+           (unsigned long long) n, (unsigned long long) slow, (double) longest / 1e6);
+    if (longest >= (uint64_t) limit_ms * 1000000ull) {
+        fprintf(stderr, "helper_worker lockwake: a wait of %.0f ms: a missed wake-up\n",
+                (double) longest / 1e6);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
@@ -413,6 +444,8 @@ int main(int argc, char **argv)
         rc = do_aba(p, atoi(argv[3]));
     else if (strcmp(mode, "lockinc") == 0 && (argc == 4 || argc == 5))
         rc = do_lockinc(p, atol(argv[3]), argc == 4);
+    else if (strcmp(mode, "lockwake") == 0 && argc == 5)
+        rc = do_lockwake(p, atol(argv[3]), atol(argv[4]));
     else if (strcmp(mode, "lockhold") == 0) {
         if (pr__lock(p, &pr__room(p, 0)->lock, NULL, 0) != 0)
             return 1;
