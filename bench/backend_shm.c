@@ -202,6 +202,8 @@ static int shm_setup(const bench_store_spec_t *spec, void **store, char *err, si
     int rc = presence_open(st->name, &o, &p);
     if (rc != 0) {
         snprintf(err, errlen, "shm: creating %s: %s", st->name, presence_strerror(rc));
+        if (rc != -EEXIST) /* created, then refused (the name is ours alone): remove it */
+            presence_unlink(st->name);
         free(st);
         return -1;
     }
