@@ -437,24 +437,24 @@ static void test_lock_absence_is_caught(void **state)
 /* Releases find the lockers asleep: four processes take room record 0's lock
  * and hold it 0-16 us each time, longer than a locker spins, so that lockers
  * sleep on it and are woken thousands of times each per run (the helpers print
- * their waits over 50 us: ~7,800 each in 1.5 s here).
- * Sleepers wait 5 s before looking again (PRESENCE_TEST_LOCK_SLEEP_MS), so a
- * release that missed one shows as a wait of seconds; the helpers fail at 2 s.
- * Checked once with the release's futex wake taken out: three of four helpers
- * waited the whole timeout. What it cannot show on this machine is the
- * membarrier in lock.c (taken out: two 2 s runs, ~40,000 waits over 50 us each,
- * none missed): the
+ * their waits over 50 us: ~7,800 each in 1.5 s here). Sleepers wait 8 s before
+ * looking again (PRESENCE_TEST_LOCK_SLEEP_MS), so a release that missed one
+ * shows as a wait of seconds; the helpers fail at 4 s (the longest waits seen
+ * otherwise: 0.5-2.4 ms; the lock is not fair). Checked once with the
+ * release's futex wake taken out: three of four helpers waited the whole
+ * timeout. What it cannot show on this machine is the membarrier in lock.c
+ * (taken out: two 2 s runs, ~40,000 waits over 50 us each, none missed): the
  * futex's own compare, a system call after the sleeper counted itself, comes
  * later than the holder's store reaches memory; the barrier is what makes that
  * order guaranteed rather than likely. */
 static void test_lock_wakes_sleepers(void **state)
 {
     (void) state;
-    static const char *env[] = {"PRESENCE_TEST_LOCK_SLEEP_MS=5000", NULL};
+    static const char *env[] = {"PRESENCE_TEST_LOCK_SLEEP_MS=8000", NULL};
     enum { WAKE_PROCS = 4 };
     pid_t pids[WAKE_PROCS];
     for (int i = 0; i < WAKE_PROCS; i++)
-        pids[i] = spawn(env, -1, "lockwake", seg, "1500", "2000", NULL);
+        pids[i] = spawn(env, -1, "lockwake", seg, "1500", "4000", NULL);
     for (int i = 0; i < WAKE_PROCS; i++)
         assert_int_equal(wait_code(pids[i]), 0);
 }
