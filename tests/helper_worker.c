@@ -27,6 +27,8 @@
  *                                                  test sees lost updates)
  *   helper_worker lockhold SEG                     take room record 0's lock, print
  *                                                  "ready", sleep (to be killed)
+ *   helper_worker locktake SEG                     take room record 0's lock (sleeping on
+ *                                                  it while another holds it), print "took"
  *   helper_worker lockwake SEG MS LIMIT_MS         for MS ms, take room record 0's lock and
  *                                                  hold it 0-16 us, so that lockers often
  *                                                  sleep on it; fails if one wait lasted
@@ -446,7 +448,12 @@ int main(int argc, char **argv)
         rc = do_lockinc(p, atol(argv[3]), argc == 4);
     else if (strcmp(mode, "lockwake") == 0 && argc == 5)
         rc = do_lockwake(p, atol(argv[3]), atol(argv[4]));
-    else if (strcmp(mode, "lockhold") == 0) {
+    else if (strcmp(mode, "locktake") == 0) {
+        if (pr__lock(p, &pr__room(p, 0)->lock, NULL, 0) != 0)
+            return 1;
+        printf("took\n");
+        pr__unlock(&pr__room(p, 0)->lock);
+    } else if (strcmp(mode, "lockhold") == 0) {
         if (pr__lock(p, &pr__room(p, 0)->lock, NULL, 0) != 0)
             return 1;
         printf("ready\n");

@@ -3,8 +3,8 @@
  * readers, the epoch scheme (and proof that it matters), the free-stack tags
  * (and proof that they matter), a reader killed inside a read section, and the
  * segment's locks: mutual exclusion across processes (and proof that the test
- * sees its absence), sleepers woken by every release, and the takeover of a lock
- * whose holder was killed.
+ * sees its absence), sleepers woken by every release, the takeover of a lock
+ * whose holder was killed, and the count a sleeper killed in its sleep leaves.
  *
  * Children are exec'd helper_worker processes (never cmocka in a child); the
  * parent asserts on their exit statuses. Every run is bounded in time and
@@ -467,12 +467,10 @@ static void count_repair(struct presence *p, uint32_t idx)
     repairs_seen++;
 }
 
-/* A process killed while it holds a lock: the next locker takes the lock over
- * (running the repair) instead of waiting forever, and a live holder is not
- * taken over from. */
-static void test_lock_takeover(void **state)
+/* Starts a helper that takes room record 0's lock and keeps it until killed;
+ * returns once it holds it. */
+static pid_t spawn_lock_holder(void)
 {
-    (void) state;
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     pid_t h = spawn(NULL, fds[1], "lockhold", seg, NULL);
@@ -480,6 +478,17 @@ static void test_lock_takeover(void **state)
     char buf[64] = {0};
     assert_true(read(fds[0], buf, sizeof buf - 1) > 0);
     assert_non_null(strstr(buf, "ready"));
+    close(fds[0]);
+    return h;
+}
+
+/* A process killed while it holds a lock: the next locker takes the lock over
+ * (running the repair) instead of waiting forever, and a live holder is not
+ * taken over from. */
+static void test_lock_takeover(void **state)
+{
+    (void) state;
+    pid_t h = spawn_lock_holder();
     presence_t *p;
     assert_int_equal(presence_open(seg, NULL, &p), 0);
     pr_lock_t *l = &pr__room(p, 0)->lock;
@@ -507,7 +516,36 @@ static void test_lock_takeover(void **state)
     assert_false(pr__lock_recover(p, l, count_repair, 0));
     assert_int_equal(pr_load(&l->sleepers), 0);
     presence_close(p);
-    close(fds[0]);
+}
+
+/* A locker killed in its sleep leaves itself counted on the lock: every release
+ * would then make a system call for nobody. The sweep that follows a death
+ * forgets the count of a free lock. */
+static void test_lock_sleeper_killed(void **state)
+{
+    (void) state;
+    pid_t h = spawn_lock_holder();
+    presence_t *p;
+    assert_int_equal(presence_open(seg, NULL, &p), 0);
+    pr_lock_t *l = &pr__room(p, 0)->lock;
+    pid_t s = spawn(NULL, -1, "locktake", seg, NULL);
+    uint64_t t0 = tu_mono_ms();
+    while (pr_load(&l->sleepers) == 0 && tu_mono_ms() - t0 < 5000)
+        tu_sleep_ms(1);
+    assert_int_equal(pr_load(&l->sleepers), 1); /* asleep behind the holder */
+    kill(s, SIGKILL);
+    assert_int_equal(wait_code(s), 128 + SIGKILL);
+    kill(h, SIGKILL);
+    assert_int_equal(wait_code(h), 128 + SIGKILL);
+    repairs_seen = 0;
+    assert_int_equal(pr__lock(p, l, count_repair, 0), 0); /* taken over from the dead holder */
+    assert_int_equal(repairs_seen, 1);
+    pr__unlock(l);
+    assert_int_equal(pr_load(&l->sleepers), 1); /* the dead sleeper, still counted */
+    assert_true(presence_maintain(p) >= 0);     /* the takeover asked for a sweep */
+    assert_int_equal(pr_load(&l->sleepers), 0);
+    assert_int_equal(pr_load(&l->word), 0);
+    presence_close(p);
 }
 
 int main(void)
@@ -525,6 +563,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_absence_is_caught, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_wakes_sleepers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_takeover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_sleeper_killed, setup, teardown),
         cmocka_unit_test(test_touch_unpinned),
         cmocka_unit_test(test_touch_trusting_misses_is_caught),
     };
