@@ -528,7 +528,8 @@ static void test_lock_sleeper_killed(void **state)
     presence_t *p;
     assert_int_equal(presence_open(seg, NULL, &p), 0);
     pr_lock_t *l = &pr__room(p, 0)->lock;
-    pid_t s = spawn(NULL, -1, "locktake", seg, NULL);
+    static const char *env[] = {"PRESENCE_TEST_LOCK_SLEEP_MS=10000", NULL}; /* one long sleep */
+    pid_t s = spawn(env, -1, "locktake", seg, NULL);
     uint64_t t0 = tu_mono_ms();
     while (pr_load(&l->sleepers) == 0 && tu_mono_ms() - t0 < 5000)
         tu_sleep_ms(1);
