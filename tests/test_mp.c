@@ -511,10 +511,6 @@ static void test_lock_takeover(void **state)
     assert_int_equal(pr__lock(p, l, count_repair, 0), 0);
     pr__unlock(l);
     assert_int_equal(repairs_seen, 1);
-    /* a free lock's sleepers count (a sleeper killed in its sleep) is forgotten */
-    pr_store(&l->sleepers, 3u);
-    assert_false(pr__lock_recover(p, l, count_repair, 0));
-    assert_int_equal(pr_load(&l->sleepers), 0);
     presence_close(p);
 }
 
