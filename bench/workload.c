@@ -504,6 +504,12 @@ static int op_touch_handle(wl_worker_t *w, uint64_t seq)
  * at byte 8 in a 16-byte one (the two hot words alone). */
 #define WL_FLOOR_LIVE 1u
 
+/* Record @i of the worker's own: its state word. */
+static uint64_t *floor_rec(const wl_worker_t *w, size_t i)
+{
+    return (uint64_t *) (void *) (w->floor + i * w->wl->floor_bytes);
+}
+
 static uint64_t *floor_last_seen(const wl_worker_t *w, uint64_t *state)
 {
     return state + (w->wl->floor_bytes >= 32 ? 3 : 1);
@@ -516,7 +522,7 @@ static int op_touch_floor(wl_worker_t *w, uint64_t seq)
     (void) seq;
     if (w->nown == 0)
         return 0;
-    uint64_t *c = (uint64_t *) (void *) (w->floor + rnd(w, w->nown) * w->wl->floor_bytes);
+    uint64_t *c = floor_rec(w, rnd(w, w->nown));
     if (__atomic_load_n(c, __ATOMIC_ACQUIRE) != WL_FLOOR_LIVE)
         return check(w, "touch_floor", 1, 0);
     uint64_t *last_seen = floor_last_seen(w, c);
@@ -1142,7 +1148,7 @@ static int prepare(wl_worker_t *w)
         if (w->wl->huge_pages)
             (void) madvise(w->floor, bytes, MADV_HUGEPAGE);
         for (size_t i = 0; i < w->nown; i++)
-            *(uint64_t *) (void *) (w->floor + i * w->wl->floor_bytes) = WL_FLOOR_LIVE;
+            *floor_rec(w, i) = WL_FLOOR_LIVE;
         return 0;
     }
     if (w->wl->op != OP_TOUCH_HANDLE)
