@@ -182,8 +182,12 @@ static int compute_layout(struct pr_header *h, const presence_options_t *o)
     h->members_budget = added < arrays ? added : arrays; /* names keep what was asked */
     h->max_age_ms = o->max_age_ms;
     h->nb_rooms = pow2_at_least(o->rooms);
-    h->nb_conns = pow2_at_least(o->connections);
-    h->nb_users = pow2_at_least(o->connections);
+    /* Connection and user buckets: at least twice the records (chains of at
+     * most 0.5 records on average, not 0.5-1). With one bucket per record a
+     * touch by name took ~1.2x as long at 10k connections in a one-process
+     * loop (bench/RESULTS.md, twelfth round). Costs 8-16 bytes per connection. */
+    h->nb_conns = pow2_at_least(2 * (uint64_t) o->connections);
+    h->nb_users = h->nb_conns;
     h->nb_groups = pow2_at_least(o->groups);
     h->nstripes = 256;
 
