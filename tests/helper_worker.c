@@ -448,17 +448,18 @@ int main(int argc, char **argv)
         rc = do_lockinc(p, atol(argv[3]), argc == 4);
     else if (strcmp(mode, "lockwake") == 0 && argc == 5)
         rc = do_lockwake(p, atol(argv[3]), atol(argv[4]));
-    else if (strcmp(mode, "locktake") == 0) {
-        if (pr__lock(p, &pr__room(p, 0)->lock, NULL, 0) != 0)
+    else if (strcmp(mode, "locktake") == 0 || strcmp(mode, "lockhold") == 0) {
+        pr_lock_t *l = &pr__room(p, 0)->lock;
+        if (pr__lock(p, l, NULL, 0) != 0)
             return 1;
-        printf("took\n");
-        pr__unlock(&pr__room(p, 0)->lock);
-    } else if (strcmp(mode, "lockhold") == 0) {
-        if (pr__lock(p, &pr__room(p, 0)->lock, NULL, 0) != 0)
-            return 1;
-        printf("ready\n");
-        for (;;)
-            pause();
+        if (strcmp(mode, "locktake") == 0) {
+            printf("took\n");
+            pr__unlock(l);
+        } else {
+            printf("ready\n");
+            for (;;)
+                pause();
+        }
     } else if (strcmp(mode, "hold") == 0) {
         struct pr_tls *t = pr__enter(p);
         printf("ready %llu\n", (unsigned long long) pr_load(&pr__reader(p, t->slot)->epoch));
