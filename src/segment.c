@@ -337,9 +337,9 @@ static int map_fd(struct presence *p, int fd, size_t size, bool rdonly)
  * no page faults. Best effort: before Linux 5.14, one read per page instead. */
 static void populate(const struct presence *p, bool rdonly)
 {
-    if (madvise(p->base, p->size, rdonly ? MADV_POPULATE_READ : MADV_POPULATE_WRITE) == 0)
-        return;
     const volatile unsigned char *base = p->base;
+    if (!base || madvise(p->base, p->size, rdonly ? MADV_POPULATE_READ : MADV_POPULATE_WRITE) == 0)
+        return;
     size_t page = (size_t) sysconf(_SC_PAGESIZE);
     for (size_t off = 0; off < p->size; off += page)
         (void) base[off];
