@@ -14,6 +14,7 @@ typedef enum bench_op {
     OP_TOUCH_HANDLE, /* shm only: touch by connection handle; runs with "touch" */
     OP_TOUCH_FLOOR,  /* shm only: the memory system's floor under a touch; runs with "touch" */
     OP_JOIN_LEAVE,
+    OP_JOIN_LEAVE_FLOOR, /* shm only: the contract's least work per pair; runs with "join_leave" */
     OP_HERE_NOW,
     OP_WHERE_NOW,
     OP_GET_STATE,

@@ -68,7 +68,11 @@ static void usage(FILE *out)
             "                                     a touch's record work without the\n"
             "                                     library on as many records of the\n"
             "                                     worker's own: the memory's floor)\n"
-            "                         join_leave  one join + leave pair per operation\n"
+            "                         join_leave  one join + leave pair per operation (on shm\n"
+            "                                     also join_leave_floor: the least a pair\n"
+            "                                     does under the library's contract, one\n"
+            "                                     global event order and writer locks,\n"
+            "                                     without the library; see jl_floor.c)\n"
             "                         here_now    rooms of 100 and of 10,000 members\n"
             "                         where_now   the rooms of a user\n"
             "                         get_state   the state of a user in a room\n"
@@ -130,8 +134,9 @@ static void usage(FILE *out)
             "      --version        the version\n"
             "\n"
             "Every latency includes one clock reading (its cost is printed). Unpipelined\n"
-            "touch, join_leave, where_now and get_state time one call in 16 on average (at\n"
-            "random), so that their ops/s leave the clock out; the others time every call.\n"
+            "touch, join_leave, where_now and get_state (and their floors) time one call in\n"
+            "16 on average (at random), so that their ops/s leave the clock out; the others\n"
+            "time every call.\n"
             "redis-server is started by the harness on a unix socket in a temporary\n"
             "directory and stopped at the end; without it the redis backends are skipped.\n"
             "\n"
@@ -217,12 +222,15 @@ static unsigned parse_ops(const char *list)
                 mask |= 1u << op;
                 if (op == OP_TOUCH)
                     mask |= 1u << OP_TOUCH_HANDLE | 1u << OP_TOUCH_FLOOR;
+                if (op == OP_JOIN_LEAVE)
+                    mask |= 1u << OP_JOIN_LEAVE_FLOOR;
                 found = 1;
             }
         }
         if (!found) {
             fprintf(stderr,
                     "%s: unknown workload '%s' (touch, touch_handle, touch_floor, join_leave, "
+                    "join_leave_floor, "
                     "here_now, where_now, get_state, prune, mixed, events, all)\n",
                     g_prog, t);
             fprintf(stderr, "Try '%s --help'.\n", g_prog);

@@ -19,6 +19,7 @@
 #include "clock.h"
 
 #include "cleanup.h"
+#include "jl_floor.h"
 #include "map.h"
 
 #include <errno.h>
@@ -55,6 +56,7 @@ static const char *const g_op_names[OP__COUNT] = {
     [OP_TOUCH_HANDLE] = "touch_handle",
     [OP_TOUCH_FLOOR] = "touch_floor",
     [OP_JOIN_LEAVE] = "join_leave",
+    [OP_JOIN_LEAVE_FLOOR] = "join_leave_floor",
     [OP_HERE_NOW] = "here_now",
     [OP_WHERE_NOW] = "where_now",
     [OP_GET_STATE] = "get_state",
@@ -158,6 +160,7 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
         nextra = WL_EXTRA_KEYS;
         break;
     case OP_JOIN_LEAVE:
+    case OP_JOIN_LEAVE_FLOOR:
         nextra = (size_t) cfg->procs * WL_EXTRA_KEYS;
         break;
     default:
@@ -218,6 +221,17 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
         k->user = put_name(&cur, "w%03u-user-%05u", w, j);
     }
     wl->extra.n = nextra;
+    if (op == OP_JOIN_LEAVE_FLOOR) {
+        /* no store population: the live keys only named the pairs' rooms; the floor's
+         * index sized as the library's for the population and the pairs */
+        wl->live.n = 0;
+        wl->jl_floor =
+            jl_floor_create(wl->live_conns + nextra, wl->rooms, cfg->procs, WL_FLOOR_RING);
+        if (wl->jl_floor == NULL) {
+            workload_free(wl);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -235,6 +249,7 @@ void workload_free(workload_t *wl)
     free(wl->live.keys);
     free(wl->old.keys);
     free(wl->extra.keys);
+    jl_floor_destroy(wl->jl_floor);
     memset(wl, 0, sizeof *wl);
 }
 
@@ -245,6 +260,7 @@ int workload_supported(const workload_t *wl, const bench_backend_t *be)
         return be->touch != NULL;
     case OP_TOUCH_HANDLE:
     case OP_TOUCH_FLOOR: /* no backend call; shown once, beside the library's rows */
+    case OP_JOIN_LEAVE_FLOOR:
         return be->touch_prepare != NULL && be->touch_token != NULL;
     case OP_JOIN_LEAVE:
         return be->join != NULL && be->leave != NULL;
@@ -544,6 +560,17 @@ static int op_join_leave(wl_worker_t *w, uint64_t seq)
         return rc;
     int b = check(w, "leave", rc, 1);
     return a ? a : b;
+}
+
+/* op_join_leave's pair on the same keys, done by jl_floor.c without the library. */
+static int op_join_leave_floor(wl_worker_t *w, uint64_t seq)
+{
+    const bench_key_t *k = &w->wl->extra.keys[(size_t) w->id * WL_EXTRA_KEYS + seq % WL_EXTRA_KEYS];
+    if (jl_floor_pair(w->wl->jl_floor, w->id, k) == 0)
+        return 0;
+    snprintf(w->wrong, sizeof w->wrong, "the leave did not find what the join added");
+    note_error(w, "join_leave_floor", WL_EWRONG);
+    return WL_EWRONG;
 }
 
 static int op_here_now(wl_worker_t *w, uint64_t seq)
@@ -1211,6 +1238,10 @@ int workload_worker(const workload_t *wl, const bench_backend_t *be, void *h, un
         break;
     case OP_JOIN_LEAVE:
         rc = run_loop(&w, op_join_leave, 0, batch, stride, share(ctl->count, n, id), STOP_NORMAL);
+        break;
+    case OP_JOIN_LEAVE_FLOOR:
+        rc = run_loop(&w, op_join_leave_floor, 0, batch, stride, share(ctl->count, n, id),
+                      STOP_NORMAL);
         break;
     case OP_HERE_NOW:
         rc = run_loop(&w, op_here_now, 0, hn_batch, 1, share(ctl->count, n, id), STOP_NORMAL);

@@ -15,6 +15,11 @@
  *                pages of the run's size; nothing else loaded): the memory
  *                system's floor under a touch at that population (shm only) all workers
  *   join_leave   join then leave of a worker-owned connection, one op all workers
+ *   join_leave_floor  the same pair without the library, with the least DESIGN.md's
+ *                architecture asks (jl_floor.c: name hashes, writer locks on index
+ *                stripes and the room, chained indexes, the room's list, two
+ *                events in the one ring with their fence), in one region all
+ *                workers share: the floor of that architecture (shm only) all workers
  *   here_now_N   here_now(room) of rooms of N members, uuids listed  all workers
  *   where_now    where_now(user) of a random member                  all workers
  *   get_state    get_state(room, user) of a random member (state set) all workers
@@ -55,7 +60,10 @@
 #include <stddef.h>
 
 #define WL_MAX_ROWS   7
-#define WL_EXTRA_KEYS 1024 /* worker-owned connections per worker */
+#define WL_EXTRA_KEYS 1024   /* worker-owned connections per worker */
+#define WL_FLOOR_RING 65536u /* join_leave_floor's ring: the library's default size */
+
+typedef struct jl_floor jl_floor_t;
 
 typedef struct bench_keys {
     size_t n;
@@ -78,12 +86,13 @@ typedef struct workload {
     const char *reaper;                    /* events: the daemon the store needs */
     bool huge_pages;                       /* the stores in 2 MiB pages (--huge-pages) */
     uint32_t floor_bytes;                  /* touch_floor's record size (--floor-bytes) */
-    bench_keys_t live;   /* rooms * room_size presences; room r is live.keys[r * room_size].room */
-    uint32_t conn_rooms; /* rooms per connection in it (--conn-rooms, or 1) */
-    size_t live_conns;   /* its connections: live.keys[0 .. live_conns - 1] name each once */
-    bench_keys_t old;    /* prune: expired presences */
-    bench_keys_t extra;  /* procs * WL_EXTRA_KEYS worker-owned connections, random live rooms */
-    char *names;         /* storage of every name above */
+    bench_keys_t live;    /* rooms * room_size presences; room r is live.keys[r * room_size].room */
+    uint32_t conn_rooms;  /* rooms per connection in it (--conn-rooms, or 1) */
+    size_t live_conns;    /* its connections: live.keys[0 .. live_conns - 1] name each once */
+    bench_keys_t old;     /* prune: expired presences */
+    bench_keys_t extra;   /* procs * WL_EXTRA_KEYS worker-owned connections, random live rooms */
+    char *names;          /* storage of every name above */
+    jl_floor_t *jl_floor; /* join_leave_floor: its shared region (mapped before the fork) */
 } workload_t;
 
 /* One worker's figures for one row. */

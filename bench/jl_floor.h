@@ -1,0 +1,31 @@
+/*
+ * jl_floor.h -- presence-bench: the join_leave_floor row. What a join + leave pair
+ * has to do at least under the library's contract, written without the library, so
+ * that a run shows how far any implementation of that contract could go on this
+ * machine, beside the library's join_leave and the rwlock baseline's.
+ */
+#ifndef BENCH_JL_FLOOR_H
+#define BENCH_JL_FLOOR_H
+
+#include "backend.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct jl_floor jl_floor_t;
+
+/** Maps the floor's shared region (MAP_SHARED, anonymous: call before forking the
+ *  workers, which then share it as they share a segment): an index of @p conns
+ *  connections, @p rooms rooms, @p workers workers' own records, and an event ring
+ *  of @p ring_entries 64-byte entries (a power of two). @return NULL on failure
+ *  (errno set). */
+jl_floor_t *jl_floor_create(size_t conns, uint32_t rooms, unsigned workers, uint32_t ring_entries);
+
+/** One join then leave of @p k by worker @p worker (each worker calls it with its own
+ *  worker number only, for connections of its own). @return 0, or -1 when the leave
+ *  did not find what the join added (a bug: the row is then reported as failing). */
+int jl_floor_pair(jl_floor_t *f, unsigned worker, const bench_key_t *k);
+
+void jl_floor_destroy(jl_floor_t *f);
+
+#endif
