@@ -98,8 +98,9 @@ struct jl_floor {
     struct jlf_pres *pres;
     struct jlf_entry *ring;
     uint32_t room_mask, bucket_mask, ring_mask;
-    uint32_t cursor; /* this process's next record of its own */
-    uint64_t wakes;  /* this process's wake-ups owed (none: nobody waits) */
+    unsigned workers; /* records are kept for this many */
+    uint32_t cursor;  /* this process's next record of its own */
+    uint64_t wakes;   /* this process's wake-ups owed (none: nobody waits) */
     void *base;
     size_t size;
 };
@@ -154,6 +155,7 @@ jl_floor_t *jl_floor_create(size_t conns, uint32_t rooms, unsigned workers, uint
     f->room_mask = (uint32_t) (nrooms - 1);
     f->bucket_mask = (uint32_t) (nbuckets - 1);
     f->ring_mask = ring_entries - 1;
+    f->workers = workers;
     return f;
 }
 
@@ -279,6 +281,8 @@ static size_t name_len(const char *s)
 
 int jl_floor_pair(jl_floor_t *f, unsigned worker, const bench_key_t *k)
 {
+    if (worker >= f->workers)
+        return -1;
     uint32_t me = worker + 1;
     /* the join */
     size_t rl = name_len(k->room), cl = name_len(k->conn), ul = name_len(k->user);

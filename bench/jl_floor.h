@@ -22,7 +22,8 @@ typedef struct jl_floor jl_floor_t;
 jl_floor_t *jl_floor_create(size_t conns, uint32_t rooms, unsigned workers, uint32_t ring_entries);
 
 /** One join then leave of @p k by worker @p worker (each worker calls it with its own
- *  worker number only, for connections of its own). @return 0, or -1 when the leave
+ *  worker number, below jl_floor_create's @p workers, for connections of its own).
+ *  @return 0, or -1 for a worker number out of range or when the leave
  *  did not find what the join added (a bug: the row is then reported as failing). */
 int jl_floor_pair(jl_floor_t *f, unsigned worker, const bench_key_t *k);
 
