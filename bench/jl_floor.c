@@ -159,6 +159,43 @@ jl_floor_t *jl_floor_create(size_t conns, uint32_t rooms, unsigned workers, uint
     return f;
 }
 
+uint64_t jl_floor_tail(const jl_floor_t *f)
+{
+    return __atomic_load_n(&f->sh->tail, __ATOMIC_ACQUIRE);
+}
+
+int jl_floor_event(const jl_floor_t *f, uint64_t pos, jl_floor_event_t *out)
+{
+    const struct jlf_entry *first = &f->ring[pos & f->ring_mask];
+    if (__atomic_load_n(&first->stamp, __ATOMIC_ACQUIRE) != ((pos + 1) | JLF_START))
+        return -1;
+    struct jlf_event_hdr h;
+    memcpy(&h, first->data, sizeof h);
+    size_t total = sizeof h + (size_t) h.room_len + h.conn_len + h.user_len;
+    if (h.nentries == 0 || h.nentries != (total + JLF_DATA - 1) / JLF_DATA ||
+        h.room_len > JLF_NAME_MAX || h.conn_len > JLF_NAME_MAX || h.user_len > JLF_NAME_MAX)
+        return -1;
+    uint8_t rec[sizeof(struct jlf_event_hdr) + 3 * JLF_NAME_MAX];
+    for (uint32_t i = 0; i < h.nentries; i++) {
+        const struct jlf_entry *e = &f->ring[(pos + i) & f->ring_mask];
+        if (i > 0 && __atomic_load_n(&e->stamp, __ATOMIC_ACQUIRE) != pos + i + 1)
+            return -1;
+        size_t at = (size_t) i * JLF_DATA, n = total - at < JLF_DATA ? total - at : JLF_DATA;
+        memcpy(rec + at, e->data, n);
+    }
+    out->time_ns = h.time_ns;
+    out->occupancy = h.occupancy;
+    out->type = h.type;
+    const uint8_t *at = rec + sizeof h;
+    memcpy(out->room, at, h.room_len);
+    out->room[h.room_len] = '\0';
+    memcpy(out->conn, at + h.room_len, h.conn_len);
+    out->conn[h.conn_len] = '\0';
+    memcpy(out->user, at + h.room_len + h.conn_len, h.user_len);
+    out->user[h.user_len] = '\0';
+    return h.nentries;
+}
+
 void jl_floor_destroy(jl_floor_t *f)
 {
     if (f == NULL)

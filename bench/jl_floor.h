@@ -27,6 +27,22 @@ jl_floor_t *jl_floor_create(size_t conns, uint32_t rooms, unsigned workers, uint
  *  did not find what the join added (a bug: the row is then reported as failing). */
 int jl_floor_pair(jl_floor_t *f, unsigned worker, const bench_key_t *k);
 
+/** An event of the floor's ring as jl_floor_event() reads it back. */
+typedef struct jl_floor_event {
+    uint64_t time_ns;
+    uint32_t occupancy;
+    unsigned type; /* 1 join, 2 leave */
+    char room[256], conn[256], user[256];
+} jl_floor_event_t;
+
+/** The floor's ring tail: the position after the last claimed entry. */
+uint64_t jl_floor_tail(const jl_floor_t *f);
+
+/** Reads back the event whose record starts at @p pos (for tests, once the writers are
+ *  done). @return its entries' count (the next record's position is @p pos plus it),
+ *  or -1 if no committed record starts there. */
+int jl_floor_event(const jl_floor_t *f, uint64_t pos, jl_floor_event_t *out);
+
 void jl_floor_destroy(jl_floor_t *f);
 
 #endif
