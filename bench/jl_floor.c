@@ -64,13 +64,15 @@ struct jlf_conn { /* 128 bytes, as the library's */
     uint32_t hash, user_hash, next, user_next, pres;
     uint16_t len, user_len;
     char name[JLF_INLINE];
-    uint8_t pad[128 - 72 - JLF_INLINE];
+    uint8_t pad[128 - 40 - JLF_INLINE];
 };
+_Static_assert(sizeof(struct jlf_conn) == 128, "a connection record is 128 bytes");
 
 struct jlf_pres { /* 64 bytes, as the library's */
     uint32_t room, conn, prev, next;
     uint8_t pad[JLF_LINE - 16];
 };
+_Static_assert(sizeof(struct jlf_pres) == 64, "a presence record is 64 bytes");
 
 struct jlf_entry {
     uint64_t stamp;
@@ -83,6 +85,7 @@ struct jlf_event_hdr { /* 32 bytes, as the library's ring record header */
     uint16_t type, reason, nentries, room_len, conn_len, user_len;
     uint8_t pad[8];
 };
+_Static_assert(sizeof(struct jlf_event_hdr) == 32, "an event header is 32 bytes");
 
 struct jlf_shared {
     _Alignas(JLF_LINE) uint64_t tail;
