@@ -548,9 +548,16 @@ static int op_touch_floor(wl_worker_t *w, uint64_t seq)
     return 0;
 }
 
+/* The connection of the worker's own that join + leave pair @p seq uses (its extra keys
+ * in turn: never one another worker joins). */
+static const bench_key_t *pair_key(const wl_worker_t *w, uint64_t seq)
+{
+    return &w->wl->extra.keys[(size_t) w->id * WL_EXTRA_KEYS + seq % WL_EXTRA_KEYS];
+}
+
 static int op_join_leave(wl_worker_t *w, uint64_t seq)
 {
-    const bench_key_t *k = &w->wl->extra.keys[(size_t) w->id * WL_EXTRA_KEYS + seq % WL_EXTRA_KEYS];
+    const bench_key_t *k = pair_key(w, seq);
     int rc = w->be->join(w->h, k, 0);
     if (rc == BENCH_FATAL)
         return rc;
@@ -565,7 +572,7 @@ static int op_join_leave(wl_worker_t *w, uint64_t seq)
 /* op_join_leave's pair on the same keys, done by jl_floor.c without the library. */
 static int op_join_leave_floor(wl_worker_t *w, uint64_t seq)
 {
-    const bench_key_t *k = &w->wl->extra.keys[(size_t) w->id * WL_EXTRA_KEYS + seq % WL_EXTRA_KEYS];
+    const bench_key_t *k = pair_key(w, seq);
     if (jl_floor_pair(w->wl->jl_floor, w->id, k) == 0)
         return 0;
     snprintf(w->wrong, sizeof w->wrong, "the leave did not find what the join added");
