@@ -16,7 +16,9 @@
  *   helper_worker churnconns SEG SECONDS ID N      join N connections, then leave them,
  *                                                  round and round, their names changing
  *                                                  (records freed and reused under other
- *                                                  names, so in other hash chains)
+ *                                                  names, so in other hash chains); a join
+ *                                                  that answers -ENOSPC waits 10 ms and
+ *                                                  tries again (prints how many did)
  *   helper_worker touchstable SEG SECONDS ID N     join N connections of its own, then touch
  *                                                  them by name round and round: each must
  *                                                  answer 0 (prints "touches N")
@@ -288,18 +290,43 @@ static int do_churnconns(presence_t *p, int secs, int id, int n)
 {
     uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
     char conn[32];
+    unsigned long waits = 0;
     for (unsigned long round = 0; tu_mono_ms() < end; round++) {
-        for (int k = 0; k < n; k++) {
-            snprintf(conn, sizeof conn, "churn-%d-%lu-%d", id, round % 7, k);
-            if (presence_join(p, "churn", conn, NULL) < 0)
+        int joined = 0;
+        while (joined < n) {
+            snprintf(conn, sizeof conn, "churn-%d-%lu-%d", id, round % 7, joined);
+            int rc = presence_join(p, "churn", conn, NULL);
+            if (rc == -ENOSPC) {
+                /* every spare record waits for a reader descheduled in its read
+                 * section (the join has reclaimed and retried for 200 ms): the
+                 * library's documented answer on a loaded machine, not what this
+                 * test is about; try again once that reader has run (the test's
+                 * final check still finds any record that leaked) */
+                if (tu_mono_ms() >= end)
+                    break;
+                waits++;
+                struct timespec ts = {0, 10000000};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            if (rc < 0) {
+                fprintf(stderr, "churnconns: join %s -> %d (%s) in round %lu\n", conn, rc,
+                        presence_strerror(rc), round);
                 return 1;
+            }
+            joined++;
         }
-        for (int k = 0; k < n; k++) {
+        for (int k = 0; k < joined; k++) {
             snprintf(conn, sizeof conn, "churn-%d-%lu-%d", id, round % 7, k);
-            if (presence_leave(p, "churn", conn) != 1)
+            int rc = presence_leave(p, "churn", conn);
+            if (rc != 1) {
+                fprintf(stderr, "churnconns: leave %s -> %d in round %lu\n", conn, rc, round);
                 return 1;
+            }
         }
     }
+    if (waits > 0)
+        printf("churnconns: %lu joins waited for space\n", waits);
     return 0;
 }
 

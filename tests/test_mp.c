@@ -268,7 +268,7 @@ static void test_free_stack_without_tags_is_caught(void **state)
  * walks through may be freed and reused in other hash chains under it, and a
  * miss must then be asked again inside a read section. Two processes touch
  * connections that stay live, in hash chains shared with two processes' churn
- * (a segment with a bucket per ~2 live connections; four processes on the two
+ * (a small segment: 2,048 buckets for up to 800 connections; four processes on the two
  * CPUs, so that a toucher is descheduled in mid-walk while the churn reuses
  * the record it stands on). Returns how many touchers saw a live connection
  * answer "not present". */
@@ -277,7 +277,9 @@ static long touch_unpinned_run(bool trust_miss)
     static const char *env_trust[] = {"PRESENCE_TEST_TRUST_MISS=1", NULL};
     char name[64];
     snprintf(name, sizeof name, "pr-test-%d-mpt", (int) getpid());
-    /* 1024 buckets: 400 live connections, up to 400 more in churn */
+    /* 1024 connections (2048 buckets): 400 live, up to 400 more in churn, and what
+     * waits for its grace period; a churner that finds no spare record (a reader
+     * descheduled in its read section) waits and tries again (helper_worker.c) */
     assert_int_equal(create_seg(name, 1024, 2048, 64), 0);
     presence_t *p;
     assert_int_equal(presence_open(name, NULL, &p), 0);
