@@ -194,6 +194,8 @@ int workload_init(workload_t *wl, bench_op_t op, uint32_t size, const bench_conf
             room = put_name(&cur, "room-%05u", (unsigned) (i / wl->room_size));
         bench_key_t *k = &wl->live.keys[i];
         k->room = room;
+        if (op == OP_JOIN_LEAVE_FLOOR)
+            continue; /* only its rooms' names are used (below) */
         if (i < wl->live_conns) {
             k->conn = put_name(&cur, "conn-%07u", (unsigned) i);
             k->user = put_name(&cur, "user-%07u", (unsigned) i);
