@@ -103,7 +103,6 @@ struct jl_floor {
     uint32_t room_mask, bucket_mask, ring_mask;
     unsigned workers; /* records are kept for this many */
     uint32_t cursor;  /* this process's next record of its own */
-    uint64_t wakes;   /* this process's wake-ups owed (none: nobody waits) */
     void *base;
     size_t size;
 };
@@ -282,8 +281,13 @@ static void emit(jl_floor_t *f, uint16_t type, uint32_t me, const char *room, si
         __atomic_store_n(&f->ring[(pos + i) & f->ring_mask].stamp,
                          (pos + i + 1) | (i == 0 ? JLF_START : 0), __ATOMIC_RELEASE);
     full_fence();
-    if (__atomic_load_n(&f->sh->waiters, __ATOMIC_RELAXED) != 0)
-        f->wakes++; /* (never here: nobody waits) */
+    (void) __atomic_load_n(&f->sh->waiters, __ATOMIC_RELAXED); /* nobody waits here */
+}
+
+/* Record @c's link in table @t's chains (0: by name, 1: by user). */
+static uint32_t *chain_next(struct jlf_conn *c, unsigned t)
+{
+    return t == 0 ? &c->next : &c->user_next;
 }
 
 /* Links record @idx (index + 1 in the chains) into table @t's chain of @hash. */
@@ -293,7 +297,7 @@ static void chain_insert(jl_floor_t *f, unsigned t, uint32_t hash, uint32_t idx,
     uint32_t *bucket = &f->buckets[t][hash & f->bucket_mask];
     uint32_t *stripe = &f->sh->stripes[t][hash & (JLF_STRIPES - 1)].word;
     lock_take(stripe, me);
-    *(t == 0 ? &c->next : &c->user_next) = *bucket;
+    *chain_next(c, t) = *bucket;
     __atomic_store_n(bucket, idx + 1, __ATOMIC_RELEASE);
     lock_drop(stripe);
 }
@@ -304,12 +308,10 @@ static void chain_unlink(jl_floor_t *f, unsigned t, uint32_t hash, uint32_t idx,
     uint32_t *stripe = &f->sh->stripes[t][hash & (JLF_STRIPES - 1)].word;
     lock_take(stripe, me);
     while (*link != 0 && *link != idx + 1) {
-        struct jlf_conn *c = &f->conns[*link - 1];
-        link = t == 0 ? &c->next : &c->user_next;
+        link = chain_next(&f->conns[*link - 1], t);
     }
     if (*link == idx + 1) {
-        struct jlf_conn *c = &f->conns[idx];
-        __atomic_store_n(link, t == 0 ? c->next : c->user_next, __ATOMIC_RELEASE);
+        __atomic_store_n(link, *chain_next(&f->conns[idx], t), __ATOMIC_RELEASE);
     }
     lock_drop(stripe);
 }

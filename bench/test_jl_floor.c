@@ -95,9 +95,9 @@ int main(void)
         int n = jl_floor_event(f, pos, &ev);
         if (n < 1)
             return fail("no committed, whole record where one starts", pos);
-        if (n > 1 && jl_floor_event(f, pos + 1, &ev) != -1)
+        jl_floor_event_t probe;
+        if (n > 1 && jl_floor_event(f, pos + 1, &probe) != -1)
             return fail("a record read from its second entry", pos + 1);
-        jl_floor_event(f, pos, &ev);
         unsigned w = ev.conn[1] == '0' ? 0 : 1;
         if (ev.conn[0] != 'w' || seen[w] >= 2 * PAIRS)
             return fail("an event of no worker's, or too many of one", pos);

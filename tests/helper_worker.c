@@ -286,6 +286,12 @@ static int do_limbo(presence_t *p, int secs, int id)
 /* Joins N connections of its own, then leaves them, round and round: each leave
  * frees a record (after its grace period) that a later join reuses under another
  * name, so in another hash chain. */
+/* Churner @id's connection @k in round @round (names come back every 7 rounds). */
+static void churn_name(char conn[32], int id, unsigned long round, int k)
+{
+    snprintf(conn, 32, "churn-%d-%lu-%d", id, round % 7, k);
+}
+
 static int do_churnconns(presence_t *p, int secs, int id, int n)
 {
     uint64_t end = tu_mono_ms() + (uint64_t) secs * 1000;
@@ -294,7 +300,7 @@ static int do_churnconns(presence_t *p, int secs, int id, int n)
     for (unsigned long round = 0; tu_mono_ms() < end; round++) {
         int joined = 0;
         while (joined < n) {
-            snprintf(conn, sizeof conn, "churn-%d-%lu-%d", id, round % 7, joined);
+            churn_name(conn, id, round, joined);
             int rc = presence_join(p, "churn", conn, NULL);
             if (rc == -ENOSPC) {
                 /* every spare record waits for a reader descheduled in its read
@@ -317,7 +323,7 @@ static int do_churnconns(presence_t *p, int secs, int id, int n)
             joined++;
         }
         for (int k = 0; k < joined; k++) {
-            snprintf(conn, sizeof conn, "churn-%d-%lu-%d", id, round % 7, k);
+            churn_name(conn, id, round, k);
             int rc = presence_leave(p, "churn", conn);
             if (rc != 1) {
                 fprintf(stderr, "churnconns: leave %s -> %d in round %lu\n", conn, rc, round);

@@ -470,8 +470,8 @@ static void count_repair(struct presence *p, uint32_t idx)
 }
 
 /* Starts a helper that takes room record 0's lock and keeps it until killed;
- * returns once it holds it. */
-static pid_t spawn_lock_holder(void)
+ * returns once it holds it, with a handle of ours in *@p and that lock. */
+static pid_t spawn_lock_holder(presence_t **p, pr_lock_t **l)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
@@ -481,6 +481,8 @@ static pid_t spawn_lock_holder(void)
     assert_true(read(fds[0], buf, sizeof buf - 1) > 0);
     assert_non_null(strstr(buf, "ready"));
     close(fds[0]);
+    assert_int_equal(presence_open(seg, NULL, p), 0);
+    *l = &pr__room(*p, 0)->lock;
     return h;
 }
 
@@ -490,10 +492,9 @@ static pid_t spawn_lock_holder(void)
 static void test_lock_takeover(void **state)
 {
     (void) state;
-    pid_t h = spawn_lock_holder();
     presence_t *p;
-    assert_int_equal(presence_open(seg, NULL, &p), 0);
-    pr_lock_t *l = &pr__room(p, 0)->lock;
+    pr_lock_t *l;
+    pid_t h = spawn_lock_holder(&p, &l);
     repairs_seen = 0;
     /* alive: the sweep's recovery leaves it alone */
     assert_false(pr__lock_recover(p, l, count_repair, 0));
@@ -522,10 +523,9 @@ static void test_lock_takeover(void **state)
 static void test_lock_sleeper_killed(void **state)
 {
     (void) state;
-    pid_t h = spawn_lock_holder();
     presence_t *p;
-    assert_int_equal(presence_open(seg, NULL, &p), 0);
-    pr_lock_t *l = &pr__room(p, 0)->lock;
+    pr_lock_t *l;
+    pid_t h = spawn_lock_holder(&p, &l);
     static const char *env[] = {"PRESENCE_TEST_LOCK_SLEEP_MS=10000", NULL}; /* one long sleep */
     pid_t s = spawn(env, -1, "locktake", seg, NULL);
     uint64_t t0 = tu_mono_ms();
